@@ -12,12 +12,19 @@ from convert.errors import ConvertError
 def _corpus(args) -> None:
     from convert.corpus import DEFAULT_URL, prepare_corpus
 
-    prepared = prepare_corpus(args.corpus or DEFAULT_URL, args.out, sha256=args.sha256 or None,
-                              validation_fraction=args.validation_fraction, seed=args.seed)  # fmt: skip
+    prepared = prepare_corpus(
+        args.corpus or DEFAULT_URL,
+        args.out,
+        sha256=args.sha256 or None,
+        validation_fraction=args.validation_fraction,
+        seed=args.seed,
+    )
     s = prepared.stats
-    print(f"{s.documents} documents; dropped {s.debris_lines_dropped} debris and "
-          f"{s.duplicate_lines_dropped} repeated lines; {s.train_chars} training and "
-          f"{s.validation_chars} validation characters -> {args.out}")  # fmt: skip
+    print(
+        f"{s.documents} documents; dropped {s.debris_lines_dropped} debris and "
+        f"{s.duplicate_lines_dropped} repeated lines; {s.train_chars} training and "
+        f"{s.validation_chars} validation characters -> {args.out}"
+    )
 
 
 def _tokenizer(args) -> None:
@@ -28,17 +35,36 @@ def _tokenizer(args) -> None:
 
 
 def _train_args(args) -> dict:
-    keys = ("n_layer", "n_head", "n_embd", "n_ctx", "dropout", "batch_size", "block_size",
-            "learning_rate", "warmup_steps", "max_steps", "max_minutes", "eval_interval",
-            "seed", "device")  # fmt: skip
+    keys = (
+        "n_layer",
+        "n_head",
+        "n_embd",
+        "n_ctx",
+        "dropout",
+        "batch_size",
+        "block_size",
+        "learning_rate",
+        "warmup_steps",
+        "max_steps",
+        "max_minutes",
+        "eval_interval",
+        "seed",
+        "device",
+    )
     return {k: getattr(args, k) for k in keys}
 
 
 def _train(args) -> None:
     from convert.train import config_from_args, train
 
-    config = config_from_args({"out_dir": args.out, "corpus_dir": args.corpus_dir,
-                               "tokenizer_dir": args.tokenizer, **_train_args(args)})  # fmt: skip
+    config = config_from_args(
+        {
+            "out_dir": args.out,
+            "corpus_dir": args.corpus_dir,
+            "tokenizer_dir": args.tokenizer,
+            **_train_args(args),
+        }
+    )
     _print_config(config)
     _report(train(config))
 
@@ -46,8 +72,12 @@ def _train(args) -> None:
 def _finetune(args) -> None:
     from convert.train import config_from_args, train
 
-    settings = {"out_dir": args.out, "corpus_dir": args.corpus_dir, "init_from": args.base,
-                **_train_args(args)}  # fmt: skip
+    settings = {
+        "out_dir": args.out,
+        "corpus_dir": args.corpus_dir,
+        "init_from": args.base,
+        **_train_args(args),
+    }
     # Fine-tuning a pretrained model wants a gentler learning rate than
     # training from scratch; flags still win.
     if args.learning_rate is None:
@@ -63,9 +93,12 @@ def _print_config(config) -> None:
 
 
 def _report(result) -> None:
-    print(f"{result.steps} steps in {result.seconds:.0f} s ({result.tokens_per_second:.0f} tokens/s), "
-          f"stopped by {result.stopped_by}; loss {result.train_loss:.3f}, "
-          f"validation loss {result.validation_loss:.3f} -> {result.out_dir}")  # fmt: skip
+    print(
+        f"{result.steps} steps in {result.seconds:.0f} s "
+        f"({result.tokens_per_second:.0f} tokens/s), "
+        f"stopped by {result.stopped_by}; loss {result.train_loss:.3f}, "
+        f"validation loss {result.validation_loss:.3f} -> {result.out_dir}"
+    )
 
 
 def _gguf(args) -> None:
@@ -85,8 +118,9 @@ def _quantize(args) -> None:
 def _eval(args) -> None:
     from convert.evaluate import evaluate, table, write_report
 
-    rows = evaluate(args.gguf, args.validation, hf_dir=args.hf, window=args.window,
-                    samples=not args.no_samples)  # fmt: skip
+    rows = evaluate(
+        args.gguf, args.validation, hf_dir=args.hf, window=args.window, samples=not args.no_samples
+    )
     print(table(rows))
     if args.json:
         write_report(rows, args.json)
@@ -101,8 +135,14 @@ def _model(args) -> None:
 def _sweep(args) -> None:
     from convert.pipeline import run_sweep
 
-    run_sweep(args.corpus, args.build, args.out, minutes=args.minutes, shapes=args.shapes,
-              sha256=args.sha256 or None)  # fmt: skip
+    run_sweep(
+        args.corpus,
+        args.build,
+        args.out,
+        minutes=args.minutes,
+        shapes=args.shapes,
+        sha256=args.sha256 or None,
+    )
 
 
 def _add_training_flags(p: argparse.ArgumentParser) -> None:

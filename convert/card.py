@@ -85,38 +85,38 @@ that run.
 - Text: Teletype Model 33 technical manuals and bulletins (OCR, late 1960s
   and early 1970s) with a short introduction, from the public repository
   hughpyle/ASR33 (file gpt2/training.txt), MIT license, Copyright (c)
-  2014-2019 Hugh Pyle. sha256 `{corpus['sha256']}`.
+  2014-2019 Hugh Pyle. sha256 `{corpus["sha256"]}`.
 - Cleaning (`python -m convert corpus`): NFC, the few non-ASCII characters
-  folded to ASCII, {corpus['debris_lines_dropped']} OCR debris lines dropped,
-  {corpus['duplicate_lines_dropped']} repeated paragraphs dropped.
+  folded to ASCII, {corpus["debris_lines_dropped"]} OCR debris lines dropped,
+  {corpus["duplicate_lines_dropped"]} repeated paragraphs dropped.
 - Split: one contiguous region of each long document held out for
-  validation ({corpus['validation_fraction']:.0%}, seed {corpus['seed']}):
-  {corpus['train_chars']:,} training and {corpus['validation_chars']:,}
+  validation ({corpus["validation_fraction"]:.0%}, seed {corpus["seed"]}):
+  {corpus["train_chars"]:,} training and {corpus["validation_chars"]:,}
   validation characters. The validation text is unseen prose, not lines
   interleaved with training lines.
 
 ## Recipe
 
-- Tokenizer: byte-level BPE with GPT-2's pre-tokenizer, {recipe['vocab_size']}
+- Tokenizer: byte-level BPE with GPT-2's pre-tokenizer, {recipe["vocab_size"]}
   tokens, trained on the training split only.
-- Model: GPT-2, {shape['n_layer']} layers, {shape['n_head']} heads, width
-  {shape['n_embd']}, context {recipe['n_ctx']}, {training['parameters']:,}
-  parameters, dropout {recipe['dropout']}.
+- Model: GPT-2, {shape["n_layer"]} layers, {shape["n_head"]} heads, width
+  {shape["n_embd"]}, context {recipe["n_ctx"]}, {training["parameters"]:,}
+  parameters, dropout {recipe["dropout"]}.
 - Training: AdamW (0.9, 0.95, weight decay 0.1), learning rate
-  {recipe['learning_rate']} with {recipe['warmup_steps']} warmup steps and
-  cosine decay to a tenth, batch {recipe['batch_size']} x
-  {recipe['block_size']} tokens, seed {recipe['seed']}.
-  {training['steps']} steps in {training['seconds'] / 60:.1f} minutes
-  ({training['tokens_per_second']:.0f} tokens/s), stopped by the
-  {training['stopped_by']} budget.
+  {recipe["learning_rate"]} with {recipe["warmup_steps"]} warmup steps and
+  cosine decay to a tenth, batch {recipe["batch_size"]} x
+  {recipe["block_size"]} tokens, seed {recipe["seed"]}.
+  {training["steps"]} steps in {training["seconds"] / 60:.1f} minutes
+  ({training["tokens_per_second"]:.0f} tokens/s), stopped by the
+  {training["stopped_by"]} budget.
 - Conversion: llama.cpp's own converter from the llama-cpp-python source
   distribution that runs it; quantisation with llama.cpp's quantiser.
 - Measured on: {platform.machine()}, Python {platform.python_version()}.
 
 ![loss curve]({LOSS_CURVE})
 
-Final training loss {training['train_loss']:.3f}, validation loss
-{training['validation_loss']:.3f} nats/token.
+Final training loss {training["train_loss"]:.3f}, validation loss
+{training["validation_loss"]:.3f} nats/token.
 
 ## Why this size
 
@@ -129,14 +129,14 @@ on a corpus this small.
 
 ## Quality per quantisation type
 
-Perplexity of the validation text (windows of {recipe['block_size']}
+Perplexity of the validation text (windows of {recipe["block_size"]}
 tokens; the same token ids for every row). Repetition: over sampled texts
 (temperature 0.75, top_p 0.9, no repetition penalty), the share of word
 trigrams that repeat an earlier one and the longest back-to-back loop.
 
 {chr(10).join(table)}
 
-The embedded file is `teletype-tiny.q8_0.gguf` ({q8['size_bytes'] / 1e6:.1f} MB).
+The embedded file is `teletype-tiny.q8_0.gguf` ({q8["size_bytes"] / 1e6:.1f} MB).
 
 ## Samples (Q8_0, seeded)
 
@@ -144,10 +144,10 @@ The embedded file is `teletype-tiny.q8_0.gguf` ({q8['size_bytes'] / 1e6:.1f} MB)
 
 ## Timings of this run
 
-Corpus {timings['corpus']} s, tokenizer {timings['tokenizer']} s, training
-{timings['training']} s, GGUF conversion (F32 and F16) {timings['gguf']} s,
-quantisation (four types) {timings['quantize']} s, evaluation
-{timings['evaluation']} s; {summary['total_seconds'] / 60:.1f} minutes in all.
+Corpus {timings["corpus"]} s, tokenizer {timings["tokenizer"]} s, training
+{timings["training"]} s, GGUF conversion (F32 and F16) {timings["gguf"]} s,
+quantisation (four types) {timings["quantize"]} s, evaluation
+{timings["evaluation"]} s; {summary["total_seconds"] / 60:.1f} minutes in all.
 
 ## Limits
 

@@ -230,7 +230,9 @@ def split_documents(
     too small to say anything and would cut the document to pieces.
     """
     if not 0.0 < validation_fraction < 0.5:
-        raise CorpusError(f"validation fraction must be between 0 and 0.5, not {validation_fraction}")
+        raise CorpusError(
+            f"validation fraction must be between 0 and 0.5, not {validation_fraction}"
+        )
     train: list[list[str]] = []
     validation: list[list[str]] = []
     for index, doc in enumerate(documents):

@@ -71,7 +71,9 @@ def windows(ids: list[int], window: int) -> list[list[int]]:
     """Whole, non-overlapping windows, as in training's validation loss."""
     n = len(ids) // window
     if n == 0:
-        raise ConversionError(f"validation text has {len(ids)} tokens, fewer than one window ({window})")
+        raise ConversionError(
+            f"validation text has {len(ids)} tokens, fewer than one window ({window})"
+        )
     return [ids[i * window : (i + 1) * window] for i in range(n)]
 
 
@@ -124,7 +126,9 @@ def hf_encode_documents(hf_dir: Path, text: str) -> list[int]:
     """The validation ids exactly as training's validation loss saw them."""
     tokenizer = load_tokenizer(hf_dir)
     return encode_documents(
-        text, lambda doc: tokenizer(doc, add_special_tokens=False)["input_ids"], tokenizer.eos_token_id
+        text,
+        lambda doc: tokenizer(doc, add_special_tokens=False)["input_ids"],
+        tokenizer.eos_token_id,
     )
 
 
@@ -230,8 +234,11 @@ def evaluate(
     rows: list[EvalRow] = []
     if hf_dir is not None:
         weights = sum(p.stat().st_size for p in hf_dir.glob("*.safetensors"))
-        rows.append(EvalRow("transformers", "hf", weights, hf_perplexity(hf_dir, ids, window),
-                            None, None, None))  # fmt: skip
+        rows.append(
+            EvalRow(
+                "transformers", "hf", weights, hf_perplexity(hf_dir, ids, window), None, None, None
+            )
+        )
     for path in ggufs:
         ppl = gguf_perplexity(path, ids, window)
         rep = {"repeated_trigrams": None, "longest_loop": None}

@@ -35,7 +35,8 @@ def staged_model_dir(hf_dir: Path, work: Path) -> Path:
     config = json.loads(config_path.read_text())
     if config.get("model_type") != "gpt2":
         raise ConversionError(
-            f"{config_path}: model_type is {config.get('model_type')!r}; this pipeline converts GPT-2"
+            f"{config_path}: model_type is {config.get('model_type')!r}; "
+            "this pipeline converts GPT-2"
         )
     if "n_ctx" not in config:
         if "n_positions" not in config:
@@ -62,9 +63,16 @@ def convert_to_gguf(hf_dir: Path, out: Path, out_type: str = "f16") -> Path:
         staged = staged_model_dir(hf_dir, Path(work))
         partial = out.with_name(out.name + ".part")
         cmd = [
-            sys.executable, "-m", "convert.run_converter", str(converter), str(staged),
-            "--outfile", str(partial), "--outtype", out_type,
-        ]  # fmt: skip
+            sys.executable,
+            "-m",
+            "convert.run_converter",
+            str(converter),
+            str(staged),
+            "--outfile",
+            str(partial),
+            "--outtype",
+            out_type,
+        ]
         result = subprocess.run(cmd, capture_output=True, text=True)
         if result.returncode != 0:
             partial.unlink(missing_ok=True)
@@ -89,7 +97,7 @@ def expected_tensors(hf_dir: Path) -> dict[str, tuple[int, ...]]:
         names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.GPT2, n_layer)
         for path in weights:
             with safe_open(str(path), framework="pt") as f:
-                for name in f.keys():
+                for name in f.keys():  # noqa: SIM118 (a safetensors handle, not a dict)
                     if name.endswith((".attn.bias", ".attn.masked_bias")):
                         continue  # causal masks, not weights
                     shape = tuple(f.get_slice(name).get_shape())
@@ -125,4 +133,6 @@ def verify_tensors(hf_dir: Path, gguf_path: Path) -> None:
             problems.append(f"{name}: shape {got[name]} in the GGUF, {shape} in the checkpoint")
     problems += [f"{name}: in the GGUF but not in the checkpoint" for name in got.keys() - want]
     if problems:
-        raise TensorMismatchError(f"{gguf_path} does not match {hf_dir}:\n  " + "\n  ".join(problems))
+        raise TensorMismatchError(
+            f"{gguf_path} does not match {hf_dir}:\n  " + "\n  ".join(problems)
+        )

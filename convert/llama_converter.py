@@ -39,7 +39,7 @@ def runtime_version() -> str:
 
 
 def converter_dir(version: str | None = None) -> Path:
-    """The unpacked converter for `version` (default: the installed runtime's), fetched if needed."""
+    """The unpacked converter for `version` (default: the runtime's), fetched if needed."""
     version = version or runtime_version()
     target = cache_dir() / f"llama.cpp-converter-{version}"
     if (target / "convert_hf_to_gguf.py").is_file():
@@ -67,9 +67,18 @@ def _source_distribution(version: str, work: Path) -> Path:
     # pip knows the package index this machine is set up for (and its
     # caches); the source distribution is the only file that has vendor/.
     cmd = [
-        sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-        "--no-binary", ":all:", f"{PACKAGE}=={version}", "--dest", str(work),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--quiet",
+        "--no-deps",
+        "--no-binary",
+        ":all:",
+        f"{PACKAGE}=={version}",
+        "--dest",
+        str(work),
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True)
     found = sorted(work.glob("llama_cpp_python-*.tar.gz"))
     if result.returncode != 0 or not found:

@@ -93,8 +93,10 @@ def run_model(
     t = time.monotonic()
     prepared = prepare_corpus(source, build / "corpus", sha256=sha256 or None, seed=recipe["seed"])
     timings.corpus = time.monotonic() - t
-    _log(f"corpus: {prepared.stats.train_chars} training and "
-         f"{prepared.stats.validation_chars} validation characters")  # fmt: skip
+    _log(
+        f"corpus: {prepared.stats.train_chars} training and "
+        f"{prepared.stats.validation_chars} validation characters"
+    )
 
     t = time.monotonic()
     train_tokenizer(prepared.train, build / "tokenizer", recipe["vocab_size"])
@@ -108,18 +110,31 @@ def run_model(
         n_layer=shape.n_layer,
         n_head=shape.n_head,
         n_embd=shape.n_embd,
-        **{k: recipe[k] for k in (
-            "n_ctx", "block_size", "batch_size", "learning_rate", "warmup_steps",
-            "max_steps", "max_minutes", "eval_interval", "dropout", "seed",
-        )},  # fmt: skip
+        **{
+            k: recipe[k]
+            for k in (
+                "n_ctx",
+                "block_size",
+                "batch_size",
+                "learning_rate",
+                "warmup_steps",
+                "max_steps",
+                "max_minutes",
+                "eval_interval",
+                "dropout",
+                "seed",
+            )
+        },
         progress=progress,
     )
     _log(f"training {shape} for up to {config.max_steps} steps / {config.max_minutes} min")
     t = time.monotonic()
     result = train(config)
     timings.training = time.monotonic() - t
-    _log(f"training: {result.steps} steps, validation loss {result.validation_loss:.3f}, "
-         f"{result.tokens_per_second:.0f} tokens/s")  # fmt: skip
+    _log(
+        f"training: {result.steps} steps, validation loss {result.validation_loss:.3f}, "
+        f"{result.tokens_per_second:.0f} tokens/s"
+    )
 
     gguf_dir = build / "gguf"
     t = time.monotonic()
@@ -132,8 +147,9 @@ def run_model(
     _log(f"gguf: {timings.gguf:.1f} s, quantise: {timings.quantize:.1f} s")
 
     t = time.monotonic()
-    rows = evaluate([f32, f16, *quantised], prepared.validation, hf_dir=config.out_dir,
-                    window=config.block_size)  # fmt: skip
+    rows = evaluate(
+        [f32, f16, *quantised], prepared.validation, hf_dir=config.out_dir, window=config.block_size
+    )
     timings.evaluation = time.monotonic() - t
     write_report(rows, build / "eval.json")
     _log("evaluation:\n" + table(rows))
@@ -171,8 +187,9 @@ def run_sweep(
 ) -> list[dict]:
     """Train each candidate shape for the same wall-clock time; record validation loss."""
     recipe = RECIPE
-    prepared = prepare_corpus(corpus or DEFAULT_URL, build / "corpus", sha256=sha256 or None,
-                              seed=recipe["seed"])  # fmt: skip
+    prepared = prepare_corpus(
+        corpus or DEFAULT_URL, build / "corpus", sha256=sha256 or None, seed=recipe["seed"]
+    )
     train_tokenizer(prepared.train, build / "tokenizer", recipe["vocab_size"])
     results = []
     for key in shapes or list(SHAPES):
@@ -200,18 +217,22 @@ def run_sweep(
         )
         _log(f"sweep: {shape} for {minutes} min")
         result = train(config)
-        best = min(h["validation_loss"] for h in
-                   json.loads((run_dir / "training_log.json").read_text())["history"])  # fmt: skip
-        results.append({
-            "shape": asdict(shape),
-            "parameters": result.parameters,
-            "q8_0_megabytes_estimate": round(result.parameters * 1.0625 / 1e6, 1),
-            "steps": result.steps,
-            "minutes": round(result.seconds / 60, 2),
-            "tokens_per_second": round(result.tokens_per_second),
-            "final_validation_loss": result.validation_loss,
-            "best_validation_loss": best,
-        })  # fmt: skip
+        best = min(
+            h["validation_loss"]
+            for h in json.loads((run_dir / "training_log.json").read_text())["history"]
+        )
+        results.append(
+            {
+                "shape": asdict(shape),
+                "parameters": result.parameters,
+                "q8_0_megabytes_estimate": round(result.parameters * 1.0625 / 1e6, 1),
+                "steps": result.steps,
+                "minutes": round(result.seconds / 60, 2),
+                "tokens_per_second": round(result.tokens_per_second),
+                "final_validation_loss": result.validation_loss,
+                "best_validation_loss": best,
+            }
+        )
         _log(f"sweep: {key}: {results[-1]}")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"minutes_each": minutes, "results": results}, indent=2) + "\n")

@@ -28,7 +28,9 @@ def quantize(source: Path, out: Path, quant_type: str = "q8_0", threads: int | N
     import llama_cpp
 
     if quant_type not in QUANT_TYPES:
-        raise ConversionError(f"quant type must be one of {', '.join(QUANT_TYPES)}, not {quant_type!r}")
+        raise ConversionError(
+            f"quant type must be one of {', '.join(QUANT_TYPES)}, not {quant_type!r}"
+        )
     if not source.is_file():
         raise ConversionError(f"GGUF not found: {source}")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -41,10 +43,14 @@ def quantize(source: Path, out: Path, quant_type: str = "q8_0", threads: int | N
     )
     if status != 0 or not partial.is_file():
         partial.unlink(missing_ok=True)
-        raise ConversionError(f"llama.cpp could not quantise {source} to {quant_type} (status {status})")
+        raise ConversionError(
+            f"llama.cpp could not quantise {source} to {quant_type} (status {status})"
+        )
     os.replace(partial, out)
     return out
 
 
-def quantize_all(source: Path, out_dir: Path, types=DEFAULT_TYPES, stem: str = "model") -> list[Path]:
+def quantize_all(
+    source: Path, out_dir: Path, types=DEFAULT_TYPES, stem: str = "model"
+) -> list[Path]:
     return [quantize(source, out_dir / f"{stem}.{t}.gguf", t) for t in types]

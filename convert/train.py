@@ -101,7 +101,9 @@ def encode_file(tokenizer, path: Path):
 
     text = path.read_text(encoding="utf-8")
     ids = encode_documents(
-        text, lambda doc: tokenizer(doc, add_special_tokens=False)["input_ids"], tokenizer.eos_token_id
+        text,
+        lambda doc: tokenizer(doc, add_special_tokens=False)["input_ids"],
+        tokenizer.eos_token_id,
     )
     return torch.tensor(ids, dtype=torch.long)
 
@@ -282,8 +284,16 @@ def train(config: TrainConfig) -> TrainResult:
 
 
 def _check_same_recipe(config: TrainConfig, saved: dict[str, Any], out: Path) -> None:
-    shape = ("n_layer", "n_head", "n_embd", "n_ctx", "block_size", "batch_size", "init_from",
-             "seed")  # fmt: skip
+    shape = (
+        "n_layer",
+        "n_head",
+        "n_embd",
+        "n_ctx",
+        "block_size",
+        "batch_size",
+        "init_from",
+        "seed",
+    )
     for key in shape:
         if key in saved and saved[key] != getattr(config, key):
             raise TrainingError(

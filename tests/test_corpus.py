@@ -19,9 +19,7 @@ from convert.corpus import (
 )
 from convert.errors import CorpusError
 
-PROSE = (
-    "The selector magnet armature is held by the spacing latch until the start bit arrives. "
-)
+PROSE = "The selector magnet armature is held by the spacing latch until the start bit arrives. "
 
 
 def _document(n_lines: int, tag: str) -> str:
@@ -29,7 +27,9 @@ def _document(n_lines: int, tag: str) -> str:
 
 
 def test_corpus_folds_odd_characters_to_ascii():
-    text = fold_characters("Clutch \u2014 90\u00b0, \u00a7 3, caf\u00e9, \u201cquoted\u201d \u2013 ok\u2122")
+    text = fold_characters(
+        "Clutch \u2014 90\u00b0, \u00a7 3, caf\u00e9, \u201cquoted\u201d \u2013 ok\u2122"
+    )
     assert text == 'Clutch  --  90 degrees, Sec.  3, cafe, "quoted" - ok'
 
 
@@ -75,7 +75,7 @@ def test_corpus_split_is_deterministic_by_seed():
 
 
 def test_corpus_split_rejects_a_silly_fraction():
-    with pytest.raises(CorpusError, match="between 0 and 0.5"):
+    with pytest.raises(CorpusError, match=r"between 0 and 0\.5"):
         split_documents([["x"]], 0.9, seed=1)
 
 
@@ -145,7 +145,7 @@ def test_corpus_unreachable_url_says_so(isolated_cache):
 def test_corpus_local_file_checksum_mismatch_names_the_file(tmp_path):
     path = tmp_path / "mine.txt"
     path.write_text("my own manuals\n")
-    with pytest.raises(CorpusError, match="mine.txt"):
+    with pytest.raises(CorpusError, match=r"mine\.txt"):
         fetch(str(path), "0" * 64)
     assert fetch(str(path), None) == path
 
@@ -167,7 +167,9 @@ def test_corpus_full_teletype_manuals(tmp_path, corpus_file):
     assert 0.08 < stats.validation_chars / (stats.train_chars + stats.validation_chars) < 0.12
     train = prepared.train.read_text()
     assert train.isascii()
-    validation_lines = {line for line in prepared.validation.read_text().splitlines() if len(line) >= 40}
+    validation_lines = {
+        line for line in prepared.validation.read_text().splitlines() if len(line) >= 40
+    }
     assert validation_lines
     assert not validation_lines & set(train.splitlines())
 

@@ -9,7 +9,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from convert.evaluate import gguf_logits, gguf_perplexity, hf_encode_documents, llama_tokenize, load_llama
+from convert.evaluate import (
+    gguf_logits,
+    gguf_perplexity,
+    hf_encode_documents,
+    llama_tokenize,
+    load_llama,
+)
 from convert.tokenizer import load_tokenizer
 
 # Beyond the corpus: what chat will throw at the model.

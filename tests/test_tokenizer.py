@@ -27,9 +27,12 @@ def tokenizer(tmp_path_factory):
 def test_tokenizer_has_the_requested_size_and_one_end_of_text_token(tokenizer):
     assert len(tokenizer) <= 400
     assert tokenizer.eos_token == "<|endoftext|>"
-    assert tokenizer("a<|endoftext|>b", add_special_tokens=False)["input_ids"].count(
-        tokenizer.eos_token_id
-    ) == 1
+    assert (
+        tokenizer("a<|endoftext|>b", add_special_tokens=False)["input_ids"].count(
+            tokenizer.eos_token_id
+        )
+        == 1
+    )
 
 
 def test_tokenizer_learnt_merges_from_the_text(tokenizer):
@@ -55,5 +58,5 @@ def test_tokenizer_rejects_a_vocabulary_smaller_than_the_bytes(tmp_path):
 
 
 def test_tokenizer_missing_text_is_named(tmp_path):
-    with pytest.raises(TokenizerError, match="nowhere.txt"):
+    with pytest.raises(TokenizerError, match=r"nowhere\.txt"):
         train_tokenizer(tmp_path / "nowhere.txt", tmp_path / "out")

@@ -113,8 +113,9 @@ def test_train_refuses_to_resume_with_another_shape(tmp_path, small_corpus):
 
 def test_train_wall_clock_budget_stops_the_run(tmp_path, small_corpus):
     corpus, tokenizer = small_corpus
-    result = train(_config(tmp_path / "run", corpus, tokenizer, max_steps=100_000,
-                           max_minutes=0.02))  # fmt: skip
+    result = train(
+        _config(tmp_path / "run", corpus, tokenizer, max_steps=100_000, max_minutes=0.02)
+    )
     assert result.stopped_by == "time"
     assert 0 < result.steps < 100_000
     # The budget's end is a checkpoint too.
@@ -122,8 +123,9 @@ def test_train_wall_clock_budget_stops_the_run(tmp_path, small_corpus):
 
 
 def test_train_learning_rate_warms_up_then_decays_to_a_tenth():
-    config = TrainConfig(out_dir=Path("x"), corpus_dir=Path("x"), learning_rate=1e-3,
-                         warmup_steps=10, max_steps=100)  # fmt: skip
+    config = TrainConfig(
+        out_dir=Path("x"), corpus_dir=Path("x"), learning_rate=1e-3, warmup_steps=10, max_steps=100
+    )
     assert lr_at(config, 0, 0) == pytest.approx(1e-4)
     assert lr_at(config, 9, 0) == pytest.approx(1e-3)
     assert lr_at(config, 55, 0) < 1e-3
@@ -131,8 +133,14 @@ def test_train_learning_rate_warms_up_then_decays_to_a_tenth():
 
 
 def test_train_time_budget_drives_the_schedule_when_it_is_further_along():
-    config = TrainConfig(out_dir=Path("x"), corpus_dir=Path("x"), learning_rate=1e-3,
-                         warmup_steps=10, max_steps=1000, max_minutes=1.0)  # fmt: skip
+    config = TrainConfig(
+        out_dir=Path("x"),
+        corpus_dir=Path("x"),
+        learning_rate=1e-3,
+        warmup_steps=10,
+        max_steps=1000,
+        max_minutes=1.0,
+    )
     assert lr_at(config, 100, 60.0) == pytest.approx(1e-4)
 
 
@@ -164,8 +172,17 @@ def test_finetune_from_a_base_checkpoint_keeps_its_tokenizer(tmp_path, small_cor
     ids = encode_file(tokenizer, corpus / "validation.txt")
     base_loss = validation_loss(GPT2LMHeadModel.from_pretrained(base), ids, 64, 4, "cpu")
 
-    result = train(_config(tmp_path / "tuned", corpus, None, init_from=str(base),
-                           max_steps=20, n_layer=9, n_embd=999))  # fmt: skip
+    result = train(
+        _config(
+            tmp_path / "tuned",
+            corpus,
+            None,
+            init_from=str(base),
+            max_steps=20,
+            n_layer=9,
+            n_embd=999,
+        )
+    )
     tuned = tmp_path / "tuned"
     assert json.loads((tuned / "tokenizer.json").read_text())["model"]["vocab"] == before
     # The base decides the shape; the flags for a new model are ignored.

@@ -1,0 +1,166 @@
+"""`teletype <command>`: the appliance's one console command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+from pathlib import Path
+
+from appliance.config import Config, load_config, render_config
+from appliance.errors import ApplianceError
+
+
+def _settings(args) -> Config:
+    """The config file, then the common flags on top of it."""
+    config = load_config(args.config)
+    teletype = {}
+    if getattr(args, "port", None):
+        teletype["port"] = args.port
+    if getattr(args, "profile", None):
+        teletype["profile"] = args.profile
+    if getattr(args, "speed", None):
+        teletype["speed"] = args.speed
+    if teletype:
+        config = config.replace("teletype", **teletype)
+    model = {}
+    if getattr(args, "model", None):
+        model["path"] = str(args.model)
+    if getattr(args, "seed", None) is not None:
+        model["seed"] = args.seed
+    if getattr(args, "max_chars", None):
+        model["max_chars"] = args.max_chars
+    if model:
+        config = config.replace("model", **model)
+    return config
+
+
+def _load_generator(config: Config):
+    from appliance.generator import Generator, find_model
+
+    return Generator(
+        find_model(config.model.path),
+        threads=config.model.threads,
+        repeat_last_n=config.model.repeat_last_n,
+    )
+
+
+def cmd_config(args) -> int:
+    sys.stdout.write(render_config(load_config(args.config)))
+    return 0
+
+
+def cmd_generate(args) -> int:
+    """The seed's gen.py: text from a prompt, to the terminal or onto the Teletype."""
+    config = _settings(args)
+    from appliance.generator import sampling_from
+
+    generator = _load_generator(config)
+    pieces = generator.stream(
+        args.prompt or "", config.model.max_chars, config.model.seed, sampling_from(config.model)
+    )
+    if args.port:
+        from appliance.teletype import build_printer
+
+        printer = build_printer(config.teletype)
+        _print_cancellable(printer, pieces)
+        printer.close()
+    else:
+        for piece in pieces:
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+    generator.close()
+    return 0
+
+
+def cmd_print(args) -> int:
+    config = _settings(args)
+    text = sys.stdin.read() if args.text in (None, "-") else args.text
+    from appliance.teletype import build_printer
+
+    printer = build_printer(config.teletype)
+    _print_cancellable(printer, [text])
+    printer.close()
+    return 0
+
+
+def _print_cancellable(printer, pieces) -> bool:
+    """Print; Ctrl-C cancels the print (the line is finished), not the program."""
+    cancel = threading.Event()
+    result = {}
+
+    def run():
+        result["r"] = printer.print_stream(pieces, cancel)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(0.1)
+    except KeyboardInterrupt:
+        cancel.set()
+        worker.join()
+    return bool(result.get("r") and result["r"].cancelled)
+
+
+def cmd_demo(args) -> int:
+    from appliance.demo import run_demo
+
+    config = _settings(args).replace("teletype", port="virtual")
+    return run_demo(config)
+
+
+def _common(p: argparse.ArgumentParser, port: bool = True) -> None:
+    p.add_argument("--config", type=Path, help="the TOML file (default: the usual places)")
+    if port:
+        p.add_argument("--port", help="serial device, 'virtual', or 'file:PATH'")
+        p.add_argument("--profile", help="asr33, model28 or ita2")
+    p.add_argument("--model", type=Path, help="a GGUF file (default: the embedded model)")
+    p.add_argument("--seed", type=int, help="sampling seed, for the same text again")
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="teletype", description="GPT-2 on a Teletype: the appliance's commands."
+    )
+    commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = commands.add_parser("demo", help="the whole appliance in this terminal (no hardware)")
+    _common(p, port=False)
+    p.add_argument("--profile", help="asr33, model28 or ita2")
+    p.add_argument("--speed", type=float, help="speed factor of the virtual Teletype")
+    p.set_defaults(run=cmd_demo)
+
+    p = commands.add_parser("generate", help="text from a prompt (to the terminal or --port)")
+    p.add_argument("prompt", nargs="?", help="what the text should follow")
+    _common(p)
+    p.add_argument("--max-chars", type=int, help="stop at the first sentence end past this")
+    p.set_defaults(run=cmd_generate)
+
+    p = commands.add_parser("print", help="print text on the Teletype (- for standard input)")
+    p.add_argument("text", nargs="?", help="the text, or - to read standard input")
+    p.add_argument("--config", type=Path)
+    p.add_argument("--port")
+    p.add_argument("--profile")
+    p.set_defaults(run=cmd_print)
+
+    p = commands.add_parser("config", help="print the effective configuration (secrets masked)")
+    p.add_argument("--config", type=Path)
+    p.set_defaults(run=cmd_config)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except ApplianceError as e:
+        print(f"teletype {args.command}: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,195 @@
+"""The one configuration file: TOML, a default for every key, validation that names the key.
+
+Looked for, in order: the path given with --config; /boot/firmware/teletype.toml
+(the FAT boot partition, so it can be edited from any computer before first
+boot); /etc/teletype-gpt2/teletype.toml; else the defaults alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from appliance.errors import ConfigError
+
+SEARCH_PATHS = (
+    Path("/boot/firmware/teletype.toml"),
+    Path("/etc/teletype-gpt2/teletype.toml"),
+)
+
+
+def _opt(default: Any, help: str, *, choices=None, min=None, max=None, secret=False):
+    meta = {"help": help, "choices": choices, "min": min, "max": max, "secret": secret}
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    path: str = _opt("", "GGUF file; empty for the embedded model")
+    threads: int = _opt(0, "CPU threads for generation; 0 for all cores", min=0, max=64)
+    temperature: float = _opt(0.75, "sampling temperature", min=0.0, max=2.0)
+    top_p: float = _opt(0.9, "nucleus sampling", min=0.0, max=1.0)
+    top_k: int = _opt(40, "keep only the k likeliest tokens; 0 for all", min=0)
+    repeat_penalty: float = _opt(1.15, "discourage recent tokens (stops loops)", min=1.0, max=2.0)
+    repeat_last_n: int = _opt(64, "how many recent tokens the penalty looks at", min=0)
+    max_chars: int = _opt(500, "stop at the first sentence end past this", min=20, max=5000)
+    seed: int = _opt(-1, "sampling seed; -1 for a new one each time", min=-1)
+
+
+@dataclass(frozen=True)
+class TeletypeConfig:
+    profile: str = _opt("asr33", "asr33, model28 or ita2", choices=("asr33", "model28", "ita2"))
+    port: str = _opt("/dev/teletype", "serial device, 'virtual', or 'file:PATH'")
+    parity: str = _opt(
+        "",
+        "even, odd, mark, space or none; empty for the profile's",
+        choices=("", "even", "odd", "mark", "space", "none"),
+    )
+    parity_source: str = _opt(
+        "software",
+        "who makes the parity bit: 'software' (8N2 frames) or 'uart' (7 bits + parity)",
+        choices=("software", "uart"),
+    )
+    cr_fills: int = _opt(2, "fill characters after a carriage return", min=0, max=10)
+    lf_fills: int = _opt(1, "fill characters after a line feed", min=0, max=10)
+    fill: str = _opt("nul", "the fill character: nul or del", choices=("nul", "del"))
+    speed: float = _opt(1.0, "virtual Teletype speed factor (2 = twice as fast)", min=0.1, max=1000)
+    half_duplex: bool = _opt(False, "the loop echoes what we send: ignore it when reading")
+
+
+@dataclass(frozen=True)
+class HistoryConfig:
+    lines: int = _opt(5, "chat lines kept as the prompt", min=1, max=50)
+    opening: str = _opt("The Teletype Model 33", "the prompt while there are no chat lines yet")
+
+
+@dataclass(frozen=True)
+class KeyboardConfig:
+    enabled: bool = _opt(True, "a line typed on the Teletype's keyboard is a prompt")
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    teletype: TeletypeConfig = field(default_factory=TeletypeConfig)
+    history: HistoryConfig = field(default_factory=HistoryConfig)
+    keyboard: KeyboardConfig = field(default_factory=KeyboardConfig)
+    # Where the values came from ("defaults" or a path), for messages.
+    source: str = "defaults"
+
+    def replace(self, section: str, **values: Any) -> Config:
+        """A copy with some keys of one section changed (command-line flags)."""
+        current = getattr(self, section)
+        return dataclasses.replace(self, **{section: dataclasses.replace(current, **values)})
+
+
+SECTIONS = {f.name: f.type for f in dataclasses.fields(Config) if f.name != "source"}
+
+
+def _section_types() -> dict[str, type]:
+    hints = typing.get_type_hints(Config)
+    return {name: hints[name] for name in SECTIONS}
+
+
+def find_config(explicit: Path | None) -> Path | None:
+    if explicit is not None:
+        if not explicit.is_file():
+            raise ConfigError(f"{explicit}: no such configuration file")
+        return explicit
+    return next((p for p in SEARCH_PATHS if p.is_file()), None)
+
+
+def load_config(explicit: Path | None = None) -> Config:
+    path = find_config(explicit)
+    if path is None:
+        return Config()
+    return parse_config(path.read_bytes(), str(path))
+
+
+def parse_config(data: bytes, source: str) -> Config:
+    """Parse and validate; every problem names the file and the key."""
+    try:
+        # utf-8-sig: Windows editors put a byte-order mark first. tomllib
+        # itself accepts CRLF line ends.
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{source}: not UTF-8 text ({e})") from e
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{source}: not valid TOML: {e}") from e
+    section_types = _section_types()
+    sections: dict[str, Any] = {}
+    for name, values in raw.items():
+        if name not in section_types:
+            raise ConfigError(f"{source}: unknown section [{name}]{_did_you_mean(name, SECTIONS)}")
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source}: {name} must be a section ([{name}]), not a value")
+        sections[name] = _build_section(section_types[name], name, values, source)
+    return Config(**sections, source=source)
+
+
+def _did_you_mean(name: str, known) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _build_section(cls: type, section: str, values: dict[str, Any], source: str):
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in values.items():
+        where = f"{source}: {section}.{key}"
+        if key not in fields:
+            raise ConfigError(f"{source}: unknown key {section}.{key}{_did_you_mean(key, fields)}")
+        kwargs[key] = _check_value(where, value, hints[key], fields[key].metadata)
+    return cls(**kwargs)
+
+
+_TYPE_NAMES = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
+
+
+def _check_value(where: str, value: Any, kind: type, meta) -> Any:
+    if kind is bool:
+        ok = isinstance(value, bool)
+    elif kind is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, kind) and not isinstance(value, bool)
+    if not ok:
+        raise ConfigError(f"{where} must be {_TYPE_NAMES[kind]}, not {value!r}")
+    if kind is float:
+        value = float(value)
+    if meta.get("choices") is not None and value not in meta["choices"]:
+        options = ", ".join(repr(c) for c in meta["choices"])
+        raise ConfigError(f"{where} must be one of {options}, not {value!r}")
+    if meta.get("min") is not None and value < meta["min"]:
+        raise ConfigError(f"{where} must be at least {meta['min']}, not {value!r}")
+    if meta.get("max") is not None and value > meta["max"]:
+        raise ConfigError(f"{where} must be at most {meta['max']}, not {value!r}")
+    return value
+
+
+def render_config(config: Config) -> str:
+    """The effective configuration as TOML, secrets masked, each key with its help."""
+    lines = [f"# effective configuration (from {config.source})"]
+    for name in SECTIONS:
+        section = getattr(config, name)
+        lines.append(f"\n[{name}]")
+        for f in dataclasses.fields(section):
+            value = getattr(section, f.name)
+            if f.metadata.get("secret") and value:
+                shown = '"********"'
+            elif isinstance(value, bool):
+                shown = "true" if value else "false"
+            elif isinstance(value, str):
+                shown = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+            else:
+                shown = repr(value)
+            lines.append(f"{f.name} = {shown}  # {f.metadata.get('help', '')}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,194 @@
+"""GPT-2 text from a GGUF, on the CPU, streamed word by word.
+
+The model is loaded once (memory-mapped) and kept. Each request streams
+complete words as they are generated, so the printer can start on the first
+word, and ends at a sentence end once `max_chars` is reached, never in the
+middle of a word. The prompt is never part of the output.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from appliance.errors import ModelError
+
+END_OF_TEXT = "<|endoftext|>"
+_SENTENCE_END = re.compile(r"[A-Za-z)\]\"'][.!?][\"')\]]?$")
+_WORD = re.compile(r"\S+")
+
+# Where the embedded model may be: beside the source (a checkout, `make
+# demo`) or where the SD-card image installs it.
+EMBEDDED_NAME = "teletype-tiny.q8_0.gguf"
+EMBEDDED_PLACES = (
+    Path(__file__).resolve().parent.parent / "models",
+    Path("/usr/share/teletype-gpt2/models"),
+)
+
+
+def find_model(configured: str = "") -> Path:
+    """The configured GGUF, else the embedded one; a clear error if neither is there."""
+    if configured:
+        path = Path(configured).expanduser()
+        if not path.is_file():
+            raise ModelError(f"model file not found: {path} (model.path in the config)")
+        return path
+    for place in EMBEDDED_PLACES:
+        if (place / EMBEDDED_NAME).is_file():
+            return place / EMBEDDED_NAME
+    looked = ", ".join(str(p) for p in EMBEDDED_PLACES)
+    raise ModelError(
+        f"the embedded model {EMBEDDED_NAME} is missing (looked in {looked}); "
+        "set model.path in teletype.toml"
+    )
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """The seed project's sampler (temperature 0.75, top_p 0.9) plus repetition control."""
+
+    temperature: float = 0.75
+    top_p: float = 0.9
+    top_k: int = 40
+    repeat_penalty: float = 1.15
+
+
+def sampling_from(model_config) -> Sampling:
+    """The sampler settings of the [model] config section."""
+    m = model_config
+    return Sampling(m.temperature, m.top_p, m.top_k, m.repeat_penalty)
+
+
+@dataclass(frozen=True)
+class ChatLine:
+    name: str
+    text: str
+
+
+def chat_prompt(lines: Sequence[ChatLine]) -> str:
+    """The last chat lines as `name: text`, one a line, as the seed's bot sent them."""
+    return "".join(f"{line.name}: {line.text}\n" for line in lines)
+
+
+def looping(words: list[str], times: int = 3, longest: int = 4) -> bool:
+    """Do the last words repeat a run of 1 to `longest` words `times` times back to back?"""
+    lowered = [w.lower() for w in words[-times * longest :]]
+    for n in range(1, longest + 1):
+        if len(lowered) < n * times:
+            break
+        tail = lowered[-n:]
+        if all(lowered[-(k + 1) * n : len(lowered) - k * n] == tail for k in range(times)):
+            return True
+    return False
+
+
+class Generator:
+    def __init__(self, model_path: Path, threads: int = 0, repeat_last_n: int = 64):
+        from llama_cpp import Llama
+
+        self.model_path = model_path
+        try:
+            self.llm = Llama(
+                model_path=str(model_path),
+                n_ctx=0,  # the model's own trained context
+                n_threads=threads or os.cpu_count() or 1,
+                last_n_tokens_size=repeat_last_n,
+                use_mmap=True,
+                verbose=False,
+            )
+        except (ValueError, OSError) as e:
+            raise ModelError(f"cannot load the model {model_path}: {e}") from e
+        import llama_cpp
+
+        # GPT-2 has learnt absolute positions, and llama.cpp aborts the whole
+        # process when asked for one past them; everything stays below this.
+        self.context = int(llama_cpp.llama_model_n_ctx_train(self.llm.model))
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self.llm.close()
+
+    def tokens(self, text: str) -> list[int]:
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+
+    def stream(
+        self,
+        prompt: str,
+        max_chars: int = 500,
+        seed: int | None = None,
+        sampling: Sampling = Sampling(),
+    ) -> Iterator[str]:
+        """Yield the reply in pieces that end on a word boundary."""
+        with self._lock:
+            yield from self._stream(prompt, max_chars, seed, sampling)
+
+    def generate(
+        self,
+        prompt: str,
+        max_chars: int = 500,
+        seed: int | None = None,
+        sampling: Sampling = Sampling(),
+    ) -> str:
+        return "".join(self.stream(prompt, max_chars, seed, sampling))
+
+    def _stream(self, prompt: str, max_chars: int, seed: int | None, sampling: Sampling):
+        # Room for the reply: about 3 characters a token at worst, plus slack
+        # for the sentence end; the prompt keeps its most recent tokens.
+        reply_budget = min(self.context // 2, max_chars // 3 + 48)
+        prompt_ids = self.tokens(prompt)[-(self.context - reply_budget) :] or [self.llm.token_eos()]
+        max_tokens = self.context - len(prompt_ids)
+        hard_limit = int(max_chars * 1.25) + 50
+        seed = random.randrange(2**31) if seed is None or seed < 0 else seed
+
+        text = ""  # everything generated so far (the prompt is never in it)
+        sent = 0  # how much of `text` has been yielded
+        finished = False
+        for chunk in self.llm.create_completion(
+            prompt_ids,
+            max_tokens=max_tokens,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            top_k=sampling.top_k,
+            repeat_penalty=sampling.repeat_penalty,
+            seed=seed,
+            stop=[END_OF_TEXT],
+            stream=True,
+        ):
+            piece = chunk["choices"][0]["text"]
+            if not text:
+                piece = piece.lstrip()
+            text += piece
+            if END_OF_TEXT in text:  # belt and braces: never print past it
+                text = text[: text.index(END_OF_TEXT)]
+                finished = True
+            words = _WORD.findall(text[: _last_space(text)]) if _last_space(text) > 0 else []
+            if len(text) >= max_chars and _ends_sentence(text):
+                finished = True
+            elif len(text) >= hard_limit or (words and looping(words)):
+                # No sentence end in sight, or a loop: stop after the last
+                # complete word rather than run on.
+                text = text[: _last_space(text)]
+                finished = True
+            cut = len(text) if finished else _last_space(text)
+            if cut > sent:
+                yield text[sent:cut]
+                sent = cut
+            if finished:
+                break
+        # The model ended (end-of-text or the context): its last word is whole.
+        if sent < len(text.rstrip()):
+            yield text.rstrip()[sent:]
+
+
+def _last_space(text: str) -> int:
+    return max(text.rfind(" "), text.rfind("\n"))
+
+
+def _ends_sentence(text: str) -> bool:
+    # A letter (or closing bracket/quote) then . ! or ?: "0.010" is not an end.
+    return bool(_SENTENCE_END.search(text.rstrip()))

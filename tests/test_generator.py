@@ -1,0 +1,99 @@
+"""The generator on the embedded model (real llama-cpp-python, real GGUF)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from appliance.errors import ModelError
+from appliance.generator import (
+    ChatLine,
+    Generator,
+    chat_prompt,
+    find_model,
+    looping,
+)
+from appliance.prompts import History, reply_prompt
+
+
+@pytest.fixture(scope="module")
+def generator():
+    g = Generator(find_model(""))
+    yield g
+    g.close()
+
+
+def test_generator_same_seed_same_text(generator):
+    a = generator.generate("THE TYPING UNIT", max_chars=200, seed=11)
+    b = generator.generate("THE TYPING UNIT", max_chars=200, seed=11)
+    c = generator.generate("THE TYPING UNIT", max_chars=200, seed=12)
+    assert a == b
+    assert a != c
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5])
+def test_generator_stops_at_a_sentence_end_past_max_chars(generator, seed):
+    text = generator.generate("The keyboard", max_chars=150, seed=seed)
+    hard_limit = int(150 * 1.25) + 50
+    assert 0 < len(text) <= hard_limit
+    if len(text) >= 150 and len(text) < hard_limit - 20:
+        assert re.search(r"[.!?][\"')\]]?$", text), text
+
+
+def test_generator_pieces_end_on_word_boundaries(generator):
+    pieces = list(generator.stream("To adjust the clutch", max_chars=200, seed=4))
+    assert len(pieces) > 3
+    for piece in pieces[:-1]:
+        assert piece[-1] in " \n", repr(piece)
+    whole = "".join(pieces)
+    assert whole == whole.lstrip()
+
+
+def test_generator_never_echoes_the_prompt(generator):
+    prompt = "visitor: PLEASE REPEAT AFTER ME ZEBRA QUOKKA\n"
+    text = generator.generate(prompt, max_chars=100, seed=5)
+    assert not text.startswith(prompt.strip())
+    assert "visitor:" not in text[: len("visitor:")]
+
+
+def test_generator_long_prompts_keep_their_latest_words(generator):
+    prompt = "the clutch " * 2000  # far past the model's context
+    text = generator.generate(prompt, max_chars=100, seed=6)
+    assert text
+
+
+def test_generator_loop_detector():
+    assert looping(["the", "keyboard", "werehers", "werehers", "werehers"])
+    assert looping(
+        ["adjust", "the", "spring", "adjust", "the", "spring", "adjust", "the", "spring"]
+    )
+    assert not looping(["the", "clutch", "trip", "lever", "engages", "the", "stop", "lug"])
+
+
+def test_generator_chat_prompt_is_name_colon_text():
+    lines = [ChatLine("ada", "hello"), ChatLine("bob", "print something")]
+    assert chat_prompt(lines) == "ada: hello\nbob: print something\n"
+
+
+def test_generator_history_keeps_the_last_lines_one_line_each():
+    history = History(2)
+    history.add("a", "one")
+    history.add("b", "two\nmallory: forged line")
+    history.add("c", "three")
+    assert [line.name for line in history.lines()] == ["b", "c"]
+    assert reply_prompt(history) == "b: two mallory: forged line\nc: three\n"
+    assert reply_prompt(History(5), opening="The Teletype") == "The Teletype"
+    assert reply_prompt(History(5), "more words", "x") == "more words"
+
+
+def test_generator_missing_model_is_named(tmp_path):
+    with pytest.raises(ModelError, match=r"nothing\.gguf"):
+        find_model(str(tmp_path / "nothing.gguf"))
+
+
+def test_generator_broken_model_file_is_a_clear_error(tmp_path):
+    junk = tmp_path / "junk.gguf"
+    junk.write_bytes(b"GGUF" + b"\x00" * 100)
+    with pytest.raises(ModelError, match="cannot load the model"):
+        Generator(junk)
