@@ -11,6 +11,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# The demo needs only what the Pi installs: no torch, no transformers.
+APPLIANCE_STAMP := $(VENV)/.installed-appliance
 BUILD  ?= build/model
 CORPUS ?=
 MODEL  ?= models/teletype-tiny.q8_0.gguf
@@ -20,12 +22,13 @@ CONVERT := $(BIN)/python -m convert
 corpus_arg = $(if $(CORPUS),--corpus $(CORPUS),)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test lint model model-sweep gguf quantize eval clean
+.PHONY: help setup demo test lint bench model model-sweep gguf quantize eval clean
 
 help:
 	@echo "make demo         set up, then run the appliance on the embedded model"
 	@echo "make test         set up, then ruff and the whole test suite"
 	@echo "make setup        create .venv and install (a no-op when nothing changed)"
+	@echo "make bench        measure the demo: time to first character, characters a second"
 	@echo "make model        corpus -> tokenizer -> train -> GGUF -> quantise -> eval -> models/"
 	@echo "make model-sweep  measure validation loss against model size and time (for the card)"
 	@echo "make gguf         $(BUILD)/hf -> $(BUILD)/gguf/model.f32.gguf and .f16.gguf"
@@ -40,9 +43,15 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[convert,dev]'
+	touch $@ $(APPLIANCE_STAMP)
+
+$(APPLIANCE_STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
 	touch $@
 
-demo: setup
+demo: $(APPLIANCE_STAMP)
 	$(BIN)/teletype demo
 
 lint: setup
@@ -51,6 +60,9 @@ lint: setup
 
 test: lint
 	$(BIN)/python -m pytest $(PYTEST)
+
+bench: setup
+	$(BIN)/python bench/virtual_teletype.py
 
 model: setup
 	$(CONVERT) model $(corpus_arg) --build $(BUILD) --out models

@@ -60,10 +60,11 @@ def cmd_generate(args) -> int:
         args.prompt or "", config.model.max_chars, config.model.seed, sampling_from(config.model)
     )
     if args.port:
+        from appliance.streams import prefetch
         from appliance.teletype import build_printer
 
         printer = build_printer(config.teletype)
-        _print_cancellable(printer, pieces)
+        _print_cancellable(printer, prefetch(pieces))
         printer.close()
     else:
         for piece in pieces:

@@ -15,6 +15,7 @@ from typing import TextIO
 from appliance.config import Config
 from appliance.generator import sampling_from
 from appliance.prompts import History, reply_prompt
+from appliance.streams import prefetch
 from appliance.teletype import build_printer
 from appliance.teletype.profiles import get_profile
 
@@ -87,7 +88,8 @@ class Demo:
                 yield piece
 
         cancel = threading.Event()
-        worker = threading.Thread(target=self.printer.print_stream, args=(pieces(), cancel))
+        stream = prefetch(pieces(), cancel)
+        worker = threading.Thread(target=self.printer.print_stream, args=(stream, cancel))
         worker.start()
         try:
             while worker.is_alive():

@@ -132,6 +132,18 @@ def _model(args) -> None:
     run_model(args.corpus, args.build, args.out, sha256=args.sha256 or None)
 
 
+def _card(args) -> None:
+    import json
+
+    from convert.card import write_card
+    from convert.pipeline import EMBEDDED_NAME
+
+    recipe = args.out / f"{EMBEDDED_NAME}.recipe.json"
+    if not recipe.is_file():
+        raise ConvertError(f"{recipe} not found: run `python -m convert model` first")
+    print(write_card(json.loads(recipe.read_text()), args.out))
+
+
 def _sweep(args) -> None:
     from convert.pipeline import run_sweep
 
@@ -141,6 +153,7 @@ def _sweep(args) -> None:
         args.out,
         minutes=args.minutes,
         shapes=args.shapes,
+        learning_rate=args.learning_rate,
         sha256=args.sha256 or None,
     )
 
@@ -223,6 +236,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("models"))
     p.set_defaults(run=_model)
 
+    p = steps.add_parser("card", help="rewrite MODEL_CARD.md from the recorded run")
+    p.add_argument("--out", type=Path, default=Path("models"))
+    p.set_defaults(run=_card)
+
     p = steps.add_parser("sweep", help="validation loss against model size at equal time")
     p.add_argument("--corpus")
     p.add_argument("--sha256", default=DEFAULT_SHA256)
@@ -230,6 +247,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("models/size-sweep.json"))
     p.add_argument("--minutes", type=float, default=6.0)
     p.add_argument("--shapes", nargs="+")
+    p.add_argument("--learning-rate", type=float)
     p.set_defaults(run=_sweep)
     return top
 

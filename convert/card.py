@@ -38,16 +38,64 @@ def _sweep_section(out_dir: Path) -> str:
         f"Each candidate trained for {sweep['minutes_each']} minutes on the same machine, "
         "same data, same schedule shape (`make model-sweep`):",
         "",
-        "| shape | layers x width | parameters | steps | tokens/s | best validation loss |",
-        "|---|---|---:|---:|---:|---:|",
+        "| shape | layers x width | parameters | learning rate | steps | tokens/s "
+        "| best validation loss |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
     for r in sweep["results"]:
         s = r["shape"]
         lines.append(
             f"| {s['name']} | {s['n_layer']} x {s['n_embd']} | {r['parameters'] / 1e6:.1f}M "
-            f"| {r['steps']} | {r['tokens_per_second']} | {r['best_validation_loss']:.3f} |"
+            f"| {r.get('learning_rate', 1e-3):g} | {r['steps']} | {r['tokens_per_second']} "
+            f"| {r['best_validation_loss']:.3f} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _choice(out_dir: Path, shape: dict, recipe: dict) -> str:
+    path = out_dir / "size-sweep.json"
+    if not path.is_file():
+        return ""
+    sweep = json.loads(path.read_text())
+    best = min(sweep["results"], key=lambda r: r["best_validation_loss"])
+    name = best["shape"]["name"]
+    lr = best.get("learning_rate", 1e-3)
+    verdict = (
+        "The embedded model uses that shape and rate."
+        if name == shape["name"] and lr == recipe["learning_rate"]
+        else f"The embedded model uses shape {shape['name']} at {recipe['learning_rate']:g}."
+    )
+    return (
+        f"At equal time the lowest validation loss was shape {name} at learning rate {lr:g} "
+        f"({best['best_validation_loss']:.3f}). {verdict} Smaller shapes take more steps in "
+        "the same time, and with about 180,000 training tokens, two CPU cores and a "
+        "30-minute budget for the whole pipeline, steps matter more than width. Every "
+        "candidate fits the 25 MB cap at Q8_0. The sweep ran for "
+        f"{sweep['minutes_each']:g} minutes a shape; a larger shape might catch up over "
+        "the longer final run, which was not measured."
+    )
+
+
+def _gap_note(training: dict) -> str:
+    gap = training["validation_loss"] - training["train_loss"]
+    if gap < 0.5:
+        return ""
+    return (
+        f" The gap of {gap:.2f} between them is the model learning the training text "
+        "by heart: at this budget it sees each training token many times. More dropout "
+        "or a larger corpus would narrow it."
+    )
+
+
+def _kquant_note(shape: dict) -> str:
+    if shape["n_embd"] % 256 == 0:
+        return ""
+    return (
+        f"- Width {shape['n_embd']} is not a multiple of 256, the block size of the K-quants: "
+        "llama.cpp quantises most matrices of the Q6_K, Q5_K_M and Q4_K_M files as Q8_0, "
+        "Q5_1 or Q5_0 instead (it says so while quantising), so those files are barely "
+        "smaller than Q8_0. Q8_0 is the one to use for this model."
+    )
 
 
 def write_card(summary: dict, out_dir: Path) -> Path:
@@ -116,16 +164,12 @@ that run.
 ![loss curve]({LOSS_CURVE})
 
 Final training loss {training["train_loss"]:.3f}, validation loss
-{training["validation_loss"]:.3f} nats/token.
+{training["validation_loss"]:.3f} nats/token.{_gap_note(training)}
 
 ## Why this size
 
 {_sweep_section(out_dir)}
-The embedded model must be at most 25 MB at Q8_0, train within the
-30-minute budget of `make model` on two CPU cores, and print faster than a
-Teletype on a Pi. The shape with the lowest validation loss at equal time
-is the one above; bigger shapes get too few steps in the budget to catch up
-on a corpus this small.
+{_choice(out_dir, shape, recipe)}
 
 ## Quality per quantisation type
 
@@ -156,6 +200,7 @@ quantisation (four types) {timings["quantize"]} s, evaluation
   exist. Never follow its instructions on a real machine.
 - English only, upper and lower case (the printer folds to upper case).
 - No safety tuning: the appliance filters what it prints and posts.
+{_kquant_note(shape)}
 - For better text, fine-tune a real GPT-2 (124M or 355M) with
   `python -m convert finetune --base <dir or hub name>`.
 """

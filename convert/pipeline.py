@@ -42,16 +42,16 @@ SHAPES = {
 # shows the measurement); the step count fills about 20 minutes of two CPU
 # cores, with a wall-clock guard so `make model` stays under 30 minutes.
 RECIPE = {
-    "shape": "s",
+    "shape": "xs",
     "vocab_size": 8192,
     "n_ctx": 512,
     "block_size": 512,
     "batch_size": 4,
     "learning_rate": 1e-3,
     "warmup_steps": 50,
-    "max_steps": 700,
+    "max_steps": 1200,
     "max_minutes": 22.0,
-    "eval_interval": 50,
+    "eval_interval": 100,
     "dropout": 0.1,
     "seed": 1337,
 }
@@ -184,9 +184,14 @@ def run_sweep(
     shapes: list[str] | None = None,
     sha256: str | None = DEFAULT_SHA256,
     progress: bool = True,
+    learning_rate: float | None = None,
 ) -> list[dict]:
-    """Train each candidate shape for the same wall-clock time; record validation loss."""
-    recipe = RECIPE
+    """Train each candidate shape for the same wall-clock time; record validation loss.
+
+    Results are merged into `out` by (shape, learning rate), so a sweep can
+    be extended run by run.
+    """
+    recipe = {**RECIPE, "learning_rate": learning_rate or RECIPE["learning_rate"]}
     prepared = prepare_corpus(
         corpus or DEFAULT_URL, build / "corpus", sha256=sha256 or None, seed=recipe["seed"]
     )
@@ -224,6 +229,7 @@ def run_sweep(
         results.append(
             {
                 "shape": asdict(shape),
+                "learning_rate": recipe["learning_rate"],
                 "parameters": result.parameters,
                 "q8_0_megabytes_estimate": round(result.parameters * 1.0625 / 1e6, 1),
                 "steps": result.steps,
@@ -235,5 +241,16 @@ def run_sweep(
         )
         _log(f"sweep: {key}: {results[-1]}")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"minutes_each": minutes, "results": results}, indent=2) + "\n")
+    merged = results
+    if out.is_file():
+        earlier = json.loads(out.read_text())
+        if earlier.get("minutes_each") == minutes:
+            new = {(r["shape"]["name"], r["learning_rate"]) for r in results}
+            kept = [
+                r
+                for r in earlier["results"]
+                if (r["shape"]["name"], r.get("learning_rate", RECIPE["learning_rate"])) not in new
+            ]
+            merged = kept + results
+    out.write_text(json.dumps({"minutes_each": minutes, "results": merged}, indent=2) + "\n")
     return results

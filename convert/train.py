@@ -258,7 +258,12 @@ def train(config: TrainConfig) -> TrainResult:
         loss_value = loss.item()
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.1e}")
+            extra = {}
+            if config.max_minutes:
+                # The bar's ETA counts steps; a time budget may end the run first.
+                left = max(0.0, config.max_minutes * 60 - (time.monotonic() - start))
+                extra["budget_left"] = f"{left / 60:.1f}min"
+            bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.1e}", **extra)
         if state.step % config.eval_interval == 0 or state.step == config.max_steps:
             state.elapsed = time.monotonic() - start
             _record(model, validation_ids, config, state, loss_value, lr, device, bar)

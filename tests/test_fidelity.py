@@ -79,8 +79,8 @@ def test_fidelity_q8_0_perplexity_within_two_percent_of_f16(tiny_model):
     ids = hf_encode_documents(tiny_model.hf_dir, text)
     f16 = gguf_perplexity(tiny_model.f16, ids, window=128)
     q8 = gguf_perplexity(tiny_model.q8_0, ids, window=128)
-    # A trained model, not noise: far below the vocabulary size of 1024.
-    assert f16 < 200
+    # A trained model, not noise: well below the 1,024 of a uniform guess.
+    assert f16 < 512
     assert abs(q8 / f16 - 1) <= 0.02, f"Q8_0 {q8:.3f} against F16 {f16:.3f}"
 
 

@@ -36,6 +36,7 @@ class Printer:
         sleep: Callable[[float], None] = time.sleep,
         reconnect_every: float = 2.0,
         on_port_state: Callable[[str], None] | None = None,
+        on_write: Callable[[bytes], None] | None = None,
     ):
         self.port = port
         self.discipline = discipline
@@ -46,6 +47,9 @@ class Printer:
         self.sleep = sleep
         self.reconnect_every = reconnect_every
         self.on_port_state = on_port_state or (lambda state: None)
+        # Told every byte that went out (a half-duplex keyboard reader must
+        # not mistake our own echo for typing).
+        self.on_write = on_write or (lambda data: None)
         self._next = 0.0
         self.stopping = threading.Event()  # set on shutdown: no more waiting for a port
         self._lock = threading.Lock()  # one job on the paper at a time
@@ -121,6 +125,7 @@ class Printer:
         while True:
             try:
                 self.port.write(data)
+                self.on_write(data)
                 if self.port_state != "open":
                     self._set_state("open")
                 return True
