@@ -19,7 +19,9 @@ from pathlib import Path
 from appliance.errors import ModelError
 
 END_OF_TEXT = "<|endoftext|>"
-_SENTENCE_END = re.compile(r"[A-Za-z)\]\"'][.!?][\"')\]]?$")
+# A sentence end: . ! or ? after a letter (or closing bracket or quote) and
+# before whitespace; or the end of a line (the manuals end numbered items so).
+_SENTENCE_END = re.compile(r"[A-Za-z)\]\"'][.!?][\"')\]]?(?=\s)|\S(?=\n)")
 _WORD = re.compile(r"\S+")
 
 # Where the embedded model may be: beside the source (a checkout, `make
@@ -142,7 +144,7 @@ class Generator:
         reply_budget = min(self.context // 2, max_chars // 3 + 48)
         prompt_ids = self.tokens(prompt)[-(self.context - reply_budget) :] or [self.llm.token_eos()]
         max_tokens = self.context - len(prompt_ids)
-        hard_limit = int(max_chars * 1.25) + 50
+        hard_limit = max_chars + max(100, max_chars // 2)
         seed = random.randrange(2**31) if seed is None or seed < 0 else seed
 
         text = ""  # everything generated so far (the prompt is never in it)
@@ -167,14 +169,18 @@ class Generator:
                 text = text[: text.index(END_OF_TEXT)]
                 finished = True
             words = _WORD.findall(text[: _last_space(text)]) if _last_space(text) > 0 else []
-            if len(text) >= max_chars and _ends_sentence(text):
+            end = sentence_end_after(text, max_chars) if len(text) >= max_chars else None
+            if end is not None:
+                text = text[:end]
                 finished = True
             elif len(text) >= hard_limit or (words and looping(words)):
                 # No sentence end in sight, or a loop: stop after the last
                 # complete word rather than run on.
                 text = text[: _last_space(text)]
                 finished = True
-            cut = len(text) if finished else _last_space(text)
+            # Up to and including the last space or newline: the words before
+            # it are complete, and the printer sees that at once.
+            cut = len(text) if finished else _last_space(text) + 1
             if cut > sent:
                 yield text[sent:cut]
                 sent = cut
@@ -189,6 +195,15 @@ def _last_space(text: str) -> int:
     return max(text.rfind(" "), text.rfind("\n"))
 
 
-def _ends_sentence(text: str) -> bool:
-    # A letter (or closing bracket/quote) then . ! or ?: "0.010" is not an end.
-    return bool(_SENTENCE_END.search(text.rstrip()))
+def sentence_end_after(text: str, limit: int) -> int | None:
+    """Where the first sentence that ends at or past `limit` ends, if one does yet.
+
+    A sentence end is . ! or ? after a letter (or a closing bracket or
+    quote), followed by whitespace, or the last character of a line:
+    "0.010", "cycle.14" and a period still waiting for its next token are
+    not ends yet.
+    """
+    for match in _SENTENCE_END.finditer(text, max(0, limit - 3)):
+        if match.end() >= limit:
+            return match.end()
+    return None

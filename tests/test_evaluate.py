@@ -23,7 +23,7 @@ def test_evaluate_repetition_finds_phrase_loops_and_repeated_trigrams():
     text = "adjust the spring, adjust the spring, adjust the spring, adjust the spring."
     measure = repetition(text)
     assert measure["longest_loop"] == 4
-    assert measure["repeated_trigrams"] == pytest.approx(6 / 10)
+    assert measure["repeated_trigrams"] == pytest.approx(7 / 10)
 
 
 def test_evaluate_empty_text():

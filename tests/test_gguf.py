@@ -152,7 +152,7 @@ def test_gguf_file_says_gpt2_pre_tokenizer_and_end_of_text(tiny_model):
     assert llm.metadata["tokenizer.ggml.pre"] == "gpt-2"
     assert llm.metadata["general.architecture"] == "gpt2"
     assert int(llm.metadata["gpt2.context_length"]) == 128
-    assert llm.detokenize([llm.token_eos()]) == b"<|endoftext|>"
+    assert llm.detokenize([llm.token_eos()], special=True) == b"<|endoftext|>"
     llm.close()
 
 
