@@ -112,6 +112,8 @@ def fetch(source: str, sha256: str | None = None, cache_dir: Path | None = None)
                 f"{path}: sha256 is {sha256_of(path)}, expected {sha256}; "
                 "pass --sha256 '' to train on a different text on purpose"
             )
+        if sha256:
+            _keep(path, sha256, cache_dir or default_cache_dir())
         return path
 
     cache = cache_dir or default_cache_dir()
@@ -134,6 +136,20 @@ def fetch(source: str, sha256: str | None = None, cache_dir: Path | None = None)
     final = cache / f"{got}.txt"
     Path(tmp.name).replace(final)
     return final
+
+
+def _keep(path: Path, sha256: str, cache: Path) -> None:
+    """A verified corpus also goes into the cache, so a later run finds it offline."""
+    cached = cache / f"{sha256}.txt"
+    if cached.is_file():
+        return
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_suffix(".part")
+        shutil.copyfile(path, tmp)
+        tmp.replace(cached)
+    except OSError:
+        pass  # a cache is a convenience; a read-only home is no error
 
 
 def fold_characters(text: str) -> str:

@@ -41,9 +41,10 @@ def test_convert_cli_corpus_then_tokenizer(tmp_path, corpus_file):
     assert (tmp_path / "tok" / "tokenizer.json").is_file()
 
 
-def test_convert_cli_train_prints_its_settings_and_result(tmp_path, corpus_file):
+def test_convert_cli_train_prints_its_settings_and_result(tmp_path, training_text):
     out = tmp_path / "corpus"
-    assert _convert("corpus", "--corpus", str(corpus_file), "--out", str(out)).returncode == 0
+    made = _convert("corpus", "--corpus", str(training_text), "--sha256", "", "--out", str(out))
+    assert made.returncode == 0, made.stderr
     assert (
         _convert(
             "tokenizer",

@@ -179,3 +179,16 @@ def test_corpus_text_that_is_not_utf8_is_refused(tmp_path):
     path.write_bytes("caf\xe9\n".encode("latin-1"))
     with pytest.raises(CorpusError, match="not UTF-8"):
         prepare_corpus(str(path), tmp_path / "out", sha256=None)
+
+
+def test_corpus_verified_local_file_is_kept_for_offline_runs(tmp_path, isolated_cache):
+    path = tmp_path / "manuals.txt"
+    path.write_text(_document(50, "kept"))
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert fetch(str(path), digest) == path
+    # Later, offline: the URL cannot be reached, the checksum finds the copy.
+    with _Server(b"") as server:
+        url = server.url
+    cached = fetch(url, digest)
+    assert cached.read_bytes() == path.read_bytes()
+    assert cached.parent == isolated_cache / "corpus"

@@ -17,6 +17,7 @@ from convert.evaluate import (
     load_llama,
 )
 from convert.tokenizer import load_tokenizer
+from tests.conftest import find_corpus
 
 # Beyond the corpus: what chat will throw at the model.
 EXTRA_LINES = [
@@ -29,18 +30,19 @@ EXTRA_LINES = [
 ]
 
 
-def _corpus_lines(corpus_file, n: int = 400) -> list[str]:
-    # The raw corpus, before our cleaning: it still has the em dashes,
-    # degree and section signs.
-    lines = [line for line in corpus_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+def _corpus_lines(tiny_model, n: int = 400) -> list[str]:
+    # The raw corpus where we have it, before our cleaning: it still has the
+    # em dashes, degree and section signs. Else the training text.
+    source = find_corpus() or tiny_model.corpus_dir / "train.txt"
+    lines = [line for line in source.read_text(encoding="utf-8").splitlines() if line.strip()]
     step = max(1, len(lines) // n)
     return lines[::step][:n]
 
 
-def test_fidelity_token_ids_equal_transformers(tiny_model, corpus_file):
+def test_fidelity_token_ids_equal_transformers(tiny_model):
     hf = load_tokenizer(tiny_model.hf_dir)
     llm = load_llama(tiny_model.f32, n_ctx=128)
-    lines = _corpus_lines(corpus_file) + EXTRA_LINES
+    lines = _corpus_lines(tiny_model) + EXTRA_LINES
     assert any(not line.isascii() for line in lines)
     assert any(ch.isdigit() for line in lines for ch in line)
     mismatches = [

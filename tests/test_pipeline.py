@@ -7,7 +7,7 @@ import json
 from convert.pipeline import EMBEDDED_NAME, run_model
 
 
-def test_pipeline_model_writes_the_gguf_card_and_recipe(tmp_path, corpus_file):
+def test_pipeline_model_writes_the_gguf_card_and_recipe(tmp_path, training_text):
     tiny = {
         "shape": {"name": "test", "n_layer": 1, "n_head": 2, "n_embd": 64},
         "vocab_size": 512,
@@ -20,7 +20,9 @@ def test_pipeline_model_writes_the_gguf_card_and_recipe(tmp_path, corpus_file):
         "warmup_steps": 4,
     }
     out = tmp_path / "models"
-    summary = run_model(str(corpus_file), tmp_path / "build", out, recipe=tiny, progress=False)
+    summary = run_model(
+        str(training_text), tmp_path / "build", out, sha256=None, recipe=tiny, progress=False
+    )
 
     gguf = out / f"{EMBEDDED_NAME}.q8_0.gguf"
     assert gguf.is_file() and gguf.stat().st_size < 25_000_000
