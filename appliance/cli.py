@@ -112,6 +112,12 @@ def cmd_demo(args) -> int:
     return run_demo(config)
 
 
+def cmd_serve(args) -> int:
+    from appliance.server import run_serve
+
+    return run_serve(_settings(args))
+
+
 def _common(p: argparse.ArgumentParser, port: bool = True) -> None:
     p.add_argument("--config", type=Path, help="the TOML file (default: the usual places)")
     if port:
@@ -145,6 +151,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--port")
     p.add_argument("--profile")
     p.set_defaults(run=cmd_print)
+
+    p = commands.add_parser("serve", help="the engine: model, printer, history, queue, local API")
+    _common(p)
+    p.set_defaults(run=cmd_serve)
 
     p = commands.add_parser("config", help="print the effective configuration (secrets masked)")
     p.add_argument("--config", type=Path)

@@ -74,11 +74,22 @@ class KeyboardConfig:
 
 
 @dataclass(frozen=True)
+class EngineConfig:
+    queue_size: int = _opt(8, "jobs waiting for the printer; more get 429", min=1, max=100)
+    tcp_host: str = _opt("127.0.0.1", "HTTP API address; empty for the Unix socket only")
+    tcp_port: int = _opt(5599, "HTTP API port", min=0, max=65535)
+    token: str = _opt("", "API token; required when tcp_host is not loopback", secret=True)
+    state_dir: str = _opt("", "chat history and tokens; empty for $STATE_DIRECTORY or ~/.local")
+    runtime_dir: str = _opt("", "the API socket; empty for $RUNTIME_DIRECTORY or /tmp")
+
+
+@dataclass(frozen=True)
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     teletype: TeletypeConfig = field(default_factory=TeletypeConfig)
     history: HistoryConfig = field(default_factory=HistoryConfig)
     keyboard: KeyboardConfig = field(default_factory=KeyboardConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
     # Where the values came from ("defaults" or a path), for messages.
     source: str = "defaults"
 

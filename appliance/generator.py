@@ -23,6 +23,7 @@ END_OF_TEXT = "<|endoftext|>"
 # before whitespace; or the end of a line (the manuals end numbered items so).
 _SENTENCE_END = re.compile(r"[A-Za-z)\]\"'][.!?][\"')\]]?(?=\s)|\S(?=\n)")
 _WORD = re.compile(r"\S+")
+_WORD_END = re.compile(r"^\S*\s")
 
 # Where the embedded model may be: beside the source (a checkout, `make
 # demo`) or where the SD-card image installs it.
@@ -147,6 +148,7 @@ class Generator:
         hard_limit = max_chars + max(100, max_chars // 2)
         seed = random.randrange(2**31) if seed is None or seed < 0 else seed
 
+        partial_word = bool(prompt) and prompt[-1].isalnum()
         text = ""  # everything generated so far (the prompt is never in it)
         sent = 0  # how much of `text` has been yielded
         finished = False
@@ -162,6 +164,13 @@ class Generator:
             stream=True,
         ):
             piece = chunk["choices"][0]["text"]
+            if partial_word:
+                # The prompt ended inside a word ("hello" -> "alis..."): its
+                # tail is not ours to print. Start at the next word.
+                head = _WORD_END.search(piece)
+                if head is None:
+                    continue
+                piece, partial_word = piece[head.end() :], False
             if not text:
                 piece = piece.lstrip()
             text += piece

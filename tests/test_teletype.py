@@ -201,7 +201,7 @@ def test_teletype_bell_rings_with_parity(pty):
 
 
 def test_teletype_unplugged_adapter_pauses_and_resumes(pty, tmp_path):
-    """The port vanishes mid-job; the printer waits, reopens, and loses nothing."""
+    """The port vanishes mid-line; the printer waits, reopens, reprints the line."""
     clock = FakeClock()
     profile = get_profile("asr33")
     port = _serial(pty, "asr33")
@@ -228,7 +228,10 @@ def test_teletype_unplugged_adapter_pauses_and_resumes(pty, tmp_path):
     printer.close()
     report = check_ascii(pty.collect())
     assert report.problems == []
-    assert report.lines[0] == text
+    # What reached the paper before the cable came out is unknown: the line
+    # is printed again, whole, on a fresh line.
+    assert text.startswith(report.lines[0]) and len(report.lines[0]) < len(text)
+    assert report.lines[1] == text
     assert "offline" in states and states[-1] == "open"
     assert not result.cancelled
 

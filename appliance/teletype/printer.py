@@ -51,6 +51,11 @@ class Printer:
         # not mistake our own echo for typing).
         self.on_write = on_write or (lambda data: None)
         self._next = 0.0
+        # The frames of the line being printed, to print it again from its
+        # start if the port drops mid-line (what reached the paper is unknown).
+        self._line: list[int] = []
+        self._shift_at_line_start: int | None = None
+        self._last_shift: int | None = None
         self.stopping = threading.Event()  # set on shutdown: no more waiting for a port
         self._lock = threading.Lock()  # one job on the paper at a time
         self.port_state = "closed"
@@ -99,6 +104,7 @@ class Printer:
             if not self._write(bytes([frame.code]), cancel):
                 break
             sent += 1
+            self._remember(frame)
             if frame.line_end:
                 self._drain()  # let the UART catch up: at most a line in its buffers
         return sent
@@ -137,9 +143,31 @@ class Printer:
                 self.sleep(self.reconnect_every)
                 try:
                     self.port.open()
+                    self._reprint_line()
                     break
                 except PortError:
                     continue
+
+    def _remember(self, frame: Frame) -> None:
+        if self.discipline.profile.is_baudot and frame.code in (0x1F, 0x1B):
+            self._last_shift = frame.code
+        if frame.line_end:
+            self._line = []
+            self._shift_at_line_start = self._last_shift
+        else:
+            self._line.append(frame.code)
+
+    def _reprint_line(self) -> None:
+        """After a reconnect: a fresh line, then the interrupted line from its start."""
+        encoder = self.discipline.encoder
+        d = self.discipline
+        symbols = ["\r"] + ["\x00"] * d.cr_fills + ["\n"] + ["\x00"] * d.lf_fills
+        restart = [c for symbol in symbols for c in encoder.encode(symbol)]
+        if self._shift_at_line_start is not None:
+            restart.append(self._shift_at_line_start)
+        for code in restart + self._line:
+            self._wait_for_slot()
+            self.port.write(bytes([code]))  # a PortError here: reconnect again
 
     def close(self) -> None:
         self.stopping.set()

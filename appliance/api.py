@@ -1,0 +1,197 @@
+"""The engine's local HTTP API (aiohttp), on a Unix socket and optionally on TCP."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+from typing import Any
+
+from aiohttp import web
+
+from appliance.engine import Engine, QueueFull
+from appliance.openapi import OPENAPI
+
+MAX_PROMPT = 2000
+
+
+def _error(status: int, message: str, **headers: str) -> web.Response:
+    return web.json_response({"error": message}, status=status, headers=headers)
+
+
+def build_app(engine: Engine, token: str = "") -> web.Application:
+    @web.middleware
+    async def guard(request: web.Request, handler):
+        # A token, when set, is required on every route but the health check.
+        if token and request.path != "/healthz":
+            given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+            if not hmac.compare_digest(given.encode(), token.encode()):
+                return _error(401, "missing or wrong API token (Authorization: Bearer ...)")
+        try:
+            return await handler(request)
+        except web.HTTPException as e:
+            if e.status >= 400:
+                return _error(e.status, e.reason)
+            raise
+
+    app = web.Application(middlewares=[guard], client_max_size=64 * 1024)
+    app["engine"] = engine
+    app.add_routes(
+        [
+            web.get("/asr33bot/{prompt:.*}", seed_route),
+            web.post("/v1/generate", generate),
+            web.get("/v1/history", history_get),
+            web.post("/v1/history", history_add),
+            web.delete("/v1/history", history_clear),
+            web.post("/v1/cancel", cancel),
+            web.get("/v1/status", status),
+            web.get("/v1/events", events),
+            web.get("/healthz", healthz),
+            web.get("/openapi.json", openapi),
+        ]
+    )
+    return app
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json() if request.can_read_body else {}
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise web.HTTPBadRequest(reason="the body is not JSON") from None
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest(reason="the body must be a JSON object")
+    return body
+
+
+def _field(body: dict, name: str, kind: type, default, check=None):
+    value = body.get(name, default)
+    if value is None:
+        return default
+    ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+    if not ok or (check is not None and not check(value)):
+        raise web.HTTPBadRequest(reason=f"{name}: invalid value {value!r}")
+    return value
+
+
+async def _run(request: web.Request, job) -> web.StreamResponse:
+    engine: Engine = request.app["engine"]
+    try:
+        position = engine.submit(job)
+    except QueueFull as e:
+        return _error(429, str(e), **{"Retry-After": str(e.retry_after)})
+    del position
+    await engine.wait(job)
+    return job
+
+
+async def seed_route(request: web.Request) -> web.StreamResponse:
+    """The seed project's GET /asr33bot/<prompt>: print a reply, answer with its text."""
+    engine: Engine = request.app["engine"]
+    prompt = request.match_info["prompt"][:MAX_PROMPT]
+    job = engine.new_job(prompt, use_history=False)
+    result = await _run(request, job)
+    if isinstance(result, web.StreamResponse):
+        return result
+    if job.status == "failed":
+        return web.Response(status=500, text=f"generation failed: {job.error}\n")
+    return web.Response(text=job.text, content_type="text/plain")
+
+
+async def generate(request: web.Request) -> web.StreamResponse:
+    engine: Engine = request.app["engine"]
+    body = await _json_body(request)
+    prompt = _field(body, "prompt", str, "", lambda v: len(v) <= MAX_PROMPT)
+    use_history = _field(body, "use_history", bool, not prompt)
+    max_chars = _field(body, "max_chars", int, None, lambda v: 20 <= v <= 5000)
+    seed = _field(body, "seed", int, None, lambda v: 0 <= v < 2**31)
+    to_print = _field(body, "print", bool, True)
+    stream = _field(body, "stream", bool, False)
+    job = engine.new_job(prompt, use_history, max_chars=max_chars, seed=seed, print=to_print)
+    if not stream:
+        result = await _run(request, job)
+        if isinstance(result, web.StreamResponse):
+            return result
+        status = 500 if job.status == "failed" else 200
+        return web.json_response(job.summary(), status=status)
+    try:
+        engine.submit(job)
+    except QueueFull as e:
+        return _error(429, str(e), **{"Retry-After": str(e.retry_after)})
+    response = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
+    await response.prepare(request)
+    sent = 0
+    while True:
+        finished = job.done.is_set()
+        if len(job.text) > sent:
+            chunk = job.text[sent:]
+            sent += len(chunk)
+            await response.write(chunk.encode())
+        if finished:
+            break
+        await asyncio.sleep(0.05)
+    await response.write_eof()
+    return response
+
+
+async def history_get(request: web.Request) -> web.Response:
+    engine: Engine = request.app["engine"]
+    lines = [{"name": ln.name, "text": ln.text} for ln in engine.history.lines()]
+    return web.json_response({"lines": lines})
+
+
+async def history_add(request: web.Request) -> web.Response:
+    engine: Engine = request.app["engine"]
+    body = await _json_body(request)
+    name = _field(body, "name", str, None, lambda v: 0 < len(v) <= 100)
+    text = _field(body, "text", str, None, lambda v: 0 < len(v) <= 2000)
+    if name is None or text is None:
+        raise web.HTTPBadRequest(reason="name and text are required")
+    line = engine.history.add(name, text)
+    return web.json_response({"name": line.name, "text": line.text}, status=201)
+
+
+async def history_clear(request: web.Request) -> web.Response:
+    request.app["engine"].history.clear()
+    return web.Response(status=204)
+
+
+async def cancel(request: web.Request) -> web.Response:
+    return web.json_response({"cancelled": request.app["engine"].cancel_current()})
+
+
+async def status(request: web.Request) -> web.Response:
+    return web.json_response(request.app["engine"].status())
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"ok": True})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(OPENAPI)
+
+
+async def events(request: web.Request) -> web.StreamResponse:
+    """Server-sent events: queued, started, finished (with the text), port."""
+    engine: Engine = request.app["engine"]
+    response = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+    )
+    await response.prepare(request)
+    q: asyncio.Queue = asyncio.Queue(maxsize=256)
+    engine.subscribers.add(q)
+    try:
+        await response.write(b": connected\n\n")
+        while True:
+            try:
+                item = await asyncio.wait_for(q.get(), timeout=15)
+            except TimeoutError:
+                await response.write(b": keepalive\n\n")
+                continue
+            payload = json.dumps(item["data"])
+            await response.write(f"event: {item['event']}\ndata: {payload}\n\n".encode())
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    finally:
+        engine.subscribers.discard(q)
+    return response

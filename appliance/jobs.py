@@ -1,0 +1,45 @@
+"""Jobs: one request for text, from any trigger, on its way to paper."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+_ids = itertools.count(1)
+
+
+@dataclass
+class Job:
+    prompt: str
+    max_chars: int
+    seed: int | None = None
+    print: bool = True
+    source: str = "api"  # api, keyboard, button, chat
+    id: int = field(default_factory=lambda: next(_ids))
+    status: str = "queued"  # queued, running, done, failed, cancelled
+    text: str = ""
+    printed: int = 0  # frames on the wire so far
+    error: str | None = None
+    created: float = field(default_factory=time.time)
+    started: float | None = None
+    finished: float | None = None
+    cancel: threading.Event = field(default_factory=threading.Event, repr=False)
+    done: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "source": self.source,
+            "status": self.status,
+            "print": self.print,
+            "max_chars": self.max_chars,
+            "text": self.text,
+            "printed": self.printed,
+            "error": self.error,
+            "created": self.created,
+            "started": self.started,
+            "finished": self.finished,
+        }
