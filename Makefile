@@ -22,7 +22,7 @@ CONVERT := $(BIN)/python -m convert
 corpus_arg = $(if $(CORPUS),--corpus $(CORPUS),)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test lint bench model model-sweep gguf quantize eval clean
+.PHONY: help setup system-deps demo test lint bench model model-sweep gguf quantize eval clean
 
 help:
 	@echo "make demo         set up, then run the appliance on the embedded model"
@@ -38,8 +38,20 @@ help:
 
 setup: $(STAMP)
 
+# systemd-python (a dev and Pi dependency) builds against libsystemd.
+# As root with apt (CI, a Pi) we install it; otherwise we say what to install.
+system-deps:
+	@if ! pkg-config --exists libsystemd 2>/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && apt-get install -y -qq libsystemd-dev pkg-config; \
+	  else \
+	    echo "make test needs libsystemd-dev and pkg-config: sudo apt-get install libsystemd-dev pkg-config"; \
+	    exit 1; \
+	  fi; \
+	fi
+
 # Reinstall only when the project's dependencies change.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml | system-deps
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[convert,dev]'
