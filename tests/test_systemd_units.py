@@ -1,0 +1,84 @@
+"""The unit files: systemd's own checker, with nothing to say, and a low exposure score."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+UNITS = Path(__file__).resolve().parent.parent / "appliance" / "systemd"
+SERVICES = sorted(p.name for p in UNITS.glob("*.service"))
+INSTALLED_PATH = "/opt/teletype-gpt2/venv/bin/teletype"
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed here"
+)
+
+
+@pytest.fixture
+def units(tmp_path) -> Path:
+    """The units as the image installs them, but pointing at this checkout's `teletype`.
+
+    verify checks that ExecStart exists; the image's venv is not on this machine.
+    """
+    here = str(Path(sys.executable).parent / "teletype")
+    for unit in UNITS.iterdir():
+        (tmp_path / unit.name).write_text(unit.read_text().replace(INSTALLED_PATH, here))
+    return tmp_path
+
+
+def test_units_are_the_engine_chat_button_and_a_target():
+    assert SERVICES == [
+        "teletype-button.service",
+        "teletype-chat.service",
+        "teletype-engine.service",
+    ]
+    target = (UNITS / "teletype.target").read_text()
+    for service in SERVICES:
+        assert service in target
+        assert INSTALLED_PATH in (UNITS / service).read_text()
+
+
+@pytest.mark.parametrize("unit", [*SERVICES, "teletype.target"])
+def test_units_verify_without_a_word(units, unit):
+    # verify exits 0 on warnings: its stderr is the verdict.
+    result = subprocess.run(
+        ["systemd-analyze", "verify", str(units / unit)], capture_output=True, text=True, cwd=units
+    )
+    assert result.returncode == 0
+    assert result.stderr == ""
+
+
+@pytest.mark.parametrize("unit", SERVICES)
+def test_units_security_exposure_at_most_2_5(units, unit):
+    result = subprocess.run(
+        ["systemd-analyze", "security", "--offline=yes", "--threshold=25", str(units / unit)],
+        capture_output=True,
+        text=True,
+        cwd=units,
+    )
+    match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", result.stdout)
+    assert match, result.stdout[-500:] + result.stderr
+    assert float(match.group(1)) <= 2.5
+    assert result.returncode == 0
+
+
+def test_units_engine_is_a_notify_service_with_a_watchdog():
+    engine = (UNITS / "teletype-engine.service").read_text()
+    for setting in (
+        "Type=notify",
+        "WatchdogSec=",
+        "Restart=on-failure",
+        "StateDirectory=",
+        "RuntimeDirectory=",
+        "ProtectSystem=strict",
+        "SupplementaryGroups=dialout",
+        "DeviceAllow=char-ttyAMA rw",
+    ):
+        assert setting in engine, setting
+    assert "PrivateDevices=yes" not in engine  # it would hide the serial port
+    assert "SupplementaryGroups=gpio" in (UNITS / "teletype-button.service").read_text()
