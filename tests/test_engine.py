@@ -299,3 +299,69 @@ def test_engine_has_no_leftover_socket_after_stopping(tmp_path, teletype):
     engine.close()
     assert not sock.exists()
     assert os.listdir(tmp_path / "run") == []
+
+
+def test_engine_events_stream_queued_started_finished_with_text(engine):
+    import json as jsonlib
+    import urllib.request
+
+    events: list[tuple[str, dict]] = []
+    connected = threading.Event()
+
+    def listen():
+        with urllib.request.urlopen(engine.base + "/v1/events", timeout=120) as stream:
+            kind = None
+            for raw in stream:
+                line = raw.decode().rstrip("\n")
+                if line.startswith(": connected"):
+                    connected.set()
+                elif line.startswith("event: "):
+                    kind = line[len("event: ") :]
+                elif line.startswith("data: "):
+                    events.append((kind, jsonlib.loads(line[len("data: ") :])))
+                    if kind == "finished":
+                        return
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    assert connected.wait(30)
+    _, job = engine.json("POST", "/v1/generate", {"prompt": "The clutch", "max_chars": 20})
+    listener.join(timeout=120)
+    job_events = [(k, d) for k, d in events if k != "port"]  # the printer's port opened too
+    assert [k for k, _ in job_events] == ["queued", "started", "finished"], events
+    finished = job_events[2][1]
+    assert finished["id"] == job["id"] and finished["text"] == job["text"]
+
+
+def test_engine_cancel_stops_the_print_and_finishes_the_line(engine, teletype):
+    result = {}
+    threading.Thread(
+        target=lambda: result.update(job=engine.json("POST", "/v1/generate", {"max_chars": 400})),
+        daemon=True,
+    ).start()
+    deadline = time.monotonic() + 60
+    while len(teletype.data) < 20 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert engine.json("POST", "/v1/cancel") == (200, {"cancelled": True})
+    deadline = time.monotonic() + 30
+    while "job" not in result and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert result["job"][1]["status"] == "cancelled"
+    paper = check_ascii(teletype.collect())
+    assert paper.problems == [] and paper.ends_at_column_zero
+    assert len(teletype.data) < 400
+    assert engine.json("POST", "/v1/cancel") == (200, {"cancelled": False})
+
+
+def test_engine_a_line_typed_on_the_teletype_is_a_prompt(engine, teletype):
+    from appliance.teletype.codes import parity_bit
+
+    typed = b"THE TYPING UNIT\r"
+    teletype.type(bytes(c | (parity_bit(c, "even") << 7) for c in typed))
+    deadline = time.monotonic() + 60
+    while len(teletype.data) < 10 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    paper = check_ascii(teletype.collect(quiet=1.5))
+    assert paper.problems == []
+    assert len(_words(paper.text)) >= 3
+    assert "typed on the Teletype: THE TYPING UNIT" in engine.output()
