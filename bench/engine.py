@@ -1,4 +1,4 @@
-"""Measure the engine as its clients feel it: status calls a second, and POST to first byte on the wire.
+"""Measure the engine as its clients feel it: status calls a second, POST to first byte.
 
     python bench/engine.py [--out bench/engine.md]
 
@@ -65,8 +65,10 @@ def first_byte_latency(engine: EngineProcess, pty: PtyReader, seed: int) -> floa
 
 
 def fmt(values: list[float], unit: str, digits: int) -> str:
-    return (f"{statistics.median(values):.{digits}f} {unit} "
-            f"(min {min(values):.{digits}f}, max {max(values):.{digits}f})")
+    return (
+        f"{statistics.median(values):.{digits}f} {unit} "
+        f"(min {min(values):.{digits}f}, max {max(values):.{digits}f})"
+    )
 
 
 def main() -> None:
@@ -85,6 +87,7 @@ def main() -> None:
         finally:
             engine.close()
             pty.close()
+    latency_ms = [v * 1000 for v in latencies]
     report = f"""# Engine: what its clients feel
 
 Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()};
@@ -93,7 +96,7 @@ a real `teletype serve` on the embedded model, a pty as the Teletype (ASR-33, 11
 | measure | median (min, max) |
 |---|---|
 | `GET /v1/status`, 20 concurrent clients over TCP, 3 s | {fmt(rates, "requests/s", 0)} |
-| `POST /v1/generate` to the first byte on the wire | {fmt([v * 1000 for v in latencies], "ms", 1)} |
+| `POST /v1/generate` to the first byte on the wire | {fmt(latency_ms, "ms", 1)} |
 """
     args.out.write_text(report)
     print(report)
