@@ -64,7 +64,7 @@ def cmd_generate(args) -> int:
         from appliance.teletype import build_printer
 
         printer = build_printer(config.teletype)
-        _print_cancellable(printer, prefetch(pieces))
+        print_cancellable(printer, prefetch(pieces))
         printer.close()
     else:
         for piece in pieces:
@@ -81,14 +81,17 @@ def cmd_print(args) -> int:
     from appliance.teletype import build_printer
 
     printer = build_printer(config.teletype)
-    _print_cancellable(printer, [text])
+    print_cancellable(printer, [text])
     printer.close()
     return 0
 
 
-def _print_cancellable(printer, pieces) -> bool:
-    """Print; Ctrl-C cancels the print (the line is finished), not the program."""
-    cancel = threading.Event()
+def print_cancellable(printer, pieces, cancel: threading.Event | None = None) -> bool:
+    """Print; Ctrl-C cancels the print (the line is finished), not the program.
+
+    True if the print was cancelled.
+    """
+    cancel = cancel or threading.Event()
     result = {}
 
     def run():

@@ -87,16 +87,10 @@ class Demo:
                     first.append(time.monotonic() - started)
                 yield piece
 
+        from appliance.cli import print_cancellable
+
         cancel = threading.Event()
-        stream = prefetch(pieces(), cancel)
-        worker = threading.Thread(target=self.printer.print_stream, args=(stream, cancel))
-        worker.start()
-        try:
-            while worker.is_alive():
-                worker.join(0.1)
-        except KeyboardInterrupt:
-            cancel.set()
-            worker.join()
+        if print_cancellable(self.printer, prefetch(pieces(), cancel), cancel):
             self.out.write("  (print stopped)\n")
         self.last_first_character = first[0] if first else None
 
