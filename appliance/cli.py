@@ -121,6 +121,12 @@ def cmd_serve(args) -> int:
     return run_serve(_settings(args))
 
 
+def cmd_button(args) -> int:
+    from appliance.button import run_button
+
+    return run_button(load_config(args.config))
+
+
 def _common(p: argparse.ArgumentParser, port: bool = True) -> None:
     p.add_argument("--config", type=Path, help="the TOML file (default: the usual places)")
     if port:
@@ -158,6 +164,10 @@ def parser() -> argparse.ArgumentParser:
     p = commands.add_parser("serve", help="the engine: model, printer, history, queue, local API")
     _common(p)
     p.set_defaults(run=cmd_serve)
+
+    p = commands.add_parser("button", help="the front-panel button and LED (a client of serve)")
+    p.add_argument("--config", type=Path)
+    p.set_defaults(run=cmd_button)
 
     p = commands.add_parser("config", help="print the effective configuration (secrets masked)")
     p.add_argument("--config", type=Path)

@@ -74,6 +74,15 @@ class KeyboardConfig:
 
 
 @dataclass(frozen=True)
+class ButtonConfig:
+    pin: int = _opt(17, "GPIO (BCM) of the button, wired to ground", min=0, max=27)
+    led_pin: int = _opt(27, "GPIO (BCM) of the LED (through a resistor)", min=0, max=27)
+    hold_seconds: float = _opt(2.0, "hold this long to stop the print", min=0.5, max=10.0)
+    debounce_ms: int = _opt(300, "presses closer than this are one press", min=0, max=5000)
+    engine: str = _opt("", "the engine's API: empty for its Unix socket, or http://host:port")
+
+
+@dataclass(frozen=True)
 class EngineConfig:
     queue_size: int = _opt(8, "jobs waiting for the printer; more get 429", min=1, max=100)
     tcp_host: str = _opt("127.0.0.1", "HTTP API address; empty for the Unix socket only")
@@ -90,6 +99,7 @@ class Config:
     history: HistoryConfig = field(default_factory=HistoryConfig)
     keyboard: KeyboardConfig = field(default_factory=KeyboardConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
+    button: ButtonConfig = field(default_factory=ButtonConfig)
     # Where the values came from ("defaults" or a path), for messages.
     source: str = "defaults"
 

@@ -87,6 +87,7 @@ class Engine:
         self.finished_jobs: dict[int, Job] = {}
         self.subscribers: set[asyncio.Queue] = set()
         self._done: dict[int, asyncio.Event] = {}
+        self.jobs_finished = 0
         self.port_state = "unknown"
         self.loop: asyncio.AbstractEventLoop | None = None
         self.stopping = threading.Event()
@@ -154,6 +155,7 @@ class Engine:
             job.finished = time.time()
             self.current = None
             self.finished_jobs[job.id] = job
+            self.jobs_finished += 1
             if len(self.finished_jobs) > 100:
                 self.finished_jobs.pop(next(iter(self.finished_jobs)))
             self.emit("finished", job)
@@ -231,6 +233,7 @@ class Engine:
                 min(1.0, current.printed / max(1, current.max_chars)) if current else None
             ),
             "eta_seconds": round(self.eta_seconds(), 1),
+            "jobs_finished": self.jobs_finished,
             "model": str(self.generator.model_path),
             "profile": self.config.teletype.profile,
             "characters_per_second": round(self.cps, 2),

@@ -160,6 +160,7 @@ OPENAPI = {
                                 "printing": {**_JOB, "nullable": True},
                                 "progress": {"type": "number", "nullable": True},
                                 "eta_seconds": {"type": "number"},
+                                "jobs_finished": {"type": "integer"},
                                 "model": {"type": "string"},
                                 "profile": {"type": "string"},
                                 "characters_per_second": {"type": "number"},

@@ -38,9 +38,21 @@ def state_dir(config: Config) -> Path:
     return Path(chosen or Path.home() / ".local" / "state" / "teletype-gpt2")
 
 
+SYSTEM_RUNTIME_DIR = Path("/run/teletype-gpt2")  # the engine unit's RuntimeDirectory=
+
+
 def runtime_dir(config: Config) -> Path:
+    """Where the engine's socket is: the config, else systemd's, else a per-user /tmp folder.
+
+    The clients (chat, button) run without a RuntimeDirectory= of their own,
+    so they find the engine's through /run/teletype-gpt2 when it exists.
+    """
     chosen = config.engine.runtime_dir or os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
-    return Path(chosen or f"/tmp/teletype-gpt2-{os.getuid()}")
+    if chosen:
+        return Path(chosen)
+    if SYSTEM_RUNTIME_DIR.is_dir():
+        return SYSTEM_RUNTIME_DIR
+    return Path(f"/tmp/teletype-gpt2-{os.getuid()}")
 
 
 def socket_path(config: Config) -> Path:

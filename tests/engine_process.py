@@ -66,7 +66,14 @@ class NotifySocket:
 
 
 class EngineProcess:
-    def __init__(self, tmp: Path, port_spec: str, engine_extra: str = "", env: dict | None = None):
+    def __init__(
+        self,
+        tmp: Path,
+        port_spec: str,
+        engine_extra: str = "",
+        env: dict | None = None,
+        max_chars: int = 60,
+    ):
         self.tmp = tmp
         self.http_port = free_port()
         self.config = tmp / "teletype.toml"
@@ -80,7 +87,7 @@ state_dir = "{tmp / "state"}"
 runtime_dir = "{tmp / "run"}"
 {engine_extra}
 [model]
-max_chars = 60
+max_chars = {max_chars}
 seed = 1
 """
         )
@@ -113,8 +120,9 @@ seed = 1
         data = None
         if body is not None:
             data = body if isinstance(body, bytes) else json.dumps(body).encode()
-        req = urllib.request.Request(self.base + path, data=data, method=method,
-                                     headers=headers or {})  # fmt: skip
+        req = urllib.request.Request(
+            self.base + path, data=data, method=method, headers=headers or {}
+        )
         try:
             with urllib.request.urlopen(req, timeout=timeout) as r:
                 return r.status, r.headers, r.read()

@@ -1,0 +1,196 @@
+"""`teletype button`: the front-panel button and its LED, a client of the engine.
+
+Press (and let go): the Teletype answers the last chat lines, exactly what
+`!gpt2` or an empty line in the demo does (the engine builds the prompt
+with appliance.prompts.reply_prompt for all of them). Hold for two
+seconds: the current print stops, and its line is finished.
+
+The LED says what the appliance is doing:
+  steady      ready
+  slow pulse  generating or printing
+  fast blink  fault: the engine is unreachable or the printer is offline
+  off         this service is stopped
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import warnings
+
+from appliance.client import EngineClient, EngineUnavailable
+from appliance.config import ButtonConfig
+from appliance.errors import ApplianceError
+
+log = logging.getLogger("teletype.button")
+
+READY, BUSY, FAULT, OFF = "ready", "busy", "fault", "off"
+POLL_SECONDS = 0.5
+
+
+class NoGPIO(ApplianceError, RuntimeError):
+    pass
+
+
+class FrontPanel:
+    def __init__(
+        self,
+        client: EngineClient,
+        button,
+        led,
+        settings: ButtonConfig,
+        loop: asyncio.AbstractEventLoop,
+        clock=time.monotonic,
+    ):
+        self.client = client
+        self.button = button
+        self.led = led
+        self.settings = settings
+        self.loop = loop
+        self.clock = clock
+        self.led_state: str | None = None
+        self.our_job: asyncio.Task | None = None
+        self._last_press = -1e9
+        self._held = False
+        self.presses_accepted = 0
+        # gpiozero calls these on its own threads: hand them to the loop.
+        button.when_pressed = lambda: loop.call_soon_threadsafe(self._pressed)
+        button.when_held = lambda: loop.call_soon_threadsafe(self._hold)
+        button.when_released = lambda: loop.call_soon_threadsafe(self._released)
+
+    # --- the button --------------------------------------------------------------
+
+    def _pressed(self) -> None:
+        self._held = False
+
+    def _hold(self) -> None:
+        self._held = True
+        log.info("button held: stopping the print")
+        self.loop.create_task(self._cancel())
+
+    def _released(self) -> None:
+        if self._held:
+            return  # the end of a hold, not a press
+        now = self.clock()
+        # Our own debounce: gpiozero's bounce_time is not applied by every
+        # pin factory, and a worn switch chatters for tens of milliseconds.
+        if now - self._last_press < self.settings.debounce_ms / 1000:
+            return
+        self._last_press = now
+        if self.our_job is not None and not self.our_job.done():
+            return  # one button job at a time: more presses queue nothing
+        self.presses_accepted += 1
+        log.info("button pressed: replying to the chat")
+        self.our_job = self.loop.create_task(self._reply())
+        self.set_led(BUSY)
+
+    async def _reply(self) -> None:
+        try:
+            status, body = await self.client.generate(use_history=True)
+            if status == 429:
+                log.warning("the queue is full; press again later")
+            elif status != 200:
+                log.warning("the engine refused: %s", body)
+        except EngineUnavailable as e:
+            log.warning("%s", e)
+            self.set_led(FAULT)
+
+    async def _cancel(self) -> None:
+        try:
+            await self.client.cancel()
+        except EngineUnavailable as e:
+            log.warning("%s", e)
+
+    # --- the LED -----------------------------------------------------------------
+
+    def set_led(self, state: str) -> None:
+        if state == self.led_state:
+            return
+        self.led_state = state
+        if state == READY:
+            self.led.on()
+        elif state == BUSY:
+            self.led.pulse(fade_in_time=1.0, fade_out_time=1.0)
+        elif state == FAULT:
+            self.led.blink(on_time=0.1, off_time=0.1)
+        else:
+            self.led.off()
+
+    async def watch(self) -> None:
+        """Keep the LED in step with the engine."""
+        while True:
+            try:
+                status = await self.client.status()
+                ours = self.our_job is not None and not self.our_job.done()
+                busy = status["printing"] is not None or status["queue"] or ours
+                offline = status["port"]["state"] == "offline"
+                state = FAULT if offline else (BUSY if busy else READY)
+            except (EngineUnavailable, KeyError, TypeError):
+                state = FAULT
+            self.set_led(state)
+            await asyncio.sleep(POLL_SECONDS)
+
+    def close(self) -> None:
+        self.set_led(OFF)
+        self.button.close()
+        self.led.close()
+
+
+def open_devices(settings: ButtonConfig):
+    """The button and LED on this machine's GPIO (lgpio on a Pi 5, any factory gpiozero finds)."""
+    try:
+        from gpiozero import PWMLED, Button
+        from gpiozero.exc import BadPinFactory, PinFactoryFallback
+    except ImportError as e:
+        raise NoGPIO(
+            "gpiozero is not installed (on a Pi: apt install python3-gpiozero python3-lgpio)"
+        ) from e
+    try:
+        with warnings.catch_warnings():
+            # gpiozero warns about every factory it tries; our error says it all.
+            warnings.simplefilter("ignore", PinFactoryFallback)
+            button = Button(
+                settings.pin, pull_up=True, bounce_time=None, hold_time=settings.hold_seconds
+            )
+            led = PWMLED(settings.led_pin)
+    except BadPinFactory as e:
+        raise NoGPIO(
+            "no GPIO found on this machine (gpiozero: no pin factory works here). On a "
+            "Raspberry Pi install python3-lgpio; on a laptop, `teletype demo` stands in for "
+            "the button: an empty line or !gpt2 is a press."
+        ) from e
+    return button, led
+
+
+def run_button(config) -> int:
+    from appliance.server import setup_logging, socket_path
+
+    setup_logging("teletype-button")
+    settings = config.button
+    button, led = open_devices(settings)
+    if settings.engine:
+        client = EngineClient(url=settings.engine, token=config.engine.token)
+    else:
+        client = EngineClient(socket_path(config))
+
+    async def main():
+        import signal
+
+        panel = FrontPanel(client, button, led, settings, asyncio.get_running_loop())
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+        watcher = asyncio.create_task(panel.watch())
+        log.info(
+            "button on GPIO%d, LED on GPIO%d; engine at %s",
+            settings.pin,
+            settings.led_pin,
+            client.where,
+        )
+        await stop.wait()
+        watcher.cancel()
+        panel.close()
+
+    asyncio.run(main())
+    return 0

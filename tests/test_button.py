@@ -1,0 +1,191 @@
+"""The front panel with gpiozero's own MockFactory (a Pi 5), against the real engine."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+
+import pytest
+from gpiozero import PWMLED, Button, Device
+from gpiozero.pins.mock import MockFactory, MockPWMPin
+
+from appliance.button import BUSY, FAULT, READY, FrontPanel
+from appliance.client import EngineClient
+from appliance.config import ButtonConfig
+from tests.engine_process import EngineProcess
+from tests.wire import PtyReader, check_ascii
+
+
+@pytest.fixture
+def mock_gpio():
+    """A Raspberry Pi 5's pins (revision d04170), PWM-capable; the old factory back after."""
+    saved = Device.pin_factory
+    Device.pin_factory = MockFactory(revision="d04170", pin_class=MockPWMPin)
+    try:
+        yield Device.pin_factory
+    finally:
+        Device.pin_factory.reset()
+        Device.pin_factory = saved
+
+
+@pytest.fixture
+def teletype(tmp_path):
+    reader = PtyReader()
+    link = tmp_path / "ttyTELETYPE"
+    link.symlink_to(reader.name)
+    reader.link = link
+    yield reader
+    reader.close()
+
+
+@pytest.fixture
+def engine(tmp_path, teletype):
+    process = EngineProcess(tmp_path, str(teletype.link), max_chars=20).start()
+    yield process
+    process.close()
+
+
+class Panel:
+    """A FrontPanel running on its own event loop, as `teletype button` runs it."""
+
+    def __init__(self, tmp_path, factory):
+        self.settings = ButtonConfig()
+        self.loop = asyncio.new_event_loop()
+        self.button_pin = factory.pin(self.settings.pin)
+        self.led_pin = factory.pin(self.settings.led_pin)
+        button = Button(self.settings.pin, pull_up=True, hold_time=self.settings.hold_seconds)
+        led = PWMLED(self.settings.led_pin)
+        client = EngineClient(tmp_path / "run" / "engine.sock")
+        self.panel = FrontPanel(client, button, led, self.settings, self.loop)
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        asyncio.set_event_loop(self.loop)
+        self.watcher = self.loop.create_task(self.panel.watch())
+        self.loop.run_forever()
+
+    def press(self, seconds: float = 0.05):
+        self.button_pin.drive_low()  # pulled up: pressed is low
+        time.sleep(seconds)
+        self.button_pin.drive_high()
+
+    def wait_led(self, state: str, timeout: float = 30.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.panel.led_state == state:
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"LED is {self.panel.led_state}, not {state}")
+
+    def close(self):
+        async def stop():
+            self.watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.watcher
+
+        asyncio.run_coroutine_threadsafe(stop(), self.loop).result(timeout=10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+        self.panel.close()
+
+
+@pytest.fixture
+def panel(tmp_path, mock_gpio, engine):
+    p = Panel(tmp_path, mock_gpio)
+    yield p
+    p.close()
+
+
+def _wait_idle(engine, jobs: int, timeout: float = 120.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = engine.json("GET", "/v1/status")[1]
+        if status["jobs_finished"] >= jobs and status["printing"] is None and not status["queue"]:
+            return status
+        time.sleep(0.1)
+    raise AssertionError(f"engine still busy: {status}")
+
+
+def test_button_press_prints_a_reply(panel, engine, teletype):
+    panel.wait_led(READY)
+    panel.press()
+    status = _wait_idle(engine, 1)
+    assert status["jobs_finished"] == 1
+    paper = check_ascii(teletype.collect())
+    assert paper.problems == [] and paper.ends_at_column_zero
+    assert len(paper.text.split()) >= 2
+
+
+def test_button_fifty_presses_in_a_second_give_one_job(panel, engine, teletype):
+    panel.wait_led(READY)
+    for _ in range(50):
+        panel.press(0.01)
+        time.sleep(0.01)
+    status = _wait_idle(engine, 1)
+    time.sleep(0.5)
+    assert engine.json("GET", "/v1/status")[1]["jobs_finished"] == 1
+    assert status["queue"] == 0
+    assert panel.panel.presses_accepted == 1
+
+
+def test_button_hold_cancels_the_print_and_leaves_column_zero(tmp_path, mock_gpio, teletype):
+    engine = EngineProcess(tmp_path, str(teletype.link), max_chars=400).start()
+    p = Panel(tmp_path, mock_gpio)
+    try:
+        p.wait_led(READY)
+        p.press()
+        deadline = time.monotonic() + 60
+        while len(teletype.data) < 10 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        p.press(2.3)  # a 2-second hold
+        status = _wait_idle(engine, 1, timeout=30)
+        assert status["jobs_finished"] == 1
+        paper = check_ascii(teletype.collect())
+        assert paper.problems == [] and paper.ends_at_column_zero
+        assert len(teletype.data) < 200  # stopped long before 400 characters
+        assert p.panel.presses_accepted == 1  # the hold was not a press
+    finally:
+        p.close()
+        engine.close()
+
+
+def test_button_led_over_a_jobs_life(panel, engine, teletype):
+    panel.wait_led(READY)
+    assert panel.led_pin.state == 1.0  # steady
+    panel.press()
+    panel.wait_led(BUSY)
+    time.sleep(1.2)  # part of a pulse
+    during = [s.state for s in panel.led_pin.states[-40:]]
+    assert any(0.0 < v < 1.0 for v in during), during  # a fade, not on/off
+    _wait_idle(engine, 1)
+    panel.wait_led(READY)
+    assert panel.led_pin.state == 1.0
+
+
+def test_button_engine_stopped_blinks_fault_then_back_is_steady(tmp_path, mock_gpio, teletype):
+    engine = EngineProcess(tmp_path, str(teletype.link), max_chars=20).start()
+    p = Panel(tmp_path, mock_gpio)
+    try:
+        p.wait_led(READY)
+        assert engine.terminate() == 0
+        engine.close()
+        p.wait_led(FAULT)
+        time.sleep(0.5)
+        values = [s.state for s in p.led_pin.states[-8:]]
+        assert 0.0 in values and 1.0 in values  # blinking
+        engine = EngineProcess(tmp_path, str(teletype.link), max_chars=20).start()
+        p.wait_led(READY)
+        assert p.led_pin.state == 1.0
+    finally:
+        p.close()
+        engine.close()
+
+
+def test_button_off_when_the_service_stops(tmp_path, mock_gpio, engine):
+    p = Panel(tmp_path, mock_gpio)
+    p.wait_led(READY)
+    p.close()
+    assert p.panel.led_state == "off"
