@@ -44,6 +44,7 @@ def build_app(engine: Engine, token: str = "") -> web.Application:
             web.post("/v1/history", history_add),
             web.delete("/v1/history", history_clear),
             web.post("/v1/cancel", cancel),
+            web.post("/v1/bell", bell),
             web.get("/v1/status", status),
             web.get("/v1/events", events),
             web.get("/healthz", healthz),
@@ -157,6 +158,18 @@ async def history_clear(request: web.Request) -> web.Response:
 
 async def cancel(request: web.Request) -> web.Response:
     return web.json_response({"cancelled": request.app["engine"].cancel_current()})
+
+
+async def bell(request: web.Request) -> web.Response:
+    wait = request.app["engine"].ring_bell()
+    if wait:
+        seconds = max(1, round(wait))
+        return _error(
+            429,
+            f"the bell rang a moment ago; again in {seconds} s",
+            **{"Retry-After": str(seconds)},
+        )
+    return web.json_response({"rung": True})
 
 
 async def status(request: web.Request) -> web.Response:

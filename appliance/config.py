@@ -90,6 +90,7 @@ class EngineConfig:
     token: str = _opt("", "API token; required when tcp_host is not loopback", secret=True)
     state_dir: str = _opt("", "chat history and tokens; empty for $STATE_DIRECTORY or ~/.local")
     runtime_dir: str = _opt("", "the API socket; empty for $RUNTIME_DIRECTORY or /tmp")
+    bell_interval: float = _opt(10.0, "seconds between two rings of the bell", min=0.0, max=3600)
 
 
 @dataclass(frozen=True)

@@ -88,6 +88,7 @@ class Engine:
         self.subscribers: set[asyncio.Queue] = set()
         self._done: dict[int, asyncio.Event] = {}
         self.jobs_finished = 0
+        self._last_bell = -1e9
         self.port_state = "unknown"
         self.loop: asyncio.AbstractEventLoop | None = None
         self.stopping = threading.Event()
@@ -123,6 +124,16 @@ class Engine:
         self.waiting.append(job)
         self.emit("queued", job)
         return len(self.waiting)
+
+    def ring_bell(self) -> float:
+        """Ring the Teletype's bell; 0, or the seconds to wait if it rang too recently."""
+        now = time.monotonic()
+        wait = self._last_bell + self.config.engine.bell_interval - now
+        if wait > 0:
+            return wait
+        self._last_bell = now
+        threading.Thread(target=self.printer.bell, name="bell", daemon=True).start()
+        return 0.0
 
     def cancel_current(self) -> bool:
         job = self.current

@@ -146,6 +146,15 @@ OPENAPI = {
                 },
             }
         },
+        "/v1/bell": {
+            "post": {
+                "summary": "Ring the Teletype's bell (at most once per engine.bell_interval)",
+                "responses": {
+                    "200": _json({"type": "object", "properties": {"rung": {"type": "boolean"}}}),
+                    "429": _BUSY,
+                },
+            }
+        },
         "/v1/status": {
             "get": {
                 "summary": "Queue, the job printing, progress, ETA, model and port",

@@ -275,7 +275,7 @@ def test_engine_openapi_document_holds_with_schemathesis(tmp_path):
 
             check()
             checked.append(f"{operation.method.upper()} {operation.path}")
-        assert len(checked) == 6, checked
+        assert len(checked) == 7, checked
     finally:
         engine.close()
 
@@ -365,3 +365,12 @@ def test_engine_a_line_typed_on_the_teletype_is_a_prompt(engine, teletype):
     assert paper.problems == []
     assert len(_words(paper.text)) >= 3
     assert "typed on the Teletype: THE TYPING UNIT" in engine.output()
+
+
+def test_engine_bell_rings_and_is_rate_limited(engine, teletype):
+    assert engine.json("POST", "/v1/bell") == (200, {"rung": True})
+    assert teletype.collect() == bytes([0x87])  # BEL, even parity
+    status, headers, raw = engine.request("POST", "/v1/bell")
+    assert status == 429
+    assert 1 <= int(headers["Retry-After"]) <= 10
+    assert "bell rang a moment ago" in raw.decode()

@@ -354,3 +354,22 @@ def test_teletype_asr33_prints_every_word_it_can(text):
     folded = codes.CHARACTER_SETS["ascii63"].fold(text).split()
     # Words longer than a line are broken; join both sides to compare.
     assert "".join(printed) == "".join(folded)
+
+
+def test_teletype_bell_during_a_print_rings_between_characters(pty):
+    clock = FakeClock()
+    printer = _printer(_serial(pty, "asr33"), "asr33", clock)
+
+    def ring_once(c):
+        if c.sleeps == 10:
+            printer.bell()  # from inside the print, as a second thread would find it busy
+
+    clock.on_sleep = ring_once
+    printer.print_text("A BELL RINGS IN THE MIDDLE OF THIS LINE.")
+    printer.close()
+    data = pty.collect()
+    assert data.count(0x87) == 1
+    assert 9 <= data.index(0x87) <= 12  # between two characters, not after the job
+    report = check_ascii(data, allow_bell=True)
+    assert report.problems == []
+    assert report.lines[0] == "A BELL RINGS IN THE MIDDLE OF THIS LINE."

@@ -51,6 +51,7 @@ class Printer:
         # not mistake our own echo for typing).
         self.on_write = on_write or (lambda data: None)
         self._next = 0.0
+        self._bell_pending = False
         # The frames of the line being printed, to print it again from its
         # start if the port drops mid-line (what reached the paper is unknown).
         self._line: list[int] = []
@@ -89,9 +90,21 @@ class Printer:
         return PrintResult(written, cancel.is_set(), "".join(given))
 
     def bell(self) -> None:
-        with self._lock:
-            self._send(self.discipline.bell(), None)
-            self._drain()
+        """Ring now if idle, else between two characters of the job printing."""
+        self._bell_pending = True
+        if self._lock.acquire(blocking=False):
+            try:
+                self._ring_if_pending()
+                self._drain()
+            finally:
+                self._lock.release()
+
+    def _ring_if_pending(self) -> None:
+        if self._bell_pending:
+            self._bell_pending = False
+            for frame in self.discipline.bell():
+                self._wait_for_slot()
+                self._write(bytes([frame.code]), None)
 
     # --- the wire ----------------------------------------------------------------
 
@@ -100,6 +113,7 @@ class Printer:
         for frame in frames:
             if cancel is not None and cancel.is_set():
                 break
+            self._ring_if_pending()
             self._wait_for_slot()
             if not self._write(bytes([frame.code]), cancel):
                 break
