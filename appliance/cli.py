@@ -35,16 +35,6 @@ def _settings(args) -> Config:
     return config
 
 
-def _load_generator(config: Config):
-    from appliance.generator import Generator, find_model
-
-    return Generator(
-        find_model(config.model.path),
-        threads=config.model.threads,
-        repeat_last_n=config.model.repeat_last_n,
-    )
-
-
 def cmd_config(args) -> int:
     sys.stdout.write(render_config(load_config(args.config)))
     return 0
@@ -53,9 +43,9 @@ def cmd_config(args) -> int:
 def cmd_generate(args) -> int:
     """The seed's gen.py: text from a prompt, to the terminal or onto the Teletype."""
     config = _settings(args)
-    from appliance.generator import sampling_from
+    from appliance.generator import load_generator, sampling_from
 
-    generator = _load_generator(config)
+    generator = load_generator(config.model)
     pieces = generator.stream(
         args.prompt or "", config.model.max_chars, config.model.seed, sampling_from(config.model)
     )

@@ -96,13 +96,13 @@ class Demo:
 
 
 def run_demo(config: Config, stdin: TextIO | None = None, out: TextIO | None = None) -> int:
-    from appliance.cli import _load_generator
+    from appliance.generator import load_generator
 
     stdin = stdin or sys.stdin
     out = out or sys.stdout
     out.write("Loading the model...\n")
     out.flush()
-    demo = Demo(config, out=out, generator=_load_generator(config))
+    demo = Demo(config, out=out, generator=load_generator(config.model))
     out.write(demo.banner())
     while True:
         out.write("> ")

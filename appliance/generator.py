@@ -61,6 +61,12 @@ class Sampling:
     repeat_penalty: float = 1.15
 
 
+def load_generator(model_config) -> Generator:
+    """The generator for the [model] config section (the embedded model if none is set)."""
+    m = model_config
+    return Generator(find_model(m.path), threads=m.threads, repeat_last_n=m.repeat_last_n)
+
+
 def sampling_from(model_config) -> Sampling:
     """The sampler settings of the [model] config section."""
     m = model_config

@@ -76,13 +76,13 @@ def check_exposure(config: Config) -> None:
 
 
 def run_serve(config: Config) -> int:
-    from appliance.cli import _load_generator
+    from appliance.generator import load_generator
     from appliance.teletype import build_printer
 
     setup_logging("teletype-engine")
     check_exposure(config)
     log.info("loading the model")
-    generator = _load_generator(config)
+    generator = load_generator(config.model)
     printer = build_printer(config.teletype)
     try:
         printer.port.open()

@@ -8,6 +8,7 @@ training, llama.cpp conversion, quantisation) takes well under a minute.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,3 +118,17 @@ def isolated_cache(tmp_path, monkeypatch) -> Path:
 def _threads():
     # Two cores here; more threads than cores only makes llama.cpp and torch fight.
     os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
+
+
+@pytest.fixture
+def teletype(tmp_path):
+    """A pty behind a stable name, as /dev/teletype would be (a udev symlink)."""
+    from tests.wire import PtyReader
+
+    reader = PtyReader()
+    link = tmp_path / "ttyTELETYPE"
+    link.symlink_to(reader.name)
+    reader.link = link
+    yield reader
+    with contextlib.suppress(OSError):
+        reader.close()

@@ -15,7 +15,7 @@ from appliance.button import BUSY, FAULT, READY, FrontPanel
 from appliance.client import EngineClient
 from appliance.config import ButtonConfig
 from tests.engine_process import EngineProcess
-from tests.wire import PtyReader, check_ascii
+from tests.wire import check_ascii
 
 
 @pytest.fixture
@@ -28,16 +28,6 @@ def mock_gpio():
     finally:
         Device.pin_factory.reset()
         Device.pin_factory = saved
-
-
-@pytest.fixture
-def teletype(tmp_path):
-    reader = PtyReader()
-    link = tmp_path / "ttyTELETYPE"
-    link.symlink_to(reader.name)
-    reader.link = link
-    yield reader
-    reader.close()
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import subprocess
@@ -19,18 +18,6 @@ from tests.wire import PtyReader, check_ascii
 
 def _words(text: str) -> list[str]:
     return re.findall(r"[A-Z0-9]+", text.upper())
-
-
-@pytest.fixture
-def teletype(tmp_path):
-    """A pty behind a stable name, as /dev/teletype would be."""
-    reader = PtyReader()
-    link = tmp_path / "ttyTELETYPE"
-    link.symlink_to(reader.name)
-    reader.link = link
-    yield reader
-    with contextlib.suppress(OSError):
-        reader.close()
 
 
 @pytest.fixture
