@@ -147,6 +147,9 @@ async def history_add(request: web.Request) -> web.Response:
     text = _field(body, "text", str, None, lambda v: 0 < len(v) <= 2000)
     if name is None or text is None:
         raise web.HTTPBadRequest(reason="name and text are required")
+    if not text.split():
+        # All whitespace (a no-break space, say): nothing would be left of it.
+        raise web.HTTPBadRequest(reason="text is blank")
     line = engine.history.add(name, text)
     return web.json_response({"name": line.name, "text": line.text}, status=201)
 

@@ -103,6 +103,7 @@ def test_engine_history_api_and_persistence(tmp_path, teletype):
         ("/v1/generate", b'{"max_chars": 5}', "max_chars"),
         ("/v1/generate", b'{"seed": "x"}', "seed"),
         ("/v1/history", b'{"name": "a"}', "required"),
+        ("/v1/history", '{"name": "a", "text": "\u00a0 "}'.encode(), "blank"),
     ],
 )
 def test_engine_malformed_requests_get_400_with_json(engine, path, body, message):
@@ -256,7 +257,14 @@ def test_engine_openapi_document_holds_with_schemathesis(tmp_path):
             operation = result.ok()
 
             @given(case=operation.as_strategy())
-            @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+            # Derandomised: the same examples every run, so CI is not a lottery
+            # (a random run found the blank-text bug fixed above; keep that case).
+            @settings(
+                max_examples=50,
+                deadline=None,
+                derandomize=True,
+                suppress_health_check=list(HealthCheck),
+            )
             def check(case):
                 case.call_and_validate(base_url=engine.base)
 
