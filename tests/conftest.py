@@ -14,6 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# CI runs derandomised (HYPOTHESIS_PROFILE=ci in .ci/run): the same examples
+# every time, so a red CI means a change broke something, not bad luck.
+settings.register_profile("ci", derandomize=True, database=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 ROOT = Path(__file__).resolve().parent.parent
 EMBEDDED_MODEL = ROOT / "models" / "teletype-tiny.q8_0.gguf"
