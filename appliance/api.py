@@ -74,15 +74,13 @@ def _field(body: dict, name: str, kind: type, default, check=None):
     return value
 
 
-async def _run(request: web.Request, job) -> web.StreamResponse:
-    engine: Engine = request.app["engine"]
+def _submit(engine: Engine, job) -> web.Response | None:
+    """Queue the job: None, or the 429 answer when the queue is full."""
     try:
-        position = engine.submit(job)
+        engine.submit(job)
     except QueueFull as e:
         return _error(429, str(e), **{"Retry-After": str(e.retry_after)})
-    del position
-    await engine.wait(job)
-    return job
+    return None
 
 
 async def seed_route(request: web.Request) -> web.StreamResponse:
@@ -90,9 +88,9 @@ async def seed_route(request: web.Request) -> web.StreamResponse:
     engine: Engine = request.app["engine"]
     prompt = request.match_info["prompt"][:MAX_PROMPT]
     job = engine.new_job(prompt, use_history=False)
-    result = await _run(request, job)
-    if isinstance(result, web.StreamResponse):
-        return result
+    if busy := _submit(engine, job):
+        return busy
+    await engine.wait(job)
     if job.status == "failed":
         return web.Response(status=500, text=f"generation failed: {job.error}\n")
     return web.Response(text=job.text, content_type="text/plain")
@@ -108,16 +106,12 @@ async def generate(request: web.Request) -> web.StreamResponse:
     to_print = _field(body, "print", bool, True)
     stream = _field(body, "stream", bool, False)
     job = engine.new_job(prompt, use_history, max_chars=max_chars, seed=seed, print=to_print)
+    if busy := _submit(engine, job):
+        return busy
     if not stream:
-        result = await _run(request, job)
-        if isinstance(result, web.StreamResponse):
-            return result
+        await engine.wait(job)
         status = 500 if job.status == "failed" else 200
         return web.json_response(job.summary(), status=status)
-    try:
-        engine.submit(job)
-    except QueueFull as e:
-        return _error(429, str(e), **{"Retry-After": str(e.retry_after)})
     response = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
     await response.prepare(request)
     sent = 0
