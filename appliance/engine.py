@@ -84,7 +84,6 @@ class Engine:
         self.queue: asyncio.Queue[Job] = asyncio.Queue(maxsize=config.engine.queue_size)
         self.waiting: list[Job] = []  # the queue's contents, for status and ETA
         self.current: Job | None = None
-        self.finished_jobs: dict[int, Job] = {}
         self.subscribers: set[asyncio.Queue] = set()
         self._done: dict[int, asyncio.Event] = {}
         self.jobs_finished = 0
@@ -165,10 +164,7 @@ class Engine:
                 job.status, job.error = "failed", f"{type(e).__name__}: {e}"
             job.finished = time.time()
             self.current = None
-            self.finished_jobs[job.id] = job
             self.jobs_finished += 1
-            if len(self.finished_jobs) > 100:
-                self.finished_jobs.pop(next(iter(self.finished_jobs)))
             self.emit("finished", job)
             job.done.set()
             if job.id in self._done:

@@ -183,7 +183,8 @@ class Generator:
             if END_OF_TEXT in text:  # belt and braces: never print past it
                 text = text[: text.index(END_OF_TEXT)]
                 finished = True
-            words = _WORD.findall(text[: _last_space(text)]) if _last_space(text) > 0 else []
+            space = _last_space(text)
+            words = _WORD.findall(text[:space]) if space > 0 else []
             end = sentence_end_after(text, max_chars) if len(text) >= max_chars else None
             if end is not None:
                 text = text[:end]
@@ -191,11 +192,11 @@ class Generator:
             elif len(text) >= hard_limit or (words and looping(words)):
                 # No sentence end in sight, or a loop: stop after the last
                 # complete word rather than run on.
-                text = text[: _last_space(text)]
+                text = text[:space]
                 finished = True
             # Up to and including the last space or newline: the words before
             # it are complete, and the printer sees that at once.
-            cut = len(text) if finished else _last_space(text) + 1
+            cut = len(text) if finished else space + 1
             if cut > sent:
                 yield text[sent:cut]
                 sent = cut
