@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 from typing import Any
 
 from aiohttp import web
 
-from appliance.engine import Engine, QueueFull
+from appliance.engine import Blocked, Engine, QueueFull
 from appliance.openapi import OPENAPI
 
 MAX_PROMPT = 2000
@@ -40,6 +41,8 @@ def build_app(engine: Engine, token: str = "") -> web.Application:
         [
             web.get("/asr33bot/{prompt:.*}", seed_route),
             web.post("/v1/generate", generate),
+            web.post("/v1/print", print_text),
+            web.get("/v1/jobs/{id}", job_get),
             web.get("/v1/history", history_get),
             web.post("/v1/history", history_add),
             web.delete("/v1/history", history_clear),
@@ -74,13 +77,25 @@ def _field(body: dict, name: str, kind: type, default, check=None):
     return value
 
 
-def _submit(engine: Engine, job) -> web.Response | None:
+def _submit(engine: Engine, job, spare: int = 0) -> web.Response | None:
     """Queue the job: None, or the 429 answer when the queue is full."""
     try:
-        engine.submit(job)
+        engine.submit(job, spare)
     except QueueFull as e:
         return _error(429, str(e), **{"Retry-After": str(e.retry_after)})
     return None
+
+
+def _accepted(engine: Engine, job) -> web.Response:
+    """202: the job is queued; where it is and when it should start."""
+    body = job.summary()
+    body["position"] = engine.waiting.index(job) + 1 if job in engine.waiting else 0
+    body["printer_busy"] = engine.current is not None
+    body["starts_in_seconds"] = round(engine.eta_seconds(before=job), 1)
+    return web.json_response(body, status=202)
+
+
+SOURCES = ("api", "button", "chat", "keyboard")
 
 
 async def seed_route(request: web.Request) -> web.StreamResponse:
@@ -105,13 +120,18 @@ async def generate(request: web.Request) -> web.StreamResponse:
     seed = _field(body, "seed", int, None, lambda v: 0 <= v < 2**31)
     to_print = _field(body, "print", bool, True)
     stream = _field(body, "stream", bool, False)
-    job = engine.new_job(prompt, use_history, max_chars=max_chars, seed=seed, print=to_print)
+    wait = _field(body, "wait", bool, True)
+    source = _field(body, "source", str, "api", lambda v: v in SOURCES)
+    job = engine.new_job(
+        prompt, use_history, max_chars=max_chars, seed=seed, print=to_print, source=source
+    )
     if busy := _submit(engine, job):
         return busy
+    if not wait and not stream:
+        return _accepted(engine, job)
     if not stream:
         await engine.wait(job)
-        status = 500 if job.status == "failed" else 200
-        return web.json_response(job.summary(), status=status)
+        return web.json_response(job.summary(), status=_finished_status(job))
     response = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
     await response.prepare(request)
     sent = 0
@@ -126,6 +146,48 @@ async def generate(request: web.Request) -> web.StreamResponse:
         await asyncio.sleep(0.05)
     await response.write_eof()
     return response
+
+
+def _finished_status(job) -> int:
+    return 500 if job.status == "failed" else 200
+
+
+async def print_text(request: web.Request) -> web.Response:
+    """Print text as it is (a chat line, a login code); the blocklist still applies."""
+    engine: Engine = request.app["engine"]
+    body = await _json_body(request)
+    text = _field(body, "text", str, None, lambda v: 0 < len(v) <= MAX_PROMPT)
+    if text is None or not text.split():
+        raise web.HTTPBadRequest(reason="text is required and must not be blank")
+    source = _field(body, "source", str, "api", lambda v: v in (*SOURCES, "chat-line"))
+    # Low priority: only while at least half the queue is free.
+    spare = engine.queue.maxsize // 2 if _field(body, "low_priority", bool, False) else 0
+    hit = engine.blocklist.find(text)
+    if hit is not None:
+        return _error(422, f"not printed: blocked by the blocklist ({hit.term})")
+    job = engine.new_print(text, source)
+    if busy := _submit(engine, job, spare):
+        return busy
+    return _accepted(engine, job)
+
+
+async def job_get(request: web.Request) -> web.Response:
+    """A job by its id; with ?wait=N, wait up to N seconds for it to finish."""
+    engine: Engine = request.app["engine"]
+    try:
+        job = engine.jobs[int(request.match_info["id"])]
+    except (ValueError, KeyError):
+        raise web.HTTPNotFound(reason="no such job (finished jobs are kept for a while)") from None
+    try:
+        wait = float(request.query.get("wait", "0"))
+    except ValueError:
+        raise web.HTTPBadRequest(reason="wait: a number of seconds") from None
+    if not 0 <= wait <= 300:
+        raise web.HTTPBadRequest(reason="wait: between 0 and 300 seconds")
+    if wait:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(engine.wait(job), wait)
+    return web.json_response(job.summary())
 
 
 async def history_get(request: web.Request) -> web.Response:
@@ -144,7 +206,10 @@ async def history_add(request: web.Request) -> web.Response:
     if not text.split():
         # All whitespace (a no-break space, say): nothing would be left of it.
         raise web.HTTPBadRequest(reason="text is blank")
-    line = engine.history.add(name, text)
+    try:
+        line = engine.add_chat_line(name, text)
+    except Blocked as e:
+        return _error(422, f"not added: {e}")
     return web.json_response({"name": line.name, "text": line.text}, status=201)
 
 

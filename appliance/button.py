@@ -87,7 +87,7 @@ class FrontPanel:
 
     async def _reply(self) -> None:
         try:
-            status, body = await self.client.generate(use_history=True)
+            status, body = await self.client.generate(use_history=True, source="button")
             if status == 429:
                 log.warning("the queue is full; press again later")
             elif status != 200:

@@ -8,7 +8,10 @@ import threading
 from pathlib import Path
 
 from appliance.config import Config, load_config, render_config
-from appliance.errors import ApplianceError
+from appliance.errors import ApplianceError, ConfigError
+from appliance.tokens import TokenError
+
+EX_CONFIG = 78  # sysexits.h: a configuration error
 
 
 def _settings(args) -> Config:
@@ -117,6 +120,18 @@ def cmd_button(args) -> int:
     return run_button(load_config(args.config))
 
 
+def cmd_chat(args) -> int:
+    from appliance.twitch import run_chat
+
+    return run_chat(load_config(args.config))
+
+
+def cmd_twitch_login(args) -> int:
+    from appliance.twitch import run_login
+
+    return run_login(load_config(args.config))
+
+
 def _common(p: argparse.ArgumentParser, port: bool = True) -> None:
     p.add_argument("--config", type=Path, help="the TOML file (default: the usual places)")
     if port:
@@ -159,6 +174,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path)
     p.set_defaults(run=cmd_button)
 
+    p = commands.add_parser("chat", help="the Twitch chat bridge: !gpt2 and the last chat lines")
+    p.add_argument("--config", type=Path)
+    p.set_defaults(run=cmd_chat)
+
+    p = commands.add_parser(
+        "twitch-login", help="sign the bot's Twitch account in (a code to enter on any phone)"
+    )
+    p.add_argument("--config", type=Path)
+    p.set_defaults(run=cmd_twitch_login)
+
     p = commands.add_parser("config", help="print the effective configuration (secrets masked)")
     p.add_argument("--config", type=Path)
     p.set_defaults(run=cmd_config)
@@ -169,6 +194,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.run(args)
+    except (ConfigError, TokenError) as e:
+        # EX_CONFIG: the units do not restart on it; a person has to act.
+        print(f"teletype {args.command}: {e}", file=sys.stderr)
+        return EX_CONFIG
     except ApplianceError as e:
         print(f"teletype {args.command}: {e}", file=sys.stderr)
         return 1

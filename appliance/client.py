@@ -6,6 +6,8 @@ socket's file mode decides who may print), or over HTTP.
 
 from __future__ import annotations
 
+import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -58,15 +60,76 @@ class EngineClient:
         prompt: str = "",
         max_chars: int | None = None,
         print: bool = True,
+        source: str = "api",
     ) -> tuple[int, dict]:
         """Ask for a reply and wait until it is printed: (HTTP status, job or error)."""
-        body: dict[str, Any] = {"use_history": use_history, "prompt": prompt, "print": print}
+        body: dict[str, Any] = {
+            "use_history": use_history,
+            "prompt": prompt,
+            "print": print,
+            "source": source,
+        }
         if max_chars:
             body["max_chars"] = max_chars
         return await self._call("POST", "/v1/generate", body, timeout=None)
 
+    async def request_reply(self, extra: str = "", source: str = "api") -> tuple[int, dict]:
+        """Queue a reply to the chat history (plus extra words) without waiting for it.
+
+        (202, the job with its position and starts_in_seconds), or (429, error).
+        """
+        body = {"use_history": True, "prompt": extra, "wait": False, "source": source}
+        return await self._call("POST", "/v1/generate", body)
+
+    async def job(self, job_id: int, wait: float = 0) -> tuple[int, dict]:
+        """A job; with `wait`, once it finishes or after that many seconds."""
+        path = f"/v1/jobs/{job_id}" + (f"?wait={wait:g}" if wait else "")
+        return await self._call("GET", path, timeout=wait + 10)
+
+    async def print_text(
+        self, text: str, source: str = "api", low_priority: bool = False
+    ) -> tuple[int, dict]:
+        body = {"text": text, "source": source, "low_priority": low_priority}
+        return await self._call("POST", "/v1/print", body)
+
     async def cancel(self) -> bool:
         return bool((await self._call("POST", "/v1/cancel"))[1]["cancelled"])
 
-    async def add_history(self, name: str, text: str) -> None:
-        await self._call("POST", "/v1/history", {"name": name, "text": text})
+    async def add_history(self, name: str, text: str) -> tuple[int, dict]:
+        """(201, the line as stored), (422, why the blocklist refused it) or (400, ...)."""
+        return await self._call("POST", "/v1/history", {"name": name, "text": text})
+
+    async def clear_history(self) -> None:
+        await self._call("DELETE", "/v1/history")
+
+    async def bell(self) -> tuple[int, dict]:
+        """(200, ...) when it rang; (429, ...) when it rang too recently."""
+        return await self._call("POST", "/v1/bell")
+
+    async def events(self) -> AsyncIterator[tuple[str, dict]]:
+        """The engine's events as (kind, data), until the connection ends.
+
+        The first is ("connected", {}), once the engine has answered.
+        """
+        try:
+            async with (
+                aiohttp.ClientSession(
+                    connector=self._connector(),
+                    headers=self.headers,
+                    timeout=aiohttp.ClientTimeout(total=None, sock_read=60),
+                ) as session,
+                session.get(self.base + "/v1/events") as r,
+            ):
+                if r.status != 200:
+                    raise EngineUnavailable(f"the engine at {self.where} answered {r.status}")
+                yield "connected", {}
+                kind = ""
+                async for raw in r.content:
+                    line = raw.decode("utf-8").rstrip("\r\n")
+                    if line.startswith("event: "):
+                        kind = line[7:]
+                    elif line.startswith("data: ") and kind:
+                        yield kind, json.loads(line[6:])
+                        kind = ""
+        except (aiohttp.ClientError, OSError, TimeoutError) as e:
+            raise EngineUnavailable(f"the engine at {self.where} is not answering: {e}") from e

@@ -83,6 +83,32 @@ class ButtonConfig:
 
 
 @dataclass(frozen=True)
+class ChatConfig:
+    channel: str = _opt("", "the Twitch channel to join: its login name, as in twitch.tv/NAME")
+    bot: str = _opt("", "the bot account's login name (teletype twitch-login signs it in)")
+    client_id: str = _opt("", "Client ID of your application at dev.twitch.tv (type: Public)")
+    print_chat: bool = _opt(True, "print every chat line on the Teletype as NAME: TEXT")
+    post_button_results: bool = _opt(True, "post text printed for the button or API in chat")
+    user_cooldown: float = _opt(60.0, "seconds before the same viewer may !gpt2 again", min=0)
+    global_cooldown: float = _opt(10.0, "seconds between two !gpt2 from anyone", min=0)
+    bell_cooldown: float = _opt(30.0, "seconds before the same viewer may !bell again", min=0)
+    reply_chars: int = _opt(500, "longest text posted in chat (Twitch allows 500)", min=50, max=500)
+    bot_is_moderator: bool = _opt(
+        False, "the bot is a moderator of the channel: it may send 100, not 20, messages in 30 s"
+    )
+    engine: str = _opt("", "the engine's API: empty for its Unix socket, or http://host:port")
+
+
+@dataclass(frozen=True)
+class ModerationConfig:
+    use_default: bool = _opt(True, "use the blocklist that comes with the appliance")
+    blocklist: str = _opt("", "your own blocklist file: one word or phrase a line")
+    tries: int = _opt(
+        3, "on a blocked word, generate again this many times, then skip", min=0, max=10
+    )
+
+
+@dataclass(frozen=True)
 class EngineConfig:
     queue_size: int = _opt(8, "jobs waiting for the printer; more get 429", min=1, max=100)
     tcp_host: str = _opt("127.0.0.1", "HTTP API address; empty for the Unix socket only")
@@ -101,6 +127,8 @@ class Config:
     keyboard: KeyboardConfig = field(default_factory=KeyboardConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     button: ButtonConfig = field(default_factory=ButtonConfig)
+    chat: ChatConfig = field(default_factory=ChatConfig)
+    moderation: ModerationConfig = field(default_factory=ModerationConfig)
     # Where the values came from ("defaults" or a path), for messages.
     source: str = "defaults"
 

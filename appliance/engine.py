@@ -23,6 +23,7 @@ from typing import Any
 from appliance.config import Config
 from appliance.generator import sampling_from
 from appliance.jobs import Job
+from appliance.moderation import Withheld, load_blocklist, moderated
 from appliance.prompts import History
 from appliance.streams import prefetch
 from appliance.teletype.keyboard import KeyboardReader
@@ -35,6 +36,13 @@ class QueueFull(Exception):
     def __init__(self, retry_after: int):
         super().__init__(f"the queue is full; try again in about {retry_after} s")
         self.retry_after = retry_after
+
+
+class Blocked(ValueError):
+    """A chat line with a word or phrase from the blocklist in it."""
+
+
+RECENT_JOBS = 64  # finished jobs kept for GET /v1/jobs/<id>
 
 
 class PersistentHistory(History):
@@ -86,6 +94,9 @@ class Engine:
         self.current: Job | None = None
         self.subscribers: set[asyncio.Queue] = set()
         self._done: dict[int, asyncio.Event] = {}
+        self.jobs: dict[int, Job] = {}  # queued, running and the last few finished
+        mod = config.moderation
+        self.blocklist = load_blocklist(mod.blocklist, mod.use_default, config.source)
         self.jobs_finished = 0
         self._last_bell = -1e9
         self.port_state = "unknown"
@@ -114,15 +125,39 @@ class Engine:
         seed = m.seed if seed is None else seed
         return Job(text, max_chars or m.max_chars, None if seed < 0 else seed, print, source)
 
-    def submit(self, job: Job) -> int:
-        """Queue a job; its position (1 = next). QueueFull when there is no room."""
+    def new_print(self, text: str, source: str = "api") -> Job:
+        """A job that prints the text as it is."""
+        return Job(text, len(text), print=True, source=source, literal=text)
+
+    def submit(self, job: Job, spare: int = 0) -> int:
+        """Queue a job; its position (1 = next). QueueFull when there is no room.
+
+        `spare` keeps that many places free for others: chat lines to print
+        are welcome while the printer has time, but must never crowd out a
+        reply somebody asked for.
+        """
+        if spare and self.queue.qsize() + spare >= self.queue.maxsize:
+            raise QueueFull(max(1, round(self.eta_seconds())))
         try:
             self.queue.put_nowait(job)
         except asyncio.QueueFull:
             raise QueueFull(max(1, round(self.eta_seconds()))) from None
         self.waiting.append(job)
+        self.jobs[job.id] = job
+        while len(self.jobs) > RECENT_JOBS + self.queue.maxsize + 1:
+            oldest = next(iter(self.jobs))
+            if not self.jobs[oldest].done.is_set():
+                break
+            del self.jobs[oldest]
         self.emit("queued", job)
         return len(self.waiting)
+
+    def add_chat_line(self, name: str, text: str):
+        """A chat line into the history, unless the blocklist has a word against it."""
+        hit = self.blocklist.find(f"{name} {text}")
+        if hit is not None:
+            raise Blocked(f"blocked by the blocklist ({hit.term})")
+        return self.history.add(name, text)
 
     def ring_bell(self) -> float:
         """Ring the Teletype's bell; 0, or the seconds to wait if it rang too recently."""
@@ -158,7 +193,8 @@ class Engine:
             self.emit("started", job)
             try:
                 await asyncio.to_thread(self._run, job)
-                job.status = "cancelled" if job.cancel.is_set() else "done"
+                if job.status == "running":
+                    job.status = "cancelled" if job.cancel.is_set() else "done"
             except Exception as e:  # a failing job fails alone; the engine carries on
                 log.exception("job %d failed", job.id)
                 job.status, job.error = "failed", f"{type(e).__name__}: {e}"
@@ -171,20 +207,41 @@ class Engine:
                 self._done.pop(job.id).set()
 
     def _run(self, job: Job) -> None:
-        m = self.config.model
-        pieces = self.generator.stream(job.prompt, job.max_chars, job.seed, sampling_from(m))
+        pieces = iter([job.literal]) if job.literal is not None else self._generate(job)
 
         def collect():
             for piece in pieces:
                 job.text += piece
                 yield piece
 
-        if job.print:
-            self.printer.print_stream(prefetch(collect(), job.cancel), job.cancel)
-        else:
-            for _ in collect():
-                if job.cancel.is_set():
-                    break
+        try:
+            if job.print:
+                self.printer.print_stream(prefetch(collect(), job.cancel), job.cancel)
+            else:
+                for _ in collect():
+                    if job.cancel.is_set():
+                        break
+        except Withheld as e:
+            job.status, job.error = "withheld", str(e)
+
+    def _generate(self, job: Job):
+        """The job's text, streamed, with nothing from the blocklist in it."""
+        m = self.config.model
+        sampling = sampling_from(m)
+
+        def attempt(prefix: str, number: int):
+            # A retry goes on from the last clean word, with another seed.
+            seed = None if job.seed is None else job.seed + number
+            prompt = job.prompt + prefix.rstrip()
+            return self.generator.stream(
+                prompt, max(20, job.max_chars - len(prefix)), seed, sampling
+            )
+
+        def hit(found) -> None:
+            job.blocked += 1
+            log.info("job %d: the blocklist caught %r; generating again", job.id, str(found.term))
+
+        return moderated(attempt, self.blocklist, self.config.moderation.tries, hit)
 
     # --- what the printer tells us -------------------------------------------------
 
@@ -223,9 +280,13 @@ class Engine:
 
     # --- status and events ---------------------------------------------------------
 
-    def eta_seconds(self) -> float:
-        """Seconds until the queue is empty, from the characters still to print."""
-        chars = sum(j.max_chars for j in self.waiting)
+    def eta_seconds(self, before: Job | None = None) -> float:
+        """Seconds until the queue is empty (or until `before` starts), from the
+        characters still to print at the profile's rate."""
+        ahead = self.waiting
+        if before is not None and before in self.waiting:
+            ahead = self.waiting[: self.waiting.index(before)]
+        chars = sum(j.max_chars for j in ahead)
         if self.current is not None:
             chars += max(0, self.current.max_chars - self.current.printed)
         return chars / self.cps

@@ -17,12 +17,14 @@ class Job:
     max_chars: int
     seed: int | None = None
     print: bool = True
-    source: str = "api"  # api, keyboard, button, chat
+    source: str = "api"  # api, keyboard, button, chat (a !gpt2), chat-line (a line to print)
+    literal: str | None = None  # text to print as it is; nothing is generated
     id: int = field(default_factory=lambda: next(_ids))
-    status: str = "queued"  # queued, running, done, failed, cancelled
+    status: str = "queued"  # queued, running, done, failed, cancelled, withheld
     text: str = ""
     printed: int = 0  # frames on the wire so far
     error: str | None = None
+    blocked: int = 0  # times the blocklist sent the text back to the model
     created: float = field(default_factory=time.time)
     started: float | None = None
     finished: float | None = None
@@ -39,6 +41,7 @@ class Job:
             "text": self.text,
             "printed": self.printed,
             "error": self.error,
+            "blocked": self.blocked,
             "created": self.created,
             "started": self.started,
             "finished": self.finished,

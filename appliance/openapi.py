@@ -20,12 +20,16 @@ _JOB = {
     "properties": {
         "id": {"type": "integer"},
         "source": {"type": "string"},
-        "status": {"type": "string", "enum": ["queued", "running", "done", "failed", "cancelled"]},
+        "status": {
+            "type": "string",
+            "enum": ["queued", "running", "done", "failed", "cancelled", "withheld"],
+        },
         "print": {"type": "boolean"},
         "max_chars": {"type": "integer"},
         "text": {"type": "string"},
         "printed": {"type": "integer"},
         "error": {"type": "string", "nullable": True},
+        "blocked": {"type": "integer"},
         "created": {"type": "number"},
         "started": {"type": "number", "nullable": True},
         "finished": {"type": "number", "nullable": True},
@@ -39,6 +43,24 @@ _LINE = {
         "text": {"type": "string", "minLength": 1, "maxLength": 2000},
     },
 }
+_QUEUED = {
+    "description": "queued: where the job is and about when it starts",
+    "content": {
+        "application/json": {
+            "schema": {
+                **_JOB,
+                "required": [*_JOB["required"], "position", "starts_in_seconds"],
+                "properties": {
+                    **_JOB["properties"],
+                    "position": {"type": "integer"},
+                    "printer_busy": {"type": "boolean"},
+                    "starts_in_seconds": {"type": "number"},
+                },
+            }
+        }
+    },
+}
+_SOURCES = ["api", "button", "chat", "keyboard"]
 _BUSY = {
     "description": "the queue is full",
     "headers": {"Retry-After": {"schema": {"type": "string"}}},
@@ -90,6 +112,8 @@ OPENAPI = {
                                     },
                                     "print": {"type": "boolean"},
                                     "stream": {"type": "boolean"},
+                                    "wait": {"type": "boolean"},
+                                    "source": {"type": "string", "enum": _SOURCES},
                                 },
                             }
                         }
@@ -100,9 +124,61 @@ OPENAPI = {
                         "description": "the job (or, with stream, its text as it comes)",
                         "content": {"application/json": {"schema": _JOB}, "text/plain": {}},
                     },
+                    "202": _QUEUED,
                     "400": _ERROR,
                     "429": _BUSY,
                     "500": _json(_JOB, "generation failed"),
+                },
+            }
+        },
+        "/v1/print": {
+            "post": {
+                "summary": "Print text as it is (the blocklist applies); low_priority only "
+                "while half the queue is free",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["text"],
+                                "properties": {
+                                    "text": {"type": "string", "minLength": 1, "maxLength": 2000},
+                                    "source": {
+                                        "type": "string",
+                                        "enum": [*_SOURCES, "chat-line"],
+                                    },
+                                    "low_priority": {"type": "boolean"},
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "202": _QUEUED,
+                    "400": _ERROR,
+                    "422": {**_ERROR, "description": "blocked by the blocklist"},
+                    "429": _BUSY,
+                },
+            }
+        },
+        "/v1/jobs/{id}": {
+            "get": {
+                "summary": "A job (queued, running or recently finished); wait=N waits up to "
+                "N seconds for it to finish",
+                "parameters": [
+                    {"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}},
+                    {
+                        "name": "wait",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "number", "minimum": 0, "maximum": 300},
+                    },
+                ],
+                "responses": {
+                    "200": _json(_JOB),
+                    "400": _ERROR,
+                    "404": {**_ERROR, "description": "no such job"},
                 },
             }
         },
@@ -125,7 +201,11 @@ OPENAPI = {
                     "required": True,
                     "content": {"application/json": {"schema": {**_LINE}}},
                 },
-                "responses": {"201": _json(_LINE, "added"), "400": _ERROR},
+                "responses": {
+                    "201": _json(_LINE, "added"),
+                    "400": _ERROR,
+                    "422": {**_ERROR, "description": "blocked by the blocklist"},
+                },
             },
             "delete": {
                 "summary": "Forget the chat history",

@@ -33,9 +33,22 @@ def setup_logging(identifier: str) -> None:
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
 
 
+SYSTEM_STATE_DIR = Path("/var/lib/teletype-gpt2")  # the units' StateDirectory=
+
+
 def state_dir(config: Config) -> Path:
+    """History and tokens: the config, else systemd's, else the appliance's, else ~/.local.
+
+    `sudo -u teletype teletype twitch-login` on the Pi has no
+    StateDirectory= of its own; it finds the units' through /var/lib when
+    it may write there.
+    """
     chosen = config.engine.state_dir or os.environ.get("STATE_DIRECTORY", "").split(":")[0]
-    return Path(chosen or Path.home() / ".local" / "state" / "teletype-gpt2")
+    if chosen:
+        return Path(chosen)
+    if SYSTEM_STATE_DIR.is_dir() and os.access(SYSTEM_STATE_DIR, os.W_OK):
+        return SYSTEM_STATE_DIR
+    return Path.home() / ".local" / "state" / "teletype-gpt2"
 
 
 SYSTEM_RUNTIME_DIR = Path("/run/teletype-gpt2")  # the engine unit's RuntimeDirectory=

@@ -89,5 +89,5 @@ def test_config_cli_bad_file_is_one_line_not_a_traceback(tmp_path):
         capture_output=True,
         text=True,
     )
-    assert result.returncode == 1
+    assert result.returncode == 78  # EX_CONFIG: systemd does not restart it
     assert result.stderr.strip() == f"teletype config: {bad}: unknown key teletype.baud"

@@ -76,17 +76,20 @@ class Printer:
         given: list[str] = []
         with self._lock:
             written += self._send(d.start_job(), cancel)
-            for piece in pieces:
-                given.append(piece)
-                written += self._send(d.feed(piece), cancel)
-                if cancel.is_set():
-                    break
-            if not cancel.is_set():
-                written += self._send(d.flush(), cancel)
-            d.discard_pending()
-            # Leave the paper tidy: the carriage back at column 0, cancelled or not.
-            written += self._send(d.end_line(), None)
-            self._drain()
+            try:
+                for piece in pieces:
+                    given.append(piece)
+                    written += self._send(d.feed(piece), cancel)
+                    if cancel.is_set():
+                        break
+                if not cancel.is_set():
+                    written += self._send(d.flush(), cancel)
+            finally:
+                d.discard_pending()
+                # Leave the paper tidy: the carriage back at column 0, whether
+                # the text ended, was cancelled, or its source failed.
+                written += self._send(d.end_line(), None)
+                self._drain()
         return PrintResult(written, cancel.is_set(), "".join(given))
 
     def bell(self) -> None:

@@ -1,0 +1,74 @@
+"""The bot's Twitch tokens: one small file in the state directory, readable by us alone.
+
+Twitch's device-code login gives an access token (hours) and a refresh
+token; for a public client each refresh token works once, so the new pair
+must be on disk before the old one is forgotten. Every save writes a new
+file (mode 0600 from the start, never world-readable for an instant) and
+renames it over the old one, so a power cut leaves one whole pair.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from appliance.errors import ApplianceError
+
+TOKEN_FILE = "twitch-tokens.json"
+
+
+class TokenError(ApplianceError):
+    """No usable tokens: the bot has to be signed in with `teletype twitch-login`."""
+
+
+@dataclass(frozen=True)
+class TwitchTokens:
+    user_id: str
+    login: str
+    token: str
+    refresh: str
+    client_id: str  # tokens belong to one application; another's are refused
+
+    def __repr__(self) -> str:  # never a secret in a log line or a traceback
+        return f"TwitchTokens(user_id={self.user_id!r}, login={self.login!r}, token=<hidden>)"
+
+
+def token_path(state_dir: Path) -> Path:
+    return state_dir / TOKEN_FILE
+
+
+def load_tokens(path: Path) -> TwitchTokens:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise TokenError(
+            f"the bot is not signed in to Twitch ({path} is missing): run `teletype twitch-login`"
+        ) from None
+    except (OSError, ValueError) as e:
+        raise TokenError(
+            f"cannot read the Twitch tokens in {path} ({e}): run `teletype twitch-login` again"
+        ) from e
+    try:
+        return TwitchTokens(**{k: str(data[k]) for k in TwitchTokens.__dataclass_fields__})
+    except (KeyError, TypeError) as e:
+        raise TokenError(
+            f"the Twitch tokens in {path} are incomplete (no {e}): run `teletype twitch-login`"
+        ) from e
+
+
+def save_tokens(path: Path, tokens: TwitchTokens) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(asdict(tokens), f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o600)  # in case the file was there with looser bits
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

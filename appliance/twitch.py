@@ -1,0 +1,318 @@
+"""`teletype chat` and `teletype twitch-login`: the bridge on Twitch, with twitchio 3.
+
+The bot signs in as its own account (not the streamer's) with Twitch's
+device-code flow, which needs no web server and no client secret: the Pi
+shows a code, someone types it in at twitch.tv/activate on any phone. It
+then reads chat through EventSub (a websocket) and posts with Helix, both
+with the bot account's user token. appliance.chat decides what to do with
+each message; appliance.outbox keeps what we post within Twitch's limits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+from typing import Any
+
+import twitchio
+from twitchio import eventsub
+from twitchio.ext import commands
+
+from appliance import notify
+from appliance.chat import PREFIX, ChatBridge, Viewer
+from appliance.client import EngineClient, EngineUnavailable
+from appliance.config import ChatConfig, Config
+from appliance.errors import ConfigError
+from appliance.outbox import Outbox, RateLimited
+from appliance.tokens import TokenError, TwitchTokens, load_tokens, save_tokens, token_path
+
+log = logging.getLogger("teletype.chat")
+
+# What the bot account grants: read chat, and send it as itself.
+SCOPES = ("user:read:chat", "user:write:chat")
+
+
+def _scopes() -> twitchio.Scopes:
+    return twitchio.Scopes(list(SCOPES))
+
+
+def check_chat_settings(config: Config, *, need_channel: bool = True) -> ChatConfig:
+    chat = config.chat
+    where = config.source
+    if not chat.client_id:
+        raise ConfigError(
+            f"{where}: chat.client_id is not set: register an application at "
+            "dev.twitch.tv/console (client type Public) and put its Client ID there"
+        )
+    if need_channel and not chat.channel:
+        raise ConfigError(f"{where}: chat.channel is not set: the channel's login name")
+    return chat
+
+
+class TokenKeeper:
+    """The bot's tokens on disk, saved at every change (refresh tokens work once)."""
+
+    def __init__(self, path: Path, client_id: str):
+        self.path = path
+        self.client_id = client_id
+        self.current: TwitchTokens | None = None
+
+    def load(self) -> TwitchTokens:
+        tokens = load_tokens(self.path)
+        if tokens.client_id != self.client_id:
+            raise TokenError(
+                f"the tokens in {self.path} belong to another Twitch application than "
+                "chat.client_id: run `teletype twitch-login` again"
+            )
+        self.current = tokens
+        return tokens
+
+    def store(self, user_id: str, login: str, token: str, refresh: str) -> None:
+        self.current = TwitchTokens(user_id, login, token, refresh, self.client_id)
+        save_tokens(self.path, self.current)
+
+
+class _TokenFileMixin:
+    """twitchio keeps tokens in ./.tio.tokens.json by default; ours go to the state dir."""
+
+    keeper: TokenKeeper
+
+    async def load_tokens(self, path: str | None = None, /) -> None:
+        tokens = self.keeper.load()
+        await self.add_token(tokens.token, tokens.refresh)
+
+    async def save_tokens(self, path: str | None = None, /) -> None:
+        pass  # saved at every change already (add_token, event_token_refreshed)
+
+    async def add_token(self, token: str, refresh: str):
+        validated = await super().add_token(token, refresh)  # type: ignore[misc]
+        if validated.user_id and token_is_current(self, validated.user_id, token):
+            self.keeper.store(validated.user_id, validated.login or "", token, refresh)
+        return validated
+
+    async def event_token_refreshed(self, payload) -> None:
+        login = self.keeper.current.login if self.keeper.current else ""
+        self.keeper.store(payload.user_id, login, payload.token, payload.refresh_token)
+        log.info("the Twitch token was refreshed and saved")
+
+
+def token_is_current(client: Any, user_id: str, token: str) -> bool:
+    # add_token may have refreshed an expired token on the way in; then the
+    # refreshed pair is already saved (event_token_refreshed) and the one we
+    # were given is spent.
+    held = client._http._tokens.get(user_id)
+    return held is None or held["token"] == token
+
+
+class TeletypeBot(_TokenFileMixin, commands.Bot):
+    def __init__(self, settings: ChatConfig, keeper: TokenKeeper, engine: EngineClient):
+        tokens = keeper.load()
+        super().__init__(
+            client_id=settings.client_id,
+            client_secret=None,
+            bot_id=tokens.user_id,
+            prefix=PREFIX,
+            scopes=_scopes(),
+        )
+        self.keeper = keeper
+        self.settings = settings
+        self.engine = engine
+        self.outbox = Outbox(self._send, 100 if settings.bot_is_moderator else 20)
+        self.bridge = ChatBridge(engine, settings, self.outbox.post)
+        self.channel: twitchio.PartialUser | None = None
+        self.subscribed = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+
+    async def setup_hook(self) -> None:
+        await self.add_component(Commands(self.bridge))
+
+    async def event_ready(self) -> None:
+        # After start_dcf: the bot's token is loaded (and refreshed if it had
+        # to be), so Helix calls work from here on.
+        users = await self.fetch_users(logins=[self.settings.channel.lower()])
+        if not users:
+            log.error("chat.channel: Twitch has no channel named %r", self.settings.channel)
+            await self.close()
+            return
+        self.channel = users[0]
+        await self.subscribe_websocket(
+            eventsub.ChatMessageSubscription(
+                broadcaster_user_id=self.channel.id, user_id=self.bot_id
+            ),
+            token_for=self.bot_id,
+        )
+        self.subscribed.set()
+        where = f"reading chat in #{self.channel.name} as {self.bot_login}"
+        log.info("%s", where)
+        notify.ready(where)
+        self._tasks = [
+            asyncio.create_task(self.outbox.run(), name="outbox"),
+            asyncio.create_task(self.bridge.follow_engine(), name="engine-events"),
+        ]
+
+    async def event_message(self, payload: twitchio.ChatMessage) -> None:
+        if payload.chatter.id == self.bot_id:
+            return  # our own posts come back to us as chat
+        if payload.text.startswith(PREFIX):
+            await self.process_commands(payload)
+            return
+        await self.bridge.on_message(_viewer(payload.chatter), payload.text)
+
+    async def event_command_error(self, payload) -> None:
+        error = payload.exception
+        if isinstance(error, commands.CommandNotFound):
+            return  # another bot's command
+        log.warning("command %s failed: %s", payload.context.command, error)
+
+    async def _send(self, text: str) -> bool:
+        assert self.channel is not None
+        try:
+            sent = await self.channel.send_message(text, sender=self.bot_id, token_for=self.bot_id)
+        except twitchio.HTTPException as e:
+            if e.status == 429:
+                raise RateLimited() from e
+            raise
+        if not sent.sent:
+            log.warning("Twitch dropped our message: %s", sent.dropped_message)
+        return sent.sent
+
+    @property
+    def bot_login(self) -> str:
+        return self.keeper.current.login if self.keeper.current else self.bot_id
+
+    async def close(self, **options: Any) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.bridge.close()
+        await super().close(**options)
+
+
+def _viewer(chatter) -> Viewer:
+    return Viewer(
+        id=str(chatter.id),
+        name=chatter.display_name or chatter.name or "someone",
+        moderator=bool(chatter.moderator or chatter.broadcaster),
+    )
+
+
+class Commands(commands.Component):
+    """The chat commands; each one hands over to the bridge."""
+
+    def __init__(self, bridge: ChatBridge):
+        self.bridge = bridge
+
+    @commands.command(name="gpt2")
+    async def gpt2(self, ctx: commands.Context, *, words: str = "") -> None:
+        await self.bridge.gpt2(_viewer(ctx.chatter), words)
+
+    @commands.command(name="stop")
+    async def stop(self, ctx: commands.Context) -> None:
+        await self.bridge.stop(_viewer(ctx.chatter), "")
+
+    @commands.command(name="clear")
+    async def clear(self, ctx: commands.Context) -> None:
+        await self.bridge.clear(_viewer(ctx.chatter), "")
+
+    @commands.command(name="bell")
+    async def bell(self, ctx: commands.Context) -> None:
+        await self.bridge.bell(_viewer(ctx.chatter), "")
+
+    @commands.command(name="help")
+    async def help(self, ctx: commands.Context) -> None:
+        await self.bridge.help(_viewer(ctx.chatter), "")
+
+
+# --- the commands ----------------------------------------------------------------
+
+
+def engine_client(config: Config) -> EngineClient:
+    if config.chat.engine:
+        return EngineClient(url=config.chat.engine, token=config.engine.token)
+    from appliance.server import socket_path
+
+    return EngineClient(socket_path(config))
+
+
+async def run_bot(config: Config) -> None:
+    """Run the bridge until cancelled (or the process is stopped)."""
+    from appliance.server import state_dir
+
+    settings = check_chat_settings(config)
+    keeper = TokenKeeper(token_path(state_dir(config)), settings.client_id)
+    bot = TeletypeBot(settings, keeper, engine_client(config))
+    try:
+        if await bot.login_dcf(load_token=True, save_token=False) is not None:
+            raise TokenError("the saved Twitch tokens no longer work: run `teletype twitch-login`")
+        await bot.start_dcf(block=True)
+    finally:
+        await bot.close()
+
+
+def run_chat(config: Config) -> int:
+    from appliance.server import setup_logging
+
+    setup_logging("teletype-chat")
+    check_chat_settings(config)
+    asyncio.run(run_bot(config))
+    return 0
+
+
+class LoginClient(_TokenFileMixin, twitchio.Client):
+    def __init__(self, client_id: str, keeper: TokenKeeper):
+        super().__init__(client_id=client_id, client_secret=None, scopes=_scopes())
+        self.keeper = keeper
+
+
+async def login(config: Config, show) -> TwitchTokens:
+    """The device-code flow: show the code, wait for the viewer to approve, keep the tokens."""
+    from appliance.server import state_dir
+
+    settings = check_chat_settings(config, need_channel=False)
+    keeper = TokenKeeper(token_path(state_dir(config)), settings.client_id)
+    client = LoginClient(settings.client_id, keeper)
+    try:
+        flow = await client.login_dcf(load_token=False, save_token=False, scopes=_scopes())
+        assert flow is not None  # load_token=False always starts a flow
+        await show(flow["verification_uri"], flow["user_code"])
+        await client.start_dcf(
+            device_code=flow["device_code"],
+            interval=flow["interval"],
+            timeout=flow["expires_in"],
+            scopes=_scopes(),
+            block=False,
+        )
+    finally:
+        await client.close()
+    tokens = keeper.current
+    if tokens is None:
+        raise TokenError("Twitch gave no token")
+    if settings.bot and tokens.login.lower() != settings.bot.lower():
+        keeper.path.unlink(missing_ok=True)
+        raise TokenError(
+            f"signed in as {tokens.login!r}, but chat.bot in {config.source} is "
+            f"{settings.bot!r}: sign in as the bot account (log out of Twitch first, or use "
+            "a private window), then run `teletype twitch-login` again"
+        )
+    return tokens
+
+
+def run_login(config: Config) -> int:
+    """`teletype twitch-login`: the code on the console and, if the engine runs, on paper."""
+    engine = engine_client(config)
+
+    async def show(url: str, code: str) -> None:
+        text = f"To sign the Teletype's bot in to Twitch, open {url} and enter the code {code}"
+        print(text, flush=True)
+        # No engine running: the console is enough.
+        with contextlib.suppress(EngineUnavailable):
+            await engine.print_text(f"{text}\n", source="api")
+
+    async def main() -> TwitchTokens:
+        return await login(config, show)
+
+    tokens = asyncio.run(main())
+    print(f"Signed in as {tokens.login}. The tokens are kept in the state directory.")
+    return 0
