@@ -19,6 +19,7 @@ from typing import Any
 import twitchio
 from twitchio import eventsub
 from twitchio.ext import commands
+from twitchio.web import BaseAdapter
 
 from appliance import notify
 from appliance.chat import PREFIX, ChatBridge, Viewer
@@ -95,7 +96,35 @@ class _TokenFileMixin:
     async def event_token_refreshed(self, payload) -> None:
         login = self.keeper.current.login if self.keeper.current else ""
         self.keeper.store(payload.user_id, login, payload.token, payload.refresh_token)
+        # twitchio 3.3.2: after a device-code login the user token also serves
+        # as the "app" token, and a refresh updates only the former; without
+        # this every later call would fail once, refresh again and retry.
+        self._http._app_token = payload.token  # type: ignore[attr-defined]
         log.info("the Twitch token was refreshed and saved")
+
+
+class _NoWebServer(BaseAdapter):
+    """twitchio builds a web server for webhooks and OAuth redirects unless given an
+    adapter; the bridge needs neither (EventSub over a websocket, device-code login)."""
+
+    def __init__(self) -> None:
+        self._runner_task = None
+        self._running = False
+
+    async def event_startup(self) -> None: ...
+    async def event_shutdown(self) -> None: ...
+    async def close(self, *args: Any, **kwargs: Any) -> None: ...
+    async def run(self, host: str | None = None, port: int | None = None) -> None: ...
+    async def eventsub_callback(self, request: Any) -> Any: ...
+    async def fetch_token(self, request: Any) -> Any: ...
+    async def oauth_callback(self, request: Any) -> Any: ...
+    async def oauth_redirect(self, request: Any) -> Any: ...
+
+    def eventsub_url(self) -> str:
+        return ""
+
+    def redirect_url(self) -> str:
+        return ""
 
 
 def token_is_current(client: Any, user_id: str, token: str) -> bool:
@@ -115,6 +144,7 @@ class TeletypeBot(_TokenFileMixin, commands.Bot):
             bot_id=tokens.user_id,
             prefix=PREFIX,
             scopes=_scopes(),
+            adapter=_NoWebServer(),
         )
         self.keeper = keeper
         self.settings = settings
@@ -170,12 +200,14 @@ class TeletypeBot(_TokenFileMixin, commands.Bot):
         assert self.channel is not None
         try:
             sent = await self.channel.send_message(text, sender=self.bot_id, token_for=self.bot_id)
+        except twitchio.MessageRejectedError as e:
+            # Twitch's own filters (AutoMod, a duplicate, a followers-only room).
+            log.warning("Twitch dropped our message: %s", e)
+            return False
         except twitchio.HTTPException as e:
             if e.status == 429:
                 raise RateLimited() from e
             raise
-        if not sent.sent:
-            log.warning("Twitch dropped our message: %s", sent.dropped_message)
         return sent.sent
 
     @property
@@ -262,7 +294,9 @@ def run_chat(config: Config) -> int:
 
 class LoginClient(_TokenFileMixin, twitchio.Client):
     def __init__(self, client_id: str, keeper: TokenKeeper):
-        super().__init__(client_id=client_id, client_secret=None, scopes=_scopes())
+        super().__init__(
+            client_id=client_id, client_secret=None, scopes=_scopes(), adapter=_NoWebServer()
+        )
         self.keeper = keeper
 
 

@@ -1,0 +1,855 @@
+"""A fake Twitch (OAuth + Helix + EventSub websocket) on loopback, for offline tests
+of a twitchio 3.3.x bot.
+
+One aiohttp.web app on 127.0.0.1:<random port> serves three "hosts" by path prefix:
+
+    /oauth2/...   stands in for https://id.twitch.tv/           (twitchio Route.ID_BASE)
+    /helix/...    stands in for https://api.twitch.tv/helix/    (twitchio Route.BASE)
+    /ws           stands in for wss://eventsub.wss.twitch.tv/ws (twitchio.eventsub.websockets.WSS)
+
+`patch_twitchio(fake)` points twitchio at it (those three module globals are the only
+places twitchio 3.3.2 hard-codes a Twitch host; every OAuth/Helix request is built by
+twitchio.http.Route at call time, and the websocket URL is an f-string over the module
+global WSS evaluated in Websocket.connect()).
+
+The fake is deliberately strict where twitchio's behaviour depends on it (status codes,
+error bodies, the JSON fields twitchio indexes with [] ), and lenient elsewhere
+(scopes are recorded, not enforced).
+
+Everything the bot does is recorded (`requests`, `chat_messages`, `subscription_posts`,
+`sessions`) and `wait_until(predicate)` waits for it without sleeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import itertools
+import json
+import secrets
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+__all__ = ["FakeTwitch", "FakeUser", "TokenInfo", "patch_twitchio", "rfc3339"]
+
+# Per-request storage key for the parsed JSON body (aiohttp >= 3.13 warns on str keys).
+_JSON_KEY = web.RequestKey("json", object) if hasattr(web, "RequestKey") else "json"
+
+
+def rfc3339(dt: datetime.datetime | None = None) -> str:
+    """Timestamp the way Twitch writes them (UTC, 'Z' suffix; Twitch sends 9 fractional digits)."""
+    dt = dt or datetime.datetime.now(datetime.UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.%f") + "000Z"
+
+
+@dataclass
+class FakeUser:
+    id: str
+    login: str
+    display_name: str
+
+    def helix(self, base: str) -> dict[str, Any]:
+        # twitchio.User.__init__ indexes every one of these keys except "email" (.get).
+        return {
+            "id": self.id,
+            "login": self.login,
+            "display_name": self.display_name,
+            "type": "",
+            "broadcaster_type": "",
+            "description": "",
+            "profile_image_url": f"{base}static/{self.login}.png",
+            "offline_image_url": "",
+            "view_count": 0,
+            "created_at": "2020-01-01T00:00:00Z",
+        }
+
+
+@dataclass
+class TokenInfo:
+    access: str
+    refresh: str | None  # None for app tokens
+    user_id: str | None  # None for app tokens
+    scopes: list[str]
+    expires_at: float  # time.monotonic() deadline
+    revoked: bool = False
+
+    @property
+    def is_app(self) -> bool:
+        return self.user_id is None
+
+    def expires_in(self) -> int:
+        return max(0, int(self.expires_at - time.monotonic()))
+
+    @property
+    def valid(self) -> bool:
+        return not self.revoked and time.monotonic() < self.expires_at
+
+
+@dataclass
+class RecordedRequest:
+    method: str
+    path: str  # e.g. "/helix/chat/messages", "/oauth2/token"
+    query: dict[str, list[str]]
+    json: Any
+    authorization: str | None
+    status: int = 0
+
+
+@dataclass
+class Session:
+    """One EventSub websocket connection as the fake sees it."""
+
+    id: str
+    ws: web.WebSocketResponse
+    requested_keepalive: int
+    connected_at: float = field(default_factory=time.monotonic)
+    closed_at: float | None = None
+    close_code: int | None = None
+    keepalive_task: asyncio.Task[None] | None = None
+
+    @property
+    def open(self) -> bool:
+        return self.closed_at is None and not self.ws.closed
+
+
+@dataclass
+class _DeviceCode:
+    device_code: str
+    user_code: str
+    scopes: list[str]
+    user_id: str | None = None  # set by FakeTwitch.authorize_device()
+    used: bool = False
+
+
+@dataclass
+class _CannedResponse:
+    status: int
+    body: Any
+    headers: dict[str, str]
+
+
+class FakeTwitch:
+    """In-process fake of the parts of Twitch twitchio's Bot uses.
+
+    Parameters
+    ----------
+    client_id / client_secret:
+        The app credentials the fake accepts (client_secret=None -> a public client: the
+        client_credentials grant is refused, like Twitch does for public clients).
+    keepalive_interval:
+        Seconds between `session_keepalive` frames (real Twitch: ~keepalive_timeout_seconds).
+        None = never send keepalives (to exercise twitchio's keepalive-timeout reconnect).
+    echo_sent_messages:
+        Like real Twitch, a message sent via POST chat/messages comes back as a
+        channel.chat.message notification (chatter == sender), so the bot sees its own
+        messages and must ignore them.
+    """
+
+    def __init__(
+        self,
+        *,
+        client_id: str = "fake-client-id",
+        client_secret: str | None = "fake-client-secret",
+        keepalive_interval: float | None = 1.0,
+        echo_sent_messages: bool = True,
+        device_interval: int = 5,
+    ) -> None:
+        self.client_id = client_id
+        self.client_secret = client_secret
+        self.keepalive_interval = keepalive_interval
+        self.echo_sent_messages = echo_sent_messages
+        self.device_interval = device_interval
+        # Answer the next N websocket upgrade attempts with HTTP 503 (Twitch down / network
+        # trouble) to exercise twitchio's reconnect backoff. Counted in refused_ws_attempts.
+        self.refuse_websockets = 0
+        self.refused_ws_attempts = 0
+
+        self.users: dict[str, FakeUser] = {}
+        self.tokens: dict[str, TokenInfo] = {}  # access token -> info
+        self.refresh_tokens: dict[str, TokenInfo] = {}  # refresh token -> info
+        self.device_codes: dict[str, _DeviceCode] = {}
+
+        # --- recordings (read these from tests) ---
+        self.requests: list[RecordedRequest] = []
+        self.chat_messages: list[dict[str, Any]] = []  # POST chat/messages bodies (+ "_token_user")
+        self.subscription_posts: list[dict[str, Any]] = []  # every POST eventsub/subscriptions body
+        self.subscriptions: dict[
+            str, dict[str, Any]
+        ] = {}  # id -> subscription object (as returned)
+        self.sessions: list[Session] = []  # every websocket connection, in order
+
+        self._canned: dict[tuple[str, str], list[_CannedResponse]] = {}
+        self._ids = itertools.count(1)
+        self._changed = asyncio.Condition()
+        self._runner: web.AppRunner | None = None
+        self._background: set[asyncio.Task[Any]] = set()
+        self.port: int = 0
+
+        app = web.Application()
+        app.router.add_post("/oauth2/token", self._oauth_token)
+        app.router.add_post("/oauth2/device", self._oauth_device)
+        app.router.add_get("/oauth2/validate", self._oauth_validate)
+        app.router.add_post("/oauth2/revoke", self._oauth_revoke)
+        app.router.add_get("/helix/users", self._helix_users)
+        app.router.add_post("/helix/eventsub/subscriptions", self._helix_sub_create)
+        app.router.add_get("/helix/eventsub/subscriptions", self._helix_sub_list)
+        app.router.add_delete("/helix/eventsub/subscriptions", self._helix_sub_delete)
+        app.router.add_post("/helix/chat/messages", self._helix_chat_send)
+        app.router.add_get("/ws", self._ws)
+        app.middlewares.append(self._record_and_can)
+        self.app = app
+
+    # ------------------------------------------------------------------ lifecycle
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    @property
+    def helix_base(self) -> str:
+        return f"{self.base}helix/"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    async def start(self) -> None:
+        self._runner = web.AppRunner(
+            self.app, handle_signals=False, access_log=None, shutdown_timeout=1.0
+        )
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+
+    async def stop(self) -> None:
+        # Close websockets ourselves first: runner.cleanup() would otherwise wait on them.
+        for s in self.sessions:
+            if s.open:
+                await s.ws.close(code=1001, message=b"server shutdown")
+        if self._runner:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> FakeTwitch:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.stop()
+
+    # ------------------------------------------------------------------ test-facing setup
+    def add_user(self, user_id: str, login: str, display_name: str | None = None) -> FakeUser:
+        user = FakeUser(user_id, login, display_name or login)
+        self.users[user_id] = user
+        return user
+
+    def issue_user_token(
+        self, user_id: str, scopes: list[str] | None = None, *, expires_in: int = 4 * 3600
+    ) -> tuple[str, str]:
+        """Mint a user access token + refresh token. Keep expires_in > 3600: twitchio
+        refreshes any token whose validate says expires_in <= 3600 when it is added."""
+        info = TokenInfo(
+            access="u" + secrets.token_hex(12),
+            refresh="r" + secrets.token_hex(12),
+            user_id=user_id,
+            scopes=list(scopes or ["user:read:chat", "user:write:chat", "user:bot"]),
+            expires_at=time.monotonic() + expires_in,
+        )
+        self.tokens[info.access] = info
+        self.refresh_tokens[info.refresh] = info  # type: ignore[index]
+        return info.access, info.refresh  # type: ignore[return-value]
+
+    def expire_token(self, access: str) -> None:
+        """Make a token invalid: validate -> 401, Helix -> 401 'Invalid OAuth token'."""
+        self.tokens[access].expires_at = 0
+
+    def queue_response(
+        self,
+        method: str,
+        path: str,
+        status: int,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        """Answer the next `method path` (e.g. "POST", "/helix/chat/messages") with this
+        canned response instead of the normal handler. Queue several for several calls."""
+        self._canned.setdefault((method.upper(), path), []).append(
+            _CannedResponse(status, body, headers or {})
+        )
+
+    def authorize_device(self, user_code: str, user_id: str) -> None:
+        """The human side of the device-code flow: user `user_id` enters `user_code`."""
+        for dc in self.device_codes.values():
+            if dc.user_code == user_code:
+                dc.user_id = user_id
+                return
+        raise KeyError(user_code)
+
+    # ------------------------------------------------------------------ waiting
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def wait_until(self, predicate: Callable[[], Any], timeout: float = 5.0) -> Any:
+        """Wait until predicate() is truthy (re-checked on every recorded change)."""
+        async with asyncio.timeout(timeout):
+            async with self._changed:
+                await self._changed.wait_for(predicate)
+        return predicate()
+
+    def open_sessions(self) -> list[Session]:
+        return [s for s in self.sessions if s.open]
+
+    # ------------------------------------------------------------------ EventSub: pushing events
+    def chat_event(
+        self,
+        text: str,
+        *,
+        broadcaster: FakeUser,
+        chatter: FakeUser,
+        badges: list[dict[str, str]] | None = None,
+        color: str = "#1E90FF",
+        message_id: str | None = None,
+        reply: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """A channel.chat.message `event` object, field for field as Twitch sends it.
+
+        twitchio.ChatMessage indexes (KeyError if missing): broadcaster_user_id/_login/_name,
+        chatter_user_id/_login/_name, message_id, message.text, message.fragments[*].text/.type,
+        color, badges[*].set_id/.id/.info, message_type, cheer, reply,
+        channel_points_custom_reward_id, channel_points_animation_id, source_broadcaster_user_id.
+        It .get()s: source_message_id, source_badges, is_source_only.
+        """
+        return {
+            "broadcaster_user_id": broadcaster.id,
+            "broadcaster_user_login": broadcaster.login,
+            "broadcaster_user_name": broadcaster.display_name,
+            "source_broadcaster_user_id": None,  # non-None = shared chat -> Bot ignores it
+            "source_broadcaster_user_login": None,
+            "source_broadcaster_user_name": None,
+            "chatter_user_id": chatter.id,
+            "chatter_user_login": chatter.login,
+            "chatter_user_name": chatter.display_name,
+            "message_id": message_id or str(uuid.uuid4()),
+            "source_message_id": None,
+            "is_source_only": None,
+            "message": {
+                "text": text,
+                "fragments": [
+                    {
+                        "type": "text",
+                        "text": text,
+                        "cheermote": None,
+                        "emote": None,
+                        "mention": None,
+                    }
+                ],
+            },
+            "color": color,
+            "badges": badges if badges is not None else [],
+            "source_badges": None,
+            "message_type": "text",
+            "cheer": None,
+            "reply": reply,
+            "channel_points_custom_reward_id": None,
+            "channel_points_animation_id": None,
+        }
+
+    async def push_notification(
+        self, sub_type: str, event: dict[str, Any], *, match: Callable[[dict], bool]
+    ) -> int:
+        """Send `event` to every open session holding an enabled subscription of `sub_type`
+        for which match(condition) is true. Returns how many frames were sent."""
+        sent = 0
+        for sub in list(self.subscriptions.values()):
+            if sub["type"] != sub_type or sub["status"] != "enabled" or not match(sub["condition"]):
+                continue
+            session = self._session(sub["transport"]["session_id"])
+            if session is None or not session.open:
+                continue
+            frame = {
+                "metadata": {
+                    "message_id": str(uuid.uuid4()),
+                    "message_type": "notification",
+                    "message_timestamp": rfc3339(),
+                    "subscription_type": sub_type,
+                    "subscription_version": sub["version"],
+                },
+                "payload": {"subscription": sub, "event": event},
+            }
+            await session.ws.send_str(json.dumps(frame))
+            sent += 1
+        return sent
+
+    async def push_chat(
+        self,
+        text: str,
+        *,
+        broadcaster: FakeUser,
+        chatter: FakeUser,
+        badges: list[dict[str, str]] | None = None,
+        **kw: Any,
+    ) -> str:
+        """A chatter says `text` in `broadcaster`'s chat. Returns the message_id.
+        Raises if no open session is subscribed (the bot would never see it)."""
+        event = self.chat_event(text, broadcaster=broadcaster, chatter=chatter, badges=badges, **kw)
+        n = await self.push_notification(
+            "channel.chat.message",
+            event,
+            match=lambda c: c.get("broadcaster_user_id") == broadcaster.id,
+        )
+        if not n:
+            raise AssertionError(
+                "no open websocket session is subscribed to channel.chat.message for this channel"
+            )
+        return event["message_id"]
+
+    async def close_sessions(
+        self, code: int = 4000, message: bytes = b"test: forced disconnect"
+    ) -> None:
+        """Server-side close of every open EventSub websocket. twitchio reconnects on any
+        code except 4001 (client sent a message) and 4003 (connection unused): those close
+        for good."""
+        for s in self.open_sessions():
+            await s.ws.close(code=code, message=message)
+
+    async def send_session_reconnect(self) -> None:
+        """Twitch's planned migration: `session_reconnect` with a reconnect_url. The client
+        opens the new URL and keeps its subscriptions there (no re-POST)."""
+        for s in self.open_sessions():
+            frame = {
+                "metadata": self._meta("session_reconnect"),
+                "payload": {
+                    "session": {
+                        "id": s.id,
+                        "status": "reconnecting",
+                        "keepalive_timeout_seconds": None,
+                        "reconnect_url": f"{self.ws_url}?reconnect_from={s.id}",
+                        "connected_at": rfc3339(),
+                    }
+                },
+            }
+            await s.ws.send_str(json.dumps(frame))
+
+    # ------------------------------------------------------------------ internals
+    def _meta(self, message_type: str) -> dict[str, Any]:
+        return {
+            "message_id": str(uuid.uuid4()),
+            "message_type": message_type,
+            "message_timestamp": rfc3339(),
+        }
+
+    def _session(self, session_id: str) -> Session | None:
+        return next((s for s in self.sessions if s.id == session_id), None)
+
+    @staticmethod
+    def _error(status: int, message: str) -> web.Response:
+        # Twitch's error body; twitchio reads e.extra["message"] in several places
+        # (401 refresh logic, 409 subscribe, device-code polling).
+        phrase = {
+            400: "Bad Request",
+            401: "Unauthorized",
+            403: "Forbidden",
+            404: "Not Found",
+            409: "Conflict",
+            429: "Too Many Requests",
+        }.get(status, "Error")
+        return web.json_response(
+            {"error": phrase, "status": status, "message": message}, status=status
+        )
+
+    @web.middleware
+    async def _record_and_can(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        body: Any = None
+        if request.can_read_body and request.content_type == "application/json":
+            body = await request.json()
+        rec = RecordedRequest(
+            method=request.method,
+            path=request.path,
+            query={k: request.query.getall(k) for k in set(request.query)},
+            json=body,
+            authorization=request.headers.get("Authorization"),
+        )
+        request[_JSON_KEY] = body
+        canned = self._canned.get((request.method, request.path))
+        if canned:
+            c = canned.pop(0)
+            resp: web.StreamResponse = (
+                web.json_response(c.body, status=c.status, headers=c.headers)
+                if c.body is not None
+                else web.Response(status=c.status, headers=c.headers)
+            )
+        else:
+            resp = await handler(request)
+        rec.status = resp.status
+        if request.path != "/ws":
+            self.requests.append(rec)
+            await self._notify()
+        return resp
+
+    @staticmethod
+    def _params(request: web.Request, form: dict[str, str]) -> dict[str, str]:
+        # twitchio puts OAuth parameters in the *query string* (Route params) and sends no
+        # body; real clients use a form body. Accept both.
+        out = dict(form)
+        out.update({k: v for k, v in request.query.items()})
+        return out
+
+    def _bearer(self, request: web.Request) -> TokenInfo | None:
+        auth = request.headers.get("Authorization", "")
+        for prefix in ("Bearer ", "OAuth "):
+            if auth.startswith(prefix):
+                return self.tokens.get(auth[len(prefix) :])
+        return None
+
+    def _mint(
+        self, user_id: str | None, scopes: list[str], expires_in: int = 4 * 3600
+    ) -> TokenInfo:
+        info = TokenInfo(
+            access=("u" if user_id else "a") + secrets.token_hex(12),
+            refresh=("r" + secrets.token_hex(12)) if user_id else None,
+            user_id=user_id,
+            scopes=scopes,
+            expires_at=time.monotonic() + expires_in,
+        )
+        self.tokens[info.access] = info
+        if info.refresh:
+            self.refresh_tokens[info.refresh] = info
+        return info
+
+    @staticmethod
+    def _token_body(info: TokenInfo) -> dict[str, Any]:
+        # RefreshTokenPayload / DeviceCodeTokenResponse index all five keys.
+        return {
+            "access_token": info.access,
+            "refresh_token": info.refresh,
+            "expires_in": info.expires_in(),
+            "scope": info.scopes,
+            "token_type": "bearer",
+        }
+
+    # ---- id.twitch.tv
+    async def _oauth_token(self, request: web.Request) -> web.Response:
+        p = self._params(request, dict(await request.post()))
+        if p.get("client_id") != self.client_id:
+            return self._error(400, "invalid client")
+        grant = p.get("grant_type")
+
+        if grant == "client_credentials":
+            if self.client_secret is None or p.get("client_secret") != self.client_secret:
+                return self._error(403, "invalid client secret")
+            info = self._mint(None, [], expires_in=5_000_000)
+            # ClientCredentialsPayload: access_token, expires_in, token_type
+            return web.json_response(
+                {
+                    "access_token": info.access,
+                    "expires_in": info.expires_in(),
+                    "token_type": "bearer",
+                }
+            )
+
+        if grant == "refresh_token":
+            old = self.refresh_tokens.pop(p.get("refresh_token", ""), None)
+            if old is None:
+                return self._error(400, "Invalid refresh token")
+            old.revoked = True  # Twitch invalidates the old access token on refresh
+            assert old.user_id is not None
+            new = self._mint(old.user_id, old.scopes)
+            return web.json_response(self._token_body(new))
+
+        if grant == "urn:ietf:params:oauth:grant-type:device_code":
+            dc = self.device_codes.get(p.get("device_code", ""))
+            if dc is None or dc.used:
+                return self._error(400, "invalid device code")
+            if dc.user_id is None:
+                # twitchio compares message.lower() to "authorization_pending", then
+                # sleeps `interval`.
+                return self._error(400, "authorization_pending")
+            dc.used = True
+            return web.json_response(self._token_body(self._mint(dc.user_id, dc.scopes)))
+
+        return self._error(400, f"unsupported grant_type {grant!r}")
+
+    async def _oauth_device(self, request: web.Request) -> web.Response:
+        p = self._params(request, dict(await request.post()))
+        if p.get("client_id") != self.client_id:
+            return self._error(400, "invalid client")
+        dc = _DeviceCode(
+            device_code=secrets.token_urlsafe(24),
+            user_code=secrets.token_hex(4).upper(),
+            scopes=p.get("scopes", "").split(),  # twitchio sends "a%3Ab+c%3Ad" -> "a:b c:d"
+        )
+        self.device_codes[dc.device_code] = dc
+        await self._notify()
+        # DeviceCodeFlowResponse: device_code, expires_in, interval, user_code, verification_uri
+        return web.json_response(
+            {
+                "device_code": dc.device_code,
+                "expires_in": 1800,
+                "interval": self.device_interval,
+                "user_code": dc.user_code,
+                "verification_uri": f"https://www.twitch.tv/activate?public=true&device-code={dc.user_code}",
+            }
+        )
+
+    async def _oauth_validate(self, request: web.Request) -> web.Response:
+        info = self._bearer(request)
+        if info is None or not info.valid:
+            return self._error(401, "invalid access token")
+        # ValidateTokenPayload indexes client_id, scopes, expires_in; .get()s login, user_id.
+        # An app token = no login/user_id (that is how twitchio tells them apart).
+        body: dict[str, Any] = {
+            "client_id": self.client_id,
+            "scopes": info.scopes,
+            "expires_in": info.expires_in(),
+        }
+        if info.user_id:
+            body.update(login=self.users[info.user_id].login, user_id=info.user_id)
+        return web.json_response(body)
+
+    async def _oauth_revoke(self, request: web.Request) -> web.Response:
+        p = self._params(request, dict(await request.post()))
+        info = self.tokens.get(p.get("token", ""))
+        if info:
+            info.revoked = True
+        return web.Response(status=200)
+
+    # ---- api.twitch.tv/helix
+    def _helix_auth(self, request: web.Request) -> TokenInfo | web.Response:
+        info = self._bearer(request)
+        if info is None or not info.valid:
+            # twitchio's ManagedHTTPClient refreshes + retries only on 401 whose message is
+            # "invalid access token" or "invalid oauth token" (case-insensitive).
+            return self._error(401, "Invalid OAuth token")
+        if request.headers.get("Client-Id") != self.client_id:
+            return self._error(401, "Client ID and OAuth token do not match")
+        return info
+
+    async def _helix_users(self, request: web.Request) -> web.Response:
+        auth = self._helix_auth(request)
+        if isinstance(auth, web.Response):
+            return auth
+        ids = request.query.getall("id", [])
+        logins = request.query.getall("login", [])
+        if not ids and not logins:
+            if auth.is_app:
+                return self._error(400, "Must provide an ID, Login or OAuth Token")
+            ids = [auth.user_id]  # type: ignore[list-item]
+        found = [u for u in self.users.values() if u.id in ids or u.login in logins]
+        return web.json_response({"data": [u.helix(self.base) for u in found]})
+
+    async def _helix_sub_create(self, request: web.Request) -> web.Response:
+        auth = self._helix_auth(request)
+        if isinstance(auth, web.Response):
+            return auth
+        body = request[_JSON_KEY] or {}
+        self.subscription_posts.append({**body, "_token_user": auth.user_id})
+        transport = body.get("transport", {})
+        if transport.get("method") == "websocket":
+            if auth.is_app:
+                return self._error(400, "websocket transport requires a user access token")
+            session = self._session(transport.get("session_id", ""))
+            if session is None or not session.open:
+                return self._error(
+                    400, "websocket transport session does not exist or has already disconnected"
+                )
+        condition = body.get("condition", {})
+        if body.get("type") == "channel.chat.message" and condition.get("user_id") != auth.user_id:
+            return self._error(403, "user_id in condition must match the user access token")
+        for sub in self.subscriptions.values():
+            if (sub["type"], sub["condition"], sub["transport"]) == (
+                body.get("type"),
+                condition,
+                transport,
+            ) and sub["status"] == "enabled":
+                return self._error(409, f"subscription already exists id={sub['id']}")
+        sub = {
+            "id": str(uuid.uuid4()),
+            "status": "enabled",
+            "type": body.get("type"),
+            "version": body.get("version", "1"),
+            "condition": condition,
+            "created_at": rfc3339(),
+            "transport": (
+                {**transport, "connected_at": rfc3339()}
+                if transport.get("method") == "websocket"
+                else transport
+            ),
+            "cost": 0,
+        }
+        # Store the transport exactly as sent so the duplicate check above compares like with like.
+        self.subscriptions[sub["id"]] = {**sub, "transport": transport}
+        # twitchio only reads resp["data"][*]["id"].
+        return web.json_response(
+            {
+                "data": [sub],
+                "total": len(self.subscriptions),
+                "total_cost": 0,
+                "max_total_cost": 10,
+            },
+            status=202,
+        )
+
+    async def _helix_sub_list(self, request: web.Request) -> web.Response:
+        auth = self._helix_auth(request)
+        if isinstance(auth, web.Response):
+            return auth
+        data = list(self.subscriptions.values())
+        return web.json_response(
+            {
+                "data": data,
+                "total": len(data),
+                "total_cost": 0,
+                "max_total_cost": 10,
+                "pagination": {},
+            }
+        )
+
+    async def _helix_sub_delete(self, request: web.Request) -> web.Response:
+        auth = self._helix_auth(request)
+        if isinstance(auth, web.Response):
+            return auth
+        if self.subscriptions.pop(request.query.get("id", ""), None) is None:
+            return self._error(404, "subscription not found")
+        return web.Response(status=204)
+
+    async def _helix_chat_send(self, request: web.Request) -> web.Response:
+        auth = self._helix_auth(request)
+        if isinstance(auth, web.Response):
+            return auth
+        body = request[_JSON_KEY] or {}
+        sender = str(body.get("sender_id"))
+        if not auth.is_app and auth.user_id != sender:
+            return self._error(403, "sender_id must match the user ID in the user access token")
+        msg_id = str(uuid.uuid4())
+        record = {
+            **body,
+            "_token": "app" if auth.is_app else f"user:{auth.user_id}",
+            "_message_id": msg_id,
+        }
+        self.chat_messages.append(record)
+        if (
+            self.echo_sent_messages
+            and sender in self.users
+            and str(body.get("broadcaster_id")) in self.users
+        ):
+            event = self.chat_event(
+                body.get("message", ""),
+                broadcaster=self.users[str(body["broadcaster_id"])],
+                chatter=self.users[sender],
+                message_id=msg_id,
+            )
+            bid = str(body["broadcaster_id"])
+            task = asyncio.create_task(
+                self.push_notification(
+                    "channel.chat.message",
+                    event,
+                    match=lambda c: c.get("broadcaster_user_id") == bid,
+                )
+            )
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        # SentMessage indexes message_id, is_sent; .get()s drop_reason
+        # ({code, message} -> MessageRejectedError).
+        return web.json_response(
+            {"data": [{"message_id": msg_id, "is_sent": True, "drop_reason": None}]}
+        )
+
+    # ---- eventsub.wss.twitch.tv
+    async def _ws(self, request: web.Request) -> web.StreamResponse:
+        if self.refuse_websockets > 0:
+            self.refuse_websockets -= 1
+            self.refused_ws_attempts += 1
+            await self._notify()
+            return web.Response(status=503, text="refused by test")
+        ws = web.WebSocketResponse()  # autoping: answers twitchio's aiohttp heartbeat pings
+        await ws.prepare(request)
+        requested = int(request.query.get("keepalive_timeout_seconds", "10"))
+        reconnect_from = request.query.get("reconnect_from")
+        session = Session(
+            id=f"session-{next(self._ids)}-{secrets.token_hex(4)}",
+            ws=ws,
+            requested_keepalive=requested,
+        )
+        if reconnect_from:
+            # Migration (session_reconnect): subscriptions move to the new session.
+            for sub in self.subscriptions.values():
+                if sub["transport"].get("session_id") == reconnect_from:
+                    sub["transport"] = {**sub["transport"], "session_id": session.id}
+        self.sessions.append(session)
+        welcome = {
+            "metadata": self._meta("session_welcome"),
+            "payload": {
+                "session": {
+                    "id": session.id,  # the only field twitchio needs; WebsocketWelcome also reads
+                    "status": "connected",  # keepalive_timeout_seconds and connected_at
+                    "connected_at": rfc3339(),
+                    "keepalive_timeout_seconds": requested,
+                    "reconnect_url": None,
+                    "recovery_url": None,
+                }
+            },
+        }
+        await ws.send_str(json.dumps(welcome))
+        if self.keepalive_interval is not None:
+            session.keepalive_task = asyncio.create_task(self._keepalive(session))
+        await self._notify()
+        try:
+            async for msg in ws:
+                if msg.type == WSMsgType.TEXT:
+                    # Twitch: clients must not send messages -> close 4001.
+                    await ws.close(code=4001, message=b"client sent inbound traffic")
+                    break
+        finally:
+            if session.keepalive_task:
+                session.keepalive_task.cancel()
+            session.closed_at = time.monotonic()
+            session.close_code = ws.close_code
+            # Twitch disables a websocket's subscriptions when it disconnects.
+            for sub in self.subscriptions.values():
+                if sub["transport"].get("session_id") == session.id and sub["status"] == "enabled":
+                    sub["status"] = "websocket_disconnected"
+            await self._notify()
+        return ws
+
+    async def _keepalive(self, session: Session) -> None:
+        assert self.keepalive_interval is not None
+        with contextlib.suppress(ConnectionResetError, RuntimeError):
+            while not session.ws.closed:
+                await asyncio.sleep(self.keepalive_interval)
+                if self.keepalive_interval is None:  # switched off mid-test
+                    return
+                await session.ws.send_str(
+                    json.dumps({"metadata": self._meta("session_keepalive"), "payload": {}})
+                )
+
+
+@contextlib.contextmanager
+def patch_twitchio(fake: FakeTwitch) -> Iterator[None]:
+    """Point twitchio 3.3.x at `fake`. These are ALL the Twitch hosts twitchio hard-codes:
+
+    twitchio.http.Route.BASE               "https://api.twitch.tv/helix/"  (all Helix calls)
+    twitchio.http.Route.ID_BASE            "https://id.twitch.tv/"         (token, validate, device,
+                                                                             revoke, authorize URL)
+    twitchio.eventsub.websockets.WSS       "wss://eventsub.wss.twitch.tv/ws"
+
+    All three are read at call time, so patching after import works. (session_reconnect
+    uses the reconnect_url Twitch sends; asset URLs come from Helix payloads.)
+    """
+    import twitchio.eventsub.websockets as tw_ws
+    import twitchio.http as tw_http
+
+    saved = (tw_http.Route.BASE, tw_http.Route.ID_BASE, tw_ws.WSS)
+    tw_http.Route.BASE = fake.helix_base
+    tw_http.Route.ID_BASE = fake.base
+    tw_ws.WSS = fake.ws_url
+    try:
+        yield
+    finally:
+        tw_http.Route.BASE, tw_http.Route.ID_BASE, tw_ws.WSS = saved

@@ -1,0 +1,565 @@
+"""The Twitch chat bridge: a real twitchio bot, a fake Twitch on loopback, the real engine.
+
+The engine is a `teletype serve` process on the embedded model printing to
+a pty (or, where only text matters, a transcript file); the bot is
+appliance.twitch's, run in this process against tests.fake_twitch, which
+answers OAuth, Helix and EventSub the way Twitch does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from appliance.chat import OFFLINE, fit_for_chat
+from appliance.config import Config, parse_config
+from appliance.tokens import TokenError, TwitchTokens, load_tokens, save_tokens, token_path
+from appliance.twitch import login, run_bot
+from tests.engine_process import EngineProcess
+from tests.fake_twitch import FakeTwitch, FakeUser, patch_twitchio
+from tests.wire import PtyReader, check_ascii
+
+CLIENT_ID = "fake-client-id"
+MOD_BADGE = [{"set_id": "moderator", "id": "1", "info": ""}]
+
+
+@dataclass
+class Stage:
+    fake: FakeTwitch
+    engine: EngineProcess
+    config: Config
+    users: dict[str, FakeUser]
+    teletype: PtyReader | None
+
+    async def say(self, who: str, text: str, moderator: bool = False) -> None:
+        await self.fake.push_chat(
+            text,
+            broadcaster=self.users["streamer"],
+            chatter=self.users[who],
+            badges=MOD_BADGE if moderator else [],
+        )
+
+    def posts(self) -> list[str]:
+        return [m["message"] for m in self.fake.chat_messages]
+
+    async def posted(self, pattern: str, timeout: float = 60.0) -> str:
+        """The first post matching the pattern, once there is one."""
+        found = re.compile(pattern)
+        await self.fake.wait_until(lambda: any(found.search(p) for p in self.posts()), timeout)
+        return next(p for p in self.posts() if found.search(p))
+
+    async def history(self) -> list[dict]:
+        return (await asyncio.to_thread(self.engine.json, "GET", "/v1/history"))[1]["lines"]
+
+    async def engine_call(self, method: str, path: str, body=None):
+        return await asyncio.to_thread(self.engine.json, method, path, body)
+
+
+def _config(tmp: Path, chat: str = "") -> Config:
+    if "global_cooldown" not in chat:
+        chat += "\nglobal_cooldown = 0\n"  # most tests have several viewers asking at once
+    text = f"""
+[chat]
+channel = "streamer"
+bot = "teletypebot"
+client_id = "{CLIENT_ID}"
+{chat}
+[engine]
+runtime_dir = "{tmp / "run"}"
+state_dir = "{tmp / "bot-state"}"
+"""
+    return parse_config(text.encode(), str(tmp / "chat.toml"))
+
+
+def _users(fake: FakeTwitch) -> dict[str, FakeUser]:
+    return {
+        "streamer": fake.add_user("100", "streamer", "Streamer"),
+        "teletypebot": fake.add_user("200", "teletypebot", "TeletypeBot"),
+        "alice": fake.add_user("301", "alice", "Alice"),
+        "bob": fake.add_user("302", "bob", "Bob"),
+        "carol": fake.add_user("303", "carol", "Carol"),
+    }
+
+
+def _sign_in(fake: FakeTwitch, config: Config) -> TwitchTokens:
+    access, refresh = fake.issue_user_token("200")
+    tokens = TwitchTokens("200", "teletypebot", access, refresh, CLIENT_ID)
+    save_tokens(token_path(Path(config.engine.state_dir)), tokens)
+    return tokens
+
+
+@contextlib.asynccontextmanager
+async def stage(
+    tmp: Path,
+    engine: EngineProcess,
+    teletype: PtyReader | None = None,
+    chat: str = "",
+) -> AsyncIterator[Stage]:
+    """A fake Twitch, the bot signed in and running, subscribed to the channel's chat."""
+    config = _config(tmp, chat)
+    async with FakeTwitch(client_id=CLIENT_ID, client_secret=None) as fake:
+        users = _users(fake)
+        _sign_in(fake, config)
+        with patch_twitchio(fake):
+            bot = asyncio.create_task(run_bot(config))
+            await fake.wait_until(
+                lambda: (
+                    any(s["status"] == "enabled" for s in fake.subscriptions.values()) or bot.done()
+                ),
+                timeout=20,
+            )
+            if bot.done():
+                bot.result()  # the start-up error
+            try:
+                yield Stage(fake, engine, config, users, teletype)
+            finally:
+                bot.cancel()
+                await asyncio.gather(bot, return_exceptions=True)
+
+
+def _engine(tmp: Path, port: str, extra: str = "", max_chars: int = 60) -> EngineProcess:
+    return EngineProcess(tmp, port, engine_extra=extra, max_chars=max_chars).start()
+
+
+@pytest.fixture
+def engine(tmp_path, teletype):
+    process = _engine(tmp_path, str(teletype.link))
+    yield process
+    process.close()
+
+
+# --- chat lines, !gpt2 ----------------------------------------------------------------
+
+
+def test_chat_lines_become_the_history_of_five_and_are_printed(tmp_path, engine, teletype):
+    hostile = "hi \x1b[31mthere\x07 ☃ “quotes” 😀"
+
+    async def scenario():
+        async with stage(tmp_path, engine, teletype) as s:
+            await s.say("bob", hostile)
+            for n in range(1, 7):
+                await s.say("alice", f"line {n}")
+            await s.say("carol", "!help")  # a command: not history
+            await s.posted("Teletype")
+            # The bot's own post comes back as chat (Twitch echoes it); ignored.
+            await s.fake.wait_until(lambda: len(s.fake.requests) > 0)
+            await asyncio.sleep(1.0)
+            return await s.history()
+
+    lines = asyncio.run(scenario())
+    assert [ln["text"] for ln in lines] == [f"line {n}" for n in range(2, 7)]
+    assert all(ln["name"] == "Alice" for ln in lines)
+    paper = check_ascii(teletype.collect(quiet=1.0))
+    assert paper.problems == []  # nothing the Teletype cannot print, hostile or not
+    assert "BOB: HI" in paper.text and "THERE" in paper.text
+    assert "ALICE: LINE 1" in paper.text
+
+
+def test_gpt2_prints_a_reply_and_posts_it(tmp_path, engine, teletype):
+    async def scenario():
+        async with stage(tmp_path, engine, teletype) as s:
+            await s.say("bob", "how does the clutch work")
+            await s.say("alice", "!gpt2 The clutch")
+            reply = await s.posted(r"^@Alice ")
+            await asyncio.sleep(0.5)
+            return reply, s.posts(), (await s.engine_call("GET", "/v1/status"))[1]
+
+    reply, posts, status = asyncio.run(scenario())
+    text = reply.removeprefix("@Alice ")
+    assert len(reply) <= 500 and text
+    paper = check_ascii(teletype.collect(quiet=1.0))
+    assert paper.problems == []
+    words = re.findall(r"[A-Z0-9]+", text.upper())
+    assert " ".join(words) in " ".join(re.findall(r"[A-Z0-9]+", paper.text))
+    assert posts.count(reply) == 1  # posted once, not again as a "result from elsewhere"
+    assert status["jobs_finished"] >= 1
+
+
+def test_cooldowns_answer_once_per_viewer(tmp_path):
+    engine = _engine(tmp_path, f"file:{tmp_path / 'paper.txt'}")
+    try:
+
+        async def scenario():
+            chat = "user_cooldown = 120\n"
+            async with stage(tmp_path, engine, chat=chat) as s:
+                await s.say("alice", "!gpt2")
+                await s.posted(r"^@Alice (?!the Teletype needs)")
+                for _ in range(3):
+                    await s.say("alice", "!gpt2 again")
+                rest = await s.posted(r"^@Alice the Teletype needs a rest: try again in \d+ s")
+                await s.say("bob", "!gpt2")  # another viewer is not held back
+                await s.posted(r"^@Bob (?!the Teletype needs)")
+                await asyncio.sleep(1.0)
+                return rest, s.posts()
+
+        rest, posts = asyncio.run(scenario())
+    finally:
+        engine.close()
+    assert 100 <= int(re.search(r"(\d+) s", rest).group(1)) <= 120
+    assert sum("needs a rest" in p for p in posts) == 1
+
+
+def test_global_cooldown_holds_everyone_back(tmp_path):
+    engine = _engine(tmp_path, f"file:{tmp_path / 'paper.txt'}")
+    try:
+
+        async def scenario():
+            async with stage(tmp_path, engine, chat="global_cooldown = 60\n") as s:
+                await s.say("alice", "!gpt2")
+                await s.posted(r"^@Alice ")
+                await s.say("bob", "!gpt2")
+                return await s.posted(r"^@Bob ")
+
+        assert "needs a rest" in asyncio.run(scenario())
+    finally:
+        engine.close()
+
+
+def test_busy_printer_answers_with_the_place_in_the_queue_and_an_eta(tmp_path, engine, teletype):
+    long_text = "THE TYPING UNIT PRINTS ONE CHARACTER AT A TIME. " * 4  # about 20 s
+
+    async def scenario():
+        async with stage(tmp_path, engine, teletype) as s:
+            status, job = await s.engine_call("POST", "/v1/print", {"text": long_text})
+            assert status == 202
+            await asyncio.sleep(1.0)
+            await s.say("alice", "!gpt2")
+            eta = await s.posted(r"^@Alice you are number")
+            await s.say("bob", "!stop")  # not a moderator
+            refused = await s.posted(r"^@Bob only moderators")
+            still = (await s.engine_call("GET", "/v1/status"))[1]["printing"]
+            await s.say("carol", "!stop", moderator=True)
+            stopped = await s.engine_call("GET", f"/v1/jobs/{job['id']}?wait=30")
+            return eta, refused, still, stopped[1]
+
+    eta, refused, still, stopped = asyncio.run(scenario())
+    match = re.search(r"you are number (\d+) in the queue, about (\d+) s", eta)
+    assert match, eta
+    assert match.group(1) == "1"
+    # 192 characters at 10 a second, a second or two of it already printed.
+    assert 10 <= int(match.group(2)) <= 20
+    assert "stop the print" in refused
+    assert still is not None and still["source"] == "api"  # bob's !stop did nothing
+    assert stopped["status"] == "cancelled"
+
+
+def test_full_queue_is_said_in_chat(tmp_path, teletype):
+    engine = _engine(tmp_path, str(teletype.link), extra="queue_size = 2")
+    try:
+
+        async def scenario():
+            async with stage(tmp_path, engine, teletype) as s:
+                for _ in range(3):  # one printing, two waiting: full
+                    status, _ = await s.engine_call("POST", "/v1/print", {"text": "WAIT " * 30})
+                    assert status == 202
+                await s.say("alice", "!gpt2")
+                return await s.posted(r"^@Alice ")
+
+        assert "the queue is full" in asyncio.run(scenario())
+    finally:
+        engine.close()
+
+
+def test_clear_is_for_moderators_and_forgets_the_history(tmp_path):
+    engine = _engine(tmp_path, f"file:{tmp_path / 'paper.txt'}")
+    try:
+
+        async def scenario():
+            async with stage(tmp_path, engine) as s:
+                await s.say("alice", "remember me")
+                await asyncio.sleep(0.5)
+                await s.say("bob", "!clear")
+                await s.posted(r"^@Bob only moderators can clear")
+                kept = await s.history()
+                await s.say("carol", "!clear", moderator=True)
+                await s.posted(r"^@Carol the Teletype has forgotten")
+                return kept, await s.history()
+
+        kept, cleared = asyncio.run(scenario())
+    finally:
+        engine.close()
+    assert [ln["text"] for ln in kept] == ["remember me"]
+    assert cleared == []
+
+
+def test_long_replies_are_cut_for_chat_at_a_sentence_end(tmp_path):
+    engine = _engine(tmp_path, f"file:{tmp_path / 'paper.txt'}", max_chars=400)
+    try:
+
+        async def scenario():
+            async with stage(tmp_path, engine, chat="reply_chars = 120\n") as s:
+                await s.say("alice", "!gpt2 The keyboard")
+                return await s.posted(r"^@Alice ")
+
+        reply = asyncio.run(scenario())
+    finally:
+        engine.close()
+    paper = (tmp_path / "paper.txt").read_text()
+    assert len(reply) <= 120
+    assert len(" ".join(paper.split())) > 120  # the paper got the whole text
+    assert reply.endswith((".", "!", "?", "..."))
+
+
+def test_blocklist_keeps_chat_lines_and_replies_off_paper_and_chat(tmp_path):
+    blocklist = tmp_path / "blocklist.txt"
+    blocklist.write_text("".join(f"{c}*\n" for c in "abcdefghijklmnopqrstuvwxyz"))
+    extra = f'[moderation]\nblocklist = "{blocklist}"\ntries = 1\n'
+    engine = _engine(tmp_path, f"file:{tmp_path / 'paper.txt'}", extra=extra)
+    try:
+
+        async def scenario():
+            async with stage(tmp_path, engine) as s:
+                await s.say("bob", "every word here is blocked")
+                await s.say("alice", "!gpt2")
+                reply = await s.posted(r"^@Alice ")
+                return reply, await s.history()
+
+        reply, history = asyncio.run(scenario())
+    finally:
+        engine.close()
+    assert "nothing it could print politely" in reply
+    assert history == []
+    assert not re.search(r"[A-Z]", (tmp_path / "paper.txt").read_text())
+
+
+def test_results_from_the_button_are_posted(tmp_path):
+    engine = _engine(tmp_path, f"file:{tmp_path / 'paper.txt'}")
+    try:
+
+        async def scenario():
+            async with stage(tmp_path, engine) as s:
+                await asyncio.sleep(1.0)  # the bridge follows the engine's events
+                status, job = await s.engine_call(
+                    "POST", "/v1/generate", {"source": "button", "max_chars": 30}
+                )
+                assert status == 200
+                await s.posted(re.escape(" ".join(job["text"].split())))
+                return job
+
+        asyncio.run(scenario())
+    finally:
+        engine.close()
+
+
+def test_bell_rings_and_is_rate_limited(tmp_path, engine, teletype):
+    async def scenario():
+        async with stage(tmp_path, engine, teletype) as s:
+            await s.say("alice", "!bell")
+            await asyncio.sleep(1.0)
+            await s.say("bob", "!bell")
+            return await s.posted(r"^@Bob the bell rang a moment ago")
+
+    asyncio.run(scenario())
+    data = teletype.collect()
+    assert data.count(bytes([0x87])) + data.count(bytes([0x07])) == 1
+
+
+# --- Twitch and the engine coming and going -----------------------------------------
+
+
+def test_reconnects_and_resubscribes_when_twitch_drops_the_socket(tmp_path):
+    engine = _engine(tmp_path, f"file:{tmp_path / 'paper.txt'}")
+    try:
+
+        async def scenario():
+            async with stage(tmp_path, engine) as s:
+                await s.fake.close_sessions()
+                await s.fake.wait_until(
+                    lambda: len(s.fake.subscription_posts) >= 2 and s.fake.open_sessions(),
+                    timeout=30,
+                )
+                await s.fake.wait_until(
+                    lambda: any(v["status"] == "enabled" for v in s.fake.subscriptions.values())
+                )
+                await s.say("alice", "still here")
+                for _ in range(100):
+                    if await s.history():
+                        break
+                    await asyncio.sleep(0.1)
+                return len(s.fake.sessions), await s.history()
+
+        sessions, history = asyncio.run(scenario())
+    finally:
+        engine.close()
+    assert sessions >= 2
+    assert [ln["text"] for ln in history] == ["still here"]
+
+
+def test_engine_down_is_said_once_and_lines_wait_for_it(tmp_path):
+    engine = _engine(tmp_path, f"file:{tmp_path / 'paper.txt'}")
+    try:
+
+        async def scenario():
+            nonlocal engine
+            async with stage(tmp_path, engine) as s:
+                await asyncio.sleep(0.5)
+                await asyncio.to_thread(engine.close)
+                await s.say("alice", "hello while it sleeps")
+                await s.say("alice", "!gpt2")
+                await s.posted(re.escape(OFFLINE))
+                await s.say("bob", "!gpt2")
+                await asyncio.sleep(1.0)
+                said = s.posts().count(OFFLINE)
+                engine = await asyncio.to_thread(
+                    _engine, tmp_path, f"file:{tmp_path / 'paper.txt'}"
+                )
+                s.engine = engine
+                for _ in range(100):
+                    if await s.history():
+                        break
+                    await asyncio.sleep(0.1)
+                return said, await s.history()
+
+        said, history = asyncio.run(scenario())
+    finally:
+        engine.close()
+    assert said == 1
+    assert [ln["text"] for ln in history] == ["hello while it sleeps"]
+
+
+def test_helix_429_backs_off_and_posts(tmp_path):
+    engine = _engine(tmp_path, f"file:{tmp_path / 'paper.txt'}")
+    try:
+
+        async def scenario():
+            async with stage(tmp_path, engine) as s:
+                busy = {"error": "Too Many Requests", "status": 429, "message": "slow down"}
+                s.fake.queue_response("POST", "/helix/chat/messages", 429, busy)
+                s.fake.queue_response("POST", "/helix/chat/messages", 429, busy)
+                started = time.monotonic()
+                await s.say("alice", "!help")
+                await s.posted("!gpt2")
+                took = time.monotonic() - started
+                codes = [r.status for r in s.fake.requests if r.path == "/helix/chat/messages"]
+                return took, codes
+
+        took, codes = asyncio.run(scenario())
+    finally:
+        engine.close()
+    assert codes[:3] == [429, 429, 200]
+    assert took >= 3.0  # waited 1 s, then 2 s
+
+
+def test_expired_token_is_refreshed_and_saved(tmp_path):
+    engine = _engine(tmp_path, f"file:{tmp_path / 'paper.txt'}")
+    try:
+
+        async def scenario():
+            async with stage(tmp_path, engine) as s:
+                path = token_path(Path(s.config.engine.state_dir))
+                before = load_tokens(path)
+                s.fake.expire_token(before.token)
+                await s.say("alice", "!help")
+                await s.posted("!gpt2")
+                return path, before, load_tokens(path)
+
+        path, before, after = asyncio.run(scenario())
+    finally:
+        engine.close()
+    assert after.token != before.token and after.refresh != before.refresh
+    assert after.user_id == "200" and after.login == "teletypebot"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+# --- signing in -----------------------------------------------------------------------
+
+
+def _login(tmp_path: Path, as_user: str, caplog) -> tuple[list, TwitchTokens | Exception]:
+    config = _config(tmp_path)
+    shown: list[tuple[str, str]] = []
+
+    async def scenario():
+        async with FakeTwitch(client_id=CLIENT_ID, client_secret=None, device_interval=1) as fake:
+            users = _users(fake)
+
+            async def show(url: str, code: str) -> None:
+                shown.append((url, code))
+                # The person at the phone, a moment later.
+                asyncio.get_running_loop().call_later(
+                    0.3, fake.authorize_device, code, users[as_user].id
+                )
+
+            with patch_twitchio(fake):
+                try:
+                    return await login(config, show)
+                except TokenError as e:
+                    return e
+
+    with caplog.at_level("DEBUG"):
+        result = asyncio.run(scenario())
+    return shown, result
+
+
+def test_device_code_login_stores_the_tokens_for_us_alone(tmp_path, caplog):
+    shown, tokens = _login(tmp_path, "teletypebot", caplog)
+    assert len(shown) == 1 and "activate" in shown[0][0] and shown[0][1]
+    assert isinstance(tokens, TwitchTokens) and tokens.login == "teletypebot"
+    path = token_path(tmp_path / "bot-state")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert load_tokens(path) == tokens
+    assert tokens.token not in caplog.text and tokens.refresh not in caplog.text
+    assert tokens.token not in repr(tokens)
+    assert not Path(".tio.tokens.json").exists()
+
+
+def test_login_as_the_wrong_account_is_refused(tmp_path, caplog):
+    _, error = _login(tmp_path, "streamer", caplog)
+    assert isinstance(error, TokenError)
+    assert "signed in as 'streamer'" in str(error) and "chat.bot" in str(error)
+    assert not token_path(tmp_path / "bot-state").exists()
+
+
+def _cli(tmp_path: Path, config_text: str) -> subprocess.CompletedProcess:
+    config = tmp_path / "teletype.toml"
+    config.write_text(config_text)
+    return subprocess.run(
+        [sys.executable, "-m", "appliance.cli", "chat", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "STATE_DIRECTORY": str(tmp_path / "state")},
+    )
+
+
+def test_chat_without_a_client_id_or_tokens_says_what_to_do(tmp_path):
+    result = _cli(tmp_path, '[chat]\nchannel = "streamer"\n')
+    assert result.returncode == 78  # EX_CONFIG: systemd does not restart on it
+    assert "chat.client_id is not set" in result.stderr
+    assert "Traceback" not in result.stderr
+    result = _cli(tmp_path, '[chat]\nchannel = "streamer"\nclient_id = "abc"\n')
+    assert result.returncode == 78
+    assert "run `teletype twitch-login`" in result.stderr
+
+
+# --- what goes into chat --------------------------------------------------------------
+
+
+def test_fit_for_chat_cuts_at_a_sentence_end():
+    text = "The clutch trips. The cam turns once. " * 30
+    cut = fit_for_chat(text, 100)
+    # The last whole sentence that fits: the next one would not.
+    assert len(cut) <= 100 and cut.endswith(".")
+    assert text.startswith(cut) and len(cut) + len(" The cam turns once.") > 100
+    assert fit_for_chat("short\nand sweet", 100) == "short and sweet"
+    assert fit_for_chat("word " * 200, 50).endswith("...")
+
+
+@given(st.text(min_size=0, max_size=1500), st.integers(min_value=50, max_value=500))
+def test_fit_for_chat_never_goes_past_the_limit(text, limit):
+    cut = fit_for_chat(text, limit)
+    assert len(cut) <= limit
+    flat = " ".join(text.split())
+    assert cut == flat or flat.startswith(cut.removesuffix("..."))
