@@ -88,7 +88,10 @@ def print_cancellable(printer, pieces, cancel: threading.Event | None = None) ->
     result = {}
 
     def run():
-        result["r"] = printer.print_stream(pieces, cancel)
+        try:
+            result["r"] = printer.print_stream(pieces, cancel)
+        except Exception as e:  # raised again in the caller's thread, below
+            result["error"] = e
 
     worker = threading.Thread(target=run, daemon=True)
     worker.start()
@@ -98,6 +101,8 @@ def print_cancellable(printer, pieces, cancel: threading.Event | None = None) ->
     except KeyboardInterrupt:
         cancel.set()
         worker.join()
+    if "error" in result:
+        raise result["error"]
     return bool(result.get("r") and result["r"].cancelled)
 
 

@@ -14,6 +14,7 @@ from typing import TextIO
 
 from appliance.config import Config
 from appliance.generator import sampling_from
+from appliance.moderation import Withheld, clean_reply, load_blocklist
 from appliance.prompts import History, reply_prompt
 from appliance.streams import prefetch
 from appliance.teletype import build_printer
@@ -36,6 +37,8 @@ class Demo:
         self.history = History(config.history.lines)
         self.printer = build_printer(config.teletype, out=self.out)
         self.generator = generator
+        mod = config.moderation
+        self.blocklist = load_blocklist(mod.blocklist, mod.use_default, config.source)
         self.last_first_character: float | None = None  # seconds, for the curious
 
     def banner(self) -> str:
@@ -80,9 +83,10 @@ class Demo:
         first: list[float] = []
 
         def pieces():
-            for piece in self.generator.stream(
-                prompt, m.max_chars, m.seed, sampling_from(self.config.model)
-            ):
+            for piece in clean_reply(
+                self.generator, prompt, m.max_chars, m.seed, sampling_from(m), self.blocklist,
+                self.config.moderation.tries,
+            ):  # fmt: skip
                 if not first:
                     first.append(time.monotonic() - started)
                 yield piece
@@ -90,8 +94,11 @@ class Demo:
         from appliance.cli import print_cancellable
 
         cancel = threading.Event()
-        if print_cancellable(self.printer, prefetch(pieces(), cancel), cancel):
-            self.out.write("  (print stopped)\n")
+        try:
+            if print_cancellable(self.printer, prefetch(pieces(), cancel), cancel):
+                self.out.write("  (print stopped)\n")
+        except Withheld:
+            self.out.write("  (nothing printed: every try ran into the blocklist)\n")
         self.last_first_character = first[0] if first else None
 
 

@@ -23,7 +23,7 @@ from typing import Any
 from appliance.config import Config
 from appliance.generator import sampling_from
 from appliance.jobs import Job
-from appliance.moderation import Withheld, load_blocklist, moderated
+from appliance.moderation import Withheld, clean_reply, load_blocklist
 from appliance.prompts import History
 from appliance.streams import prefetch
 from appliance.teletype.keyboard import KeyboardReader
@@ -227,21 +227,15 @@ class Engine:
     def _generate(self, job: Job):
         """The job's text, streamed, with nothing from the blocklist in it."""
         m = self.config.model
-        sampling = sampling_from(m)
-
-        def attempt(prefix: str, number: int):
-            # A retry goes on from the last clean word, with another seed.
-            seed = None if job.seed is None else job.seed + number
-            prompt = job.prompt + prefix.rstrip()
-            return self.generator.stream(
-                prompt, max(20, job.max_chars - len(prefix)), seed, sampling
-            )
 
         def hit(found) -> None:
             job.blocked += 1
             log.info("job %d: the blocklist caught %r; generating again", job.id, str(found.term))
 
-        return moderated(attempt, self.blocklist, self.config.moderation.tries, hit)
+        return clean_reply(
+            self.generator, job.prompt, job.max_chars, job.seed, sampling_from(m),
+            self.blocklist, self.config.moderation.tries, hit,
+        )  # fmt: skip
 
     # --- what the printer tells us -------------------------------------------------
 

@@ -24,7 +24,7 @@ from anyascii import anyascii
 from appliance.errors import ConfigError
 
 # Digits and signs people use for letters to get past a filter.
-_SWAPS = str.maketrans("013457@$!|", "oieastasil")
+_SWAPS = str.maketrans("013457@$", "oieastas")
 _WORD = re.compile(r"[a-z]+")
 
 
@@ -183,6 +183,30 @@ def moderated(
             raise Withheld(f"every try ran into the blocklist ({tries + 1} tries)")
     if len(accepted.rstrip()) > released:
         yield accepted.rstrip()[released:]
+
+
+def clean_reply(
+    generator,
+    prompt: str,
+    max_chars: int,
+    seed: int | None,
+    sampling,
+    blocklist: Blocklist,
+    tries: int = 3,
+    on_hit: Callable[[Hit], None] | None = None,
+) -> Iterator[str]:
+    """The generator's reply to the prompt, streamed, with nothing from the blocklist in it.
+
+    A retry goes on from the last clean word, with the next seed.
+    """
+
+    def attempt(prefix: str, number: int) -> Iterator[str]:
+        next_seed = None if seed is None or seed < 0 else seed + number
+        return generator.stream(
+            prompt + prefix.rstrip(), max(20, max_chars - len(prefix)), next_seed, sampling
+        )
+
+    return moderated(attempt, blocklist, tries, on_hit)
 
 
 def _hold_back(text: str, words: int) -> int:

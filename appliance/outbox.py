@@ -31,9 +31,11 @@ class Outbox:
         per_window: int = 20,
         clock: Callable[[], float] = time.monotonic,
         max_waiting: int = 50,
+        window: float = WINDOW,
     ):
         self.send = send
         self.per_window = per_window
+        self.window = window
         self.clock = clock
         self.waiting: asyncio.Queue[str] = asyncio.Queue(maxsize=max_waiting)
         self.sent_at: deque[float] = deque()
@@ -61,11 +63,11 @@ class Outbox:
     async def _room(self) -> None:
         while True:
             now = self.clock()
-            while self.sent_at and now - self.sent_at[0] >= WINDOW:
+            while self.sent_at and now - self.sent_at[0] >= self.window:
                 self.sent_at.popleft()
             if len(self.sent_at) < self.per_window:
                 return
-            await asyncio.sleep(WINDOW - (now - self.sent_at[0]) + 0.01)
+            await asyncio.sleep(self.window - (now - self.sent_at[0]) + 0.01)
 
     async def _send_with_retries(self, text: str, tries: int = 6) -> None:
         delay = 1.0
@@ -76,7 +78,7 @@ class Outbox:
             except RateLimited:
                 log.warning("Twitch says too many messages; waiting %.0f s", delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, WINDOW)
+                delay = min(delay * 2, self.window)
                 continue
             except Exception as e:  # one message must not end the sender
                 log.warning("could not post to chat: %s", e)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -288,7 +289,17 @@ def run_chat(config: Config) -> int:
 
     setup_logging("teletype-chat")
     check_chat_settings(config)
-    asyncio.run(run_bot(config))
+
+    async def main() -> None:
+        bot = asyncio.create_task(run_bot(config))
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, bot.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await bot
+        log.info("stopped")
+
+    asyncio.run(main())
     return 0
 
 

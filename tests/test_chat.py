@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 
 from appliance.chat import OFFLINE, fit_for_chat
 from appliance.config import Config, parse_config
+from appliance.outbox import Outbox
 from appliance.tokens import TokenError, TwitchTokens, load_tokens, save_tokens, token_path
 from appliance.twitch import login, run_bot
 from tests.engine_process import EngineProcess
@@ -154,8 +155,8 @@ def test_chat_lines_become_the_history_of_five_and_are_printed(tmp_path, engine,
                 await s.say("alice", f"line {n}")
             await s.say("carol", "!help")  # a command: not history
             await s.posted("Teletype")
-            # The bot's own post comes back as chat (Twitch echoes it); ignored.
-            await s.fake.wait_until(lambda: len(s.fake.requests) > 0)
+            # The bot's own post comes back as chat (Twitch echoes it): it must
+            # not reach the history (all names are checked below).
             await asyncio.sleep(1.0)
             return await s.history()
 
@@ -547,6 +548,44 @@ def test_chat_without_a_client_id_or_tokens_says_what_to_do(tmp_path):
 # --- what goes into chat --------------------------------------------------------------
 
 
+def _outbox_run(
+    texts: list[str], per_window: int, window: float, expect: int
+) -> list[tuple[float, str]]:
+    sent: list[tuple[float, str]] = []
+
+    async def scenario():
+        async def send(text: str) -> bool:
+            sent.append((time.monotonic(), text))
+            return True
+
+        outbox = Outbox(send, per_window=per_window, window=window)
+        runner = asyncio.create_task(outbox.run())
+        for text in texts:
+            await outbox.post(text)
+        deadline = time.monotonic() + 10
+        while len(sent) < expect and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)  # and nothing more after that
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+
+    asyncio.run(scenario())
+    return sent
+
+
+def test_outbox_keeps_to_the_send_rate():
+    sent = _outbox_run([f"message {n}" for n in range(7)], 3, 0.5, expect=7)
+    assert [t for _, t in sent] == [f"message {n}" for n in range(7)]
+    times = [at for at, _ in sent]
+    # Never more than 3 in any half second.
+    assert all(times[i + 3] - times[i] >= 0.5 for i in range(len(times) - 3))
+
+
+def test_outbox_never_posts_the_same_text_twice_in_a_row():
+    sent = _outbox_run(["a", "a", "b", "a", "a"], 20, 30, expect=3)
+    assert [t for _, t in sent] == ["a", "b", "a"]
+
+
 def test_fit_for_chat_cuts_at_a_sentence_end():
     text = "The clutch trips. The cam turns once. " * 30
     cut = fit_for_chat(text, 100)
@@ -563,3 +602,58 @@ def test_fit_for_chat_never_goes_past_the_limit(text, limit):
     assert len(cut) <= limit
     flat = " ".join(text.split())
     assert cut == flat or flat.startswith(cut.removesuffix("..."))
+
+
+# --- `teletype chat` as systemd runs it ---------------------------------------------
+
+
+def test_teletype_chat_process_notifies_ready_and_stops_on_sigterm(tmp_path, engine):
+    """The console command itself, with a notify socket; only Twitch's address is ours."""
+    from tests.engine_process import NotifySocket
+
+    config = _config(tmp_path)
+    config_file = tmp_path / "chat.toml"
+    config_file.write_text(
+        f'[chat]\nchannel = "streamer"\nbot = "teletypebot"\nclient_id = "{CLIENT_ID}"\n'
+        f'[engine]\nruntime_dir = "{tmp_path / "run"}"\nstate_dir = "{tmp_path / "bot-state"}"\n'
+    )
+    notify = NotifySocket(tmp_path / "chat-notify.sock")
+
+    async def scenario():
+        async with FakeTwitch(client_id=CLIENT_ID, client_secret=None) as fake:
+            users = _users(fake)
+            _sign_in(fake, config)
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                str(Path(__file__).with_name("twitch_at.py")),
+                fake.base,
+                "chat",
+                "--config",
+                str(config_file),
+                env={**os.environ, "NOTIFY_SOCKET": str(notify.path)},
+                stderr=asyncio.subprocess.PIPE,
+            )
+            try:
+                await asyncio.to_thread(notify.wait_for, "READY=1", 30)
+                await fake.push_chat("hello from chat", broadcaster=users["streamer"],
+                                     chatter=users["alice"])  # fmt: skip
+                for _ in range(100):
+                    lines = (await asyncio.to_thread(engine.json, "GET", "/v1/history"))[1]
+                    if lines["lines"]:
+                        break
+                    await asyncio.sleep(0.1)
+                process.terminate()
+                _, err = await asyncio.wait_for(process.communicate(), 30)
+            finally:
+                if process.returncode is None:
+                    process.kill()
+                    await process.wait()
+            return lines["lines"], process.returncode, err.decode()
+
+    try:
+        lines, code, err = asyncio.run(scenario())
+    finally:
+        notify.close()
+    assert [ln["text"] for ln in lines] == ["hello from chat"]
+    assert code == 0, err
+    assert "reading chat in #streamer as teletypebot" in notify.wait_for("READY=1")

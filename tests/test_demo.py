@@ -80,3 +80,26 @@ def test_demo_help_and_history_commands():
     assert demo.handle("!nonsense")
     assert "unknown command !nonsense" in out.getvalue()
     assert not demo.handle("!quit")
+
+
+def test_demo_keeps_blocked_words_off_its_paper(tmp_path):
+    """The demo's virtual paper gets the same blocklist as the engine's real one."""
+    from io import StringIO
+
+    from appliance.config import Config
+    from appliance.demo import Demo
+    from appliance.generator import load_generator
+
+    blocklist = tmp_path / "blocklist.txt"
+    blocklist.write_text("".join(f"{c}*\n" for c in "abcdefghijklmnopqrstuvwxyz"))
+    config = Config().replace("teletype", port=f"file:{tmp_path / 'paper.txt'}")
+    config = config.replace("moderation", blocklist=str(blocklist), tries=1)
+    out = StringIO()
+    demo = Demo(config, out=out, generator=load_generator(config.model))
+    try:
+        demo.reply()
+    finally:
+        demo.generator.close()
+    assert "every try ran into the blocklist" in out.getvalue()
+    paper = tmp_path / "paper.txt"  # not even created when nothing was printed
+    assert not paper.exists() or not re.search(r"[A-Za-z]", paper.read_text())

@@ -146,9 +146,8 @@ def _word_set(text: str) -> set[str]:
 def test_engine_regenerates_around_words_the_model_likes(tmp_path):
     """Block the commonest words of a real reply: the model must find others."""
     ask = {"prompt": "The typing unit", "seed": 5, "print": False, "max_chars": 120}
-    plain = EngineProcess(tmp_path / "plain", "file:/dev/null", max_chars=120)
     (tmp_path / "plain").mkdir()
-    plain.start()
+    plain = EngineProcess(tmp_path / "plain", "file:/dev/null", max_chars=120).start()
     try:
         status, job = plain.json("POST", "/v1/generate", ask)
     finally:
