@@ -6,6 +6,7 @@
 #   BUILD    where the model pipeline writes its work           (build/model)
 #   MODEL    a GGUF for `make eval`                             (the embedded model)
 #   PYTEST   extra arguments for pytest                         (none)
+#   PIGEN_COMMIT  the pi-gen commit `make image` builds with      (the 2026-06-18 Bookworm arm64 release)
 
 PYTHON ?= python3
 VENV   := .venv
@@ -22,7 +23,13 @@ CONVERT := $(BIN)/python -m convert
 corpus_arg = $(if $(CORPUS),--corpus $(CORPUS),)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup system-deps demo test lint bench model model-sweep gguf quantize eval clean
+.PHONY: help setup system-deps demo test lint bench model model-sweep gguf quantize eval clean \
+	wheels image-check image-check-deps image wiring
+
+# pi-gen, pinned: the bookworm-arm64 branch at its 2026-06-18 release tag
+# (the arm64 and master branches build Trixie now).
+PIGEN_URL    ?= https://github.com/RPi-Distro/pi-gen.git
+PIGEN_COMMIT ?= d7a31c6aa09f4b867902c51da2b45807c0a1709e
 
 help:
 	@echo "make demo         set up, then run the appliance on the embedded model"
@@ -34,6 +41,9 @@ help:
 	@echo "make gguf         $(BUILD)/hf -> $(BUILD)/gguf/model.f32.gguf and .f16.gguf"
 	@echo "make quantize     $(BUILD)/gguf/model.f16.gguf -> Q8_0, Q6_K, Q5_K_M, Q4_K_M"
 	@echo "make eval         perplexity table of every GGUF in $(BUILD)/gguf against the HF model"
+	@echo "make image-check  install the image's stage into a Debian chroot here and check it (root)"
+	@echo "make image        build the SD-card image with pi-gen in Docker (needs Docker and the internet)"
+	@echo "make wiring       redraw firmware/wiring.png"
 	@echo "make clean        remove build/ (keeps .venv and models/)"
 
 setup: $(STAMP)
@@ -92,6 +102,46 @@ quantize: setup
 
 eval: setup
 	$(CONVERT) eval $(BUILD)/gguf/*.gguf --hf $(BUILD)/hf --validation $(BUILD)/corpus/validation.txt
+
+# The appliance and every dependency as wheels, for the image check's
+# offline install (llama-cpp-python's comes from pip's cache once built).
+wheels: setup
+	rm -rf build/wheels
+	$(BIN)/python -m pip wheel --quiet --wheel-dir build/wheels .
+
+image-check-deps:
+	@missing=""; \
+	command -v shellcheck >/dev/null || missing="$$missing shellcheck"; \
+	PATH="$$PATH:/usr/sbin" command -v debootstrap >/dev/null || missing="$$missing debootstrap"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && apt-get install -y -qq $$missing; \
+	  else echo "make image-check needs root, and:$$missing"; exit 1; fi; \
+	fi
+
+image-check: wheels image-check-deps
+	pi-gen-config/image-check.sh build/wheels
+
+# The real image: arm64, built by pi-gen in Docker (not possible on the
+# build machines here: no Docker engine). Only the appliance's own wheel
+# goes in; the chroot builds llama-cpp-python for arm64 and fetches the rest.
+image: setup
+	rm -rf build/image-wheels && mkdir -p build/image-wheels
+	$(BIN)/python -m pip wheel --quiet --no-deps --wheel-dir build/image-wheels .
+	test -d build/pi-gen/.git || git clone $(PIGEN_URL) build/pi-gen
+	git -C build/pi-gen fetch --quiet origin $(PIGEN_COMMIT) || true
+	git -C build/pi-gen checkout --quiet --force $(PIGEN_COMMIT)
+	pi-gen-config/stage-files.sh build/image-wheels
+	rm -rf build/pi-gen/stage-teletype
+	cp -r pi-gen-config/stage-teletype build/pi-gen/stage-teletype
+	cp pi-gen-config/config build/pi-gen/config
+	touch build/pi-gen/stage2/SKIP_IMAGES
+	cd build/pi-gen && ./build-docker.sh
+	cd build/pi-gen/deploy && for f in *.img.xz; do sha256sum "$$f" > "$$f.sha256"; done
+	@ls -l build/pi-gen/deploy/*.img.xz*
+
+wiring: setup
+	$(BIN)/python firmware/draw_wiring.py
 
 clean:
 	rm -rf build

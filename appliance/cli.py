@@ -39,7 +39,12 @@ def _settings(args) -> Config:
 
 
 def cmd_config(args) -> int:
-    sys.stdout.write(render_config(load_config(args.config)))
+    if args.template:
+        from appliance.config import render_template
+
+        sys.stdout.write(render_template())
+    else:
+        sys.stdout.write(render_config(load_config(args.config)))
     return 0
 
 
@@ -150,6 +155,9 @@ def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="teletype", description="GPT-2 on a Teletype: the appliance's commands."
     )
+    from appliance import __version__
+
+    top.add_argument("--version", action="version", version=f"teletype-gpt2 {__version__}")
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = commands.add_parser("demo", help="the whole appliance in this terminal (no hardware)")
@@ -191,6 +199,9 @@ def parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("config", help="print the effective configuration (secrets masked)")
     p.add_argument("--config", type=Path)
+    p.add_argument(
+        "--template", action="store_true", help="print a teletype.toml with every key commented"
+    )
     p.set_defaults(run=cmd_config)
     return top
 

@@ -114,7 +114,9 @@ class EngineConfig:
     tcp_host: str = _opt("127.0.0.1", "HTTP API address; empty for the Unix socket only")
     tcp_port: int = _opt(5599, "HTTP API port", min=0, max=65535)
     token: str = _opt("", "API token; required when tcp_host is not loopback", secret=True)
-    state_dir: str = _opt("", "chat history and tokens; empty for $STATE_DIRECTORY or ~/.local")
+    state_dir: str = _opt(
+        "", "history and tokens; empty for $STATE_DIRECTORY, /var/lib/teletype-gpt2 or ~/.local"
+    )
     runtime_dir: str = _opt("", "the API socket; empty for $RUNTIME_DIRECTORY or /tmp")
     bell_interval: float = _opt(10.0, "seconds between two rings of the bell", min=0.0, max=3600)
 
@@ -233,13 +235,56 @@ def render_config(config: Config) -> str:
         lines.append(f"\n[{name}]")
         for f in dataclasses.fields(section):
             value = getattr(section, f.name)
-            if f.metadata.get("secret") and value:
-                shown = '"********"'
-            elif isinstance(value, bool):
-                shown = "true" if value else "false"
-            elif isinstance(value, str):
-                shown = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-            else:
-                shown = repr(value)
+            shown = '"********"' if f.metadata.get("secret") and value else _toml_value(value)
             lines.append(f"{f.name} = {shown}  # {f.metadata.get('help', '')}")
     return "\n".join(lines) + "\n"
+
+
+TEMPLATE_HEADER = """\
+# teletype.toml: the Teletype GPT-2 appliance's settings.
+#
+# This file is on the SD card's boot partition, so any computer can edit it
+# before the Pi's first boot (Windows line endings and Notepad's byte-order
+# mark are fine). Every setting is shown commented out with its default:
+# remove the "# " in front of a line and change the value to use it. A
+# mistake stops the appliance with a message that names the setting
+# (`journalctl -u teletype-engine`, or `teletype config` over SSH).
+#
+# Text goes in "quotes"; true/false and numbers do not.
+"""
+
+_SECTION_NOTES = {
+    "teletype": "The Teletype and its serial port (/dev/teletype: the Pi's UART or a USB adapter).",
+    "model": "The text generator. The defaults suit the embedded model.",
+    "history": "The chat lines the Teletype answers.",
+    "keyboard": "The Teletype's own keyboard.",
+    "engine": "The engine: one process owns the model and the printer; a local API.",
+    "button": "The front-panel button and its LED (GPIO numbers, BCM).",
+    "chat": "Twitch chat. Set channel, bot and client_id, then run "
+    "`sudo -u teletype teletype twitch-login` once (README: Twitch).",
+    "moderation": "The blocklist: words that never reach the paper or the chat.",
+}
+
+
+def render_template() -> str:
+    """The user's teletype.toml: every section, every key commented out at its default."""
+    defaults = Config()
+    lines = [TEMPLATE_HEADER]
+    for name in ("teletype", "model", "history", "keyboard", "button", "chat", "moderation",
+                 "engine"):  # fmt: skip
+        section = getattr(defaults, name)
+        lines.append(f"[{name}]")
+        lines.append(f"# {_SECTION_NOTES[name]}")
+        for f in dataclasses.fields(section):
+            help_text = f.metadata.get("help", "")
+            lines.append(f"# {f.name} = {_toml_value(getattr(section, f.name))}  # {help_text}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return repr(value)

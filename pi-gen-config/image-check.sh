@@ -1,0 +1,234 @@
+#!/bin/bash
+# `make image-check`: prove the image's own stage installs a working appliance,
+# here, without building an SD-card image.
+#
+#   image-check.sh WHEEL_DIR
+#
+# 1. shellcheck on every script of the stage and the firmware;
+# 2. the pi-gen config parsed, its required settings checked;
+# 3. a real install: Debian bookworm for this machine's architecture
+#    (debootstrap, cached with the stage's Debian packages), then the
+#    stage's sub-stages run the way pi-gen runs them (NN-run.sh on the
+#    host with ROOTFS_DIR, NN-run-chroot.sh inside the chroot), with the
+#    wheels built here and no package index (PIP_NO_INDEX);
+# 4. checks in the result: the user and its groups, `teletype --version`,
+#    the units enabled and `systemd-analyze verify --root` clean, the
+#    serial console gone from cmdline.txt and the UART in config.txt, the
+#    model present and generating.
+#
+# Needs root (chroot, mounts), debootstrap and shellcheck. The Debian mirror
+# is the one this machine's apt uses.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(dirname "$here")
+stage="$here/stage-teletype"
+wheels=$(cd "${1:?usage: image-check.sh WHEEL_DIR}" && pwd)
+cache="${TELETYPE_GPT2_CACHE:-$HOME/.cache/teletype-gpt2}/image-check"
+work="$repo/build/image-check"
+release=bookworm
+arch=$(dpkg --print-architecture)
+failures=0
+
+say() { printf '\n== %s\n' "$*"; }
+pass() { printf '   ok    %s\n' "$*"; }
+fail() {
+	printf '   FAIL  %s\n' "$*"
+	failures=$((failures + 1))
+}
+check() { # check DESCRIPTION COMMAND...
+	local what=$1
+	shift
+	if "$@" >"$work/last.log" 2>&1; then pass "$what"; else
+		fail "$what"
+		sed 's/^/         /' "$work/last.log" | tail -20
+	fi
+}
+
+[ "$(id -u)" = 0 ] || {
+	echo "image-check: needs root (it uses chroot and mounts)" >&2
+	exit 1
+}
+mkdir -p "$cache" "$work"
+
+# --- 1. shellcheck ---------------------------------------------------------
+say "shellcheck"
+scripts=("$stage"/prerun.sh "$stage"/*/*.sh "$here"/*.sh "$repo"/firmware/*.sh)
+check "${#scripts[@]} scripts" shellcheck -s bash "${scripts[@]}"
+check "pi-gen config" shellcheck -s bash -e SC2034 "$here/config"
+
+# --- 2. the pi-gen config --------------------------------------------------
+say "pi-gen config"
+check_config() {
+	(
+		set -u
+		# shellcheck source=/dev/null
+		. "$here/config"
+		for name in IMG_NAME RELEASE TARGET_HOSTNAME FIRST_USER_NAME LOCALE_DEFAULT \
+			TIMEZONE_DEFAULT ENABLE_SSH DEPLOY_COMPRESSION STAGE_LIST; do
+			[ -n "${!name:-}" ] || {
+				echo "$name is not set"
+				exit 1
+			}
+		done
+		# shellcheck disable=SC2153 # RELEASE comes from the config
+		[ "$RELEASE" = "$release" ] || {
+			echo "RELEASE=$RELEASE, but the stage is checked on $release"
+			exit 1
+		}
+		[ "$DEPLOY_COMPRESSION" = xz ] || {
+			echo "DEPLOY_COMPRESSION should be xz"
+			exit 1
+		}
+		case " $STAGE_LIST " in *" stage-teletype "*) ;; *)
+			echo "STAGE_LIST lacks stage-teletype"
+			exit 1
+			;;
+		esac
+		[ "$ENABLE_SSH" = 0 ] || {
+			echo "SSH must be off by default"
+			exit 1
+		}
+	)
+}
+check "required settings, RELEASE=$release, xz, SSH off, stage listed" check_config
+
+# --- 3. a root file system with the stage's packages (cached) --------------
+mirror=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
+[ -n "$mirror" ] || mirror=$(awk '$1 == "deb" {print $2; exit}' /etc/apt/sources.list)
+packages=$(sed 's/#.*//' "$stage/00-system/00-packages" | xargs)
+key=$(printf '%s %s %s' "$release" "$arch" "$packages" | sha256sum | cut -c1-12)
+base="$cache/rootfs-$release-$arch-$key.tar"
+rootfs="$work/rootfs"
+
+mounted=()
+unmount_all() {
+	local i
+	for ((i = ${#mounted[@]} - 1; i >= 0; i--)); do umount -l "${mounted[i]}" 2>/dev/null || true; done
+	mounted=()
+}
+trap unmount_all EXIT
+mount_chroot() {
+	local dir
+	for dir in proc sys dev dev/pts; do
+		mkdir -p "$rootfs/$dir"
+		case $dir in
+		proc) mount -t proc proc "$rootfs/proc" ;;
+		*) mount --bind "/$dir" "$rootfs/$dir" ;;
+		esac
+		mounted+=("$rootfs/$dir")
+	done
+}
+
+if [ ! -f "$base" ]; then
+	say "debootstrap $release/$arch (cold cache: a few minutes, once)"
+	rm -rf "$rootfs"
+	started=$SECONDS
+	debootstrap --variant=minbase --arch="$arch" "$release" "$rootfs" "$mirror" >"$work/debootstrap.log" 2>&1 ||
+		{
+			tail -30 "$work/debootstrap.log"
+			exit 1
+		}
+	mount_chroot
+	# shellcheck disable=SC2086 # a list of package names
+	chroot "$rootfs" /bin/bash -ec "export DEBIAN_FRONTEND=noninteractive; apt-get update -q;
+		apt-get install -y -q --no-install-recommends systemd udev $packages; apt-get clean" \
+		>"$work/apt.log" 2>&1 || {
+		tail -30 "$work/apt.log"
+		exit 1
+	}
+	unmount_all
+	tar -C "$rootfs" -cf "$base.part" . && mv "$base.part" "$base"
+	echo "   base root file system cached in $((SECONDS - started)) s: $base"
+fi
+
+say "the stage, as pi-gen runs it"
+rm -rf "$rootfs"
+mkdir -p "$rootfs"
+tar -C "$rootfs" -xf "$base"
+# The boot partition as stage1 leaves it (pi-gen mounts it at /boot/firmware).
+mkdir -p "$rootfs/boot/firmware"
+cp "$here/check/cmdline.txt" "$here/check/config.txt" "$rootfs/boot/firmware/"
+
+"$here/stage-files.sh" "$wheels"
+
+sed 's/#.*//' "$stage/00-system/01-packages" | xargs -n1 | while read -r package; do
+	echo "   (Raspberry Pi archive only, not on Debian: $package is installed by pi-gen alone)"
+done
+
+export ROOTFS_DIR="$rootfs" STAGE_DIR="$stage" IMG_NAME=teletype-gpt2
+mount_chroot
+run_started=$SECONDS
+for sub in "$stage"/[0-9][0-9]-*/; do
+	for i in $(seq -w 0 99); do
+		if [ -x "$sub/$i-run.sh" ]; then
+			echo "   $(basename "$sub")/$i-run.sh"
+			(cd "$sub" && "./$i-run.sh") || {
+				fail "$(basename "$sub")/$i-run.sh"
+				exit 1
+			}
+		fi
+		if [ -f "$sub/$i-run-chroot.sh" ]; then
+			echo "   $(basename "$sub")/$i-run-chroot.sh (in the chroot)"
+			PIP_NO_INDEX=1 chroot "$rootfs" /usr/bin/env PIP_NO_INDEX=1 /bin/bash -e \
+				<"$sub/$i-run-chroot.sh" || {
+				fail "$(basename "$sub")/$i-run-chroot.sh"
+				exit 1
+			}
+		fi
+	done
+done
+echo "   the stage ran in $((SECONDS - run_started)) s"
+
+# --- 4. what a user gets ---------------------------------------------------
+say "the installed appliance"
+in_root() { chroot "$rootfs" /bin/bash -ec "$*"; }
+check "user teletype exists, in dialout and gpio" \
+	in_root 'id -nG teletype | tr " " "\n" | grep -qx dialout && id -nG teletype | tr " " "\n" | grep -qx gpio'
+check "teletype --version runs from the venv" in_root '/usr/local/bin/teletype --version | grep -q teletype-gpt2'
+for unit in teletype.target teletype-engine.service teletype-button.service teletype-chat.service; do
+	check "$unit enabled" in_root "systemctl is-enabled $unit | grep -qx enabled"
+done
+verify() {
+	local out
+	out=$(systemd-analyze verify --root="$rootfs" \
+		"$rootfs"/etc/systemd/system/teletype-*.service 2>&1) || {
+		echo "$out"
+		return 1
+	}
+	[ -z "$out" ] || {
+		echo "$out"
+		return 1
+	}
+}
+check "systemd-analyze verify --root: nothing to say" verify
+check "serial console gone from cmdline.txt, the rest kept" \
+	bash -c "! grep -Eq 'console=(serial|ttyAMA|ttyS)' '$rootfs/boot/firmware/cmdline.txt' &&
+		grep -q 'console=tty1' '$rootfs/boot/firmware/cmdline.txt' &&
+		grep -q 'rootwait' '$rootfs/boot/firmware/cmdline.txt' &&
+		[ \$(wc -l <'$rootfs/boot/firmware/cmdline.txt') = 1 ]"
+check "UART lines in config.txt, once" \
+	bash -c "grep -qx 'enable_uart=1' '$rootfs/boot/firmware/config.txt' &&
+		grep -qx 'dtparam=uart0=on' '$rootfs/boot/firmware/config.txt' &&
+		[ \$(grep -c '^# --- teletype-gpt2:' '$rootfs/boot/firmware/config.txt') = 1 ]"
+check "teletype.toml on the boot partition is read as the config" \
+	in_root '/usr/local/bin/teletype config | head -1 | grep -q /boot/firmware/teletype.toml'
+# shellcheck disable=SC2016 # expanded in the chroot
+check "serial-getty masked on the Teletype's port" \
+	in_root 'for p in serial0 ttyAMA0 ttyS0; do systemctl is-enabled serial-getty@$p.service | grep -qx masked; done'
+check "udev rule names /dev/teletype" grep -q 'SYMLINK+="teletype"' "$rootfs/etc/udev/rules.d/99-teletype.rules"
+check "the embedded model is installed and generates" in_root \
+	'cd / && /opt/teletype-gpt2/venv/bin/python -c "
+from appliance.generator import find_model, load_generator
+from appliance.config import Config
+path = find_model()
+assert str(path).startswith(\"/usr/share/teletype-gpt2/models/\"), path
+g = load_generator(Config().model)
+text = g.generate(\"The clutch\", 60, seed=1)
+assert len(text.split()) >= 5, text
+print(text)
+"'
+unmount_all
+
+say "image-check: $([ $failures = 0 ] && echo "all passed" || echo "$failures failed")"
+[ $failures = 0 ]

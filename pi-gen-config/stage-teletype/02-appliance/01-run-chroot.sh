@@ -1,0 +1,16 @@
+#!/bin/bash -e
+# The appliance in its own venv (seeing the system's python3-lgpio and
+# python3-systemd), the `teletype` command on the PATH, the units enabled.
+venv=/opt/teletype-gpt2/venv
+python3 -m venv --system-site-packages "${venv}"
+# Wheels from files/ first; what is not there (llama-cpp-python on arm64)
+# comes from the package index and is built here, once.
+"${venv}/bin/pip" install --no-cache-dir --find-links /tmp/teletype-wheels teletype-gpt2
+rm -rf /tmp/teletype-wheels
+ln -sf "${venv}/bin/teletype" /usr/local/bin/teletype
+
+units=$("${venv}/bin/python" -c \
+	'import appliance, pathlib; print(pathlib.Path(appliance.__file__).parent / "systemd")')
+install -m 644 "${units}"/*.service "${units}"/*.target /etc/systemd/system/
+systemctl enable teletype.target teletype-engine.service teletype-button.service \
+	teletype-chat.service
