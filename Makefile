@@ -35,7 +35,7 @@ help:
 	@echo "make demo         set up, then run the appliance on the embedded model"
 	@echo "make test         set up, then ruff and the whole test suite"
 	@echo "make setup        create .venv and install (a no-op when nothing changed)"
-	@echo "make bench        measure the demo and the engine (bench/*.md)"
+	@echo "make bench        speed, memory, start-up and pacing, side by side (bench/results.md)"
 	@echo "make model        corpus -> tokenizer -> train -> GGUF -> quantise -> eval -> models/"
 	@echo "make model-sweep  measure validation loss against model size and time (for the card)"
 	@echo "make gguf         $(BUILD)/hf -> $(BUILD)/gguf/model.f32.gguf and .f16.gguf"
@@ -84,6 +84,7 @@ test: lint
 	$(BIN)/python -m pytest $(PYTEST)
 
 bench: setup
+	$(BIN)/python bench/run.py
 	$(BIN)/python bench/virtual_teletype.py
 	$(BIN)/python bench/engine.py
 

@@ -159,7 +159,9 @@ async def print_text(request: web.Request) -> web.Response:
     text = _field(body, "text", str, None, lambda v: 0 < len(v) <= MAX_PROMPT)
     if text is None or not text.split():
         raise web.HTTPBadRequest(reason="text is required and must not be blank")
-    source = _field(body, "source", str, "api", lambda v: v in (*SOURCES, "chat-line"))
+    # chat-line: a chat message; system: a notice of our own (a sign-in code)
+    # that the chat bridge must not repeat in chat.
+    source = _field(body, "source", str, "api", lambda v: v in (*SOURCES, "chat-line", "system"))
     # Low priority: only while at least half the queue is free.
     spare = engine.queue.maxsize // 2 if _field(body, "low_priority", bool, False) else 0
     hit = engine.blocklist.find(text)

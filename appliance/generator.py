@@ -12,6 +12,7 @@ import os
 import random
 import re
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,7 +65,12 @@ class Sampling:
 def load_generator(model_config) -> Generator:
     """The generator for the [model] config section (the embedded model if none is set)."""
     m = model_config
-    return Generator(find_model(m.path), threads=m.threads, repeat_last_n=m.repeat_last_n)
+    return Generator(
+        find_model(m.path),
+        threads=m.threads,
+        repeat_last_n=m.repeat_last_n,
+        flash_attn=m.flash_attn,
+    )
 
 
 def sampling_from(model_config) -> Sampling:
@@ -97,7 +103,14 @@ def looping(words: list[str], times: int = 3, longest: int = 4) -> bool:
 
 
 class Generator:
-    def __init__(self, model_path: Path, threads: int = 0, repeat_last_n: int = 64):
+    def __init__(
+        self,
+        model_path: Path,
+        threads: int = 0,
+        repeat_last_n: int = 64,
+        flash_attn: bool = True,
+        batch: int = 512,
+    ):
         from llama_cpp import Llama
 
         self.model_path = model_path
@@ -108,6 +121,11 @@ class Generator:
                 n_threads=threads or os.cpu_count() or 1,
                 last_n_tokens_size=repeat_last_n,
                 use_mmap=True,
+                # Measured in bench/results.md: on CPUs flash attention makes
+                # both the prompt and each token faster.
+                flash_attn=flash_attn,
+                n_batch=batch,
+                n_ubatch=batch,
                 verbose=False,
             )
         except (ValueError, OSError) as e:
@@ -118,6 +136,9 @@ class Generator:
         # process when asked for one past them; everything stays below this.
         self.context = int(llama_cpp.llama_model_n_ctx_train(self.llm.model))
         self._lock = threading.Lock()
+        # The last request's numbers, for the benchmarks: prompt tokens,
+        # tokens generated, seconds to the first token and in all.
+        self.last_stats: dict[str, float] = {}
 
     def close(self) -> None:
         self.llm.close()
@@ -131,10 +152,15 @@ class Generator:
         max_chars: int = 500,
         seed: int | None = None,
         sampling: Sampling = Sampling(),
+        max_tokens: int | None = None,
     ) -> Iterator[str]:
-        """Yield the reply in pieces that end on a word boundary."""
+        """Yield the reply in pieces that end on a word boundary.
+
+        `max_tokens` caps the tokens generated (the benchmarks ask for an
+        exact number); the context is always the last word.
+        """
         with self._lock:
-            yield from self._stream(prompt, max_chars, seed, sampling)
+            yield from self._stream(prompt, max_chars, seed, sampling, max_tokens)
 
     def generate(
         self,
@@ -145,12 +171,24 @@ class Generator:
     ) -> str:
         return "".join(self.stream(prompt, max_chars, seed, sampling))
 
-    def _stream(self, prompt: str, max_chars: int, seed: int | None, sampling: Sampling):
+    def _stream(
+        self,
+        prompt: str,
+        max_chars: int,
+        seed: int | None,
+        sampling: Sampling,
+        token_cap: int | None = None,
+    ):
         # Room for the reply: about 3 characters a token at worst, plus slack
         # for the sentence end; the prompt keeps its most recent tokens.
         reply_budget = min(self.context // 2, max_chars // 3 + 48)
         prompt_ids = self.tokens(prompt)[-(self.context - reply_budget) :] or [self.llm.token_eos()]
         max_tokens = self.context - len(prompt_ids)
+        if token_cap is not None:
+            max_tokens = min(max_tokens, token_cap)
+        started = time.perf_counter()
+        stats = {"prompt_tokens": len(prompt_ids), "tokens": 0, "first_token_s": 0.0}
+        self.last_stats = stats
         hard_limit = max_chars + max(100, max_chars // 2)
         seed = random.randrange(2**31) if seed is None or seed < 0 else seed
 
@@ -169,6 +207,10 @@ class Generator:
             stop=[END_OF_TEXT],
             stream=True,
         ):
+            stats["tokens"] += 1
+            if stats["tokens"] == 1:
+                stats["first_token_s"] = time.perf_counter() - started
+            stats["seconds"] = time.perf_counter() - started
             piece = chunk["choices"][0]["text"]
             if partial_word:
                 # The prompt ended inside a word ("hello" -> "alis..."): its

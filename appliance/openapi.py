@@ -146,7 +146,7 @@ OPENAPI = {
                                     "text": {"type": "string", "minLength": 1, "maxLength": 2000},
                                     "source": {
                                         "type": "string",
-                                        "enum": [*_SOURCES, "chat-line"],
+                                        "enum": [*_SOURCES, "chat-line", "system"],
                                     },
                                     "low_priority": {"type": "boolean"},
                                 },

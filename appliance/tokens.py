@@ -68,6 +68,12 @@ def save_tokens(path: Path, tokens: TwitchTokens) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o600)  # in case the file was there with looser bits
+        if os.geteuid() == 0:
+            # `sudo teletype twitch-login` (root, not the service user): the
+            # file must belong to whoever owns the state directory, or the
+            # service could not read it.
+            owner = path.parent.stat()
+            os.chown(tmp, owner.st_uid, owner.st_gid)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -353,7 +353,8 @@ def run_login(config: Config) -> int:
         print(text, flush=True)
         # No engine running: the console is enough.
         with contextlib.suppress(EngineUnavailable):
-            await engine.print_text(f"{text}\n", source="api")
+            # "system": the bridge never posts it in chat (the code is for us).
+            await engine.print_text(f"{text}\n", source="system")
 
     async def main() -> TwitchTokens:
         return await login(config, show)

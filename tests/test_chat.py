@@ -343,16 +343,20 @@ def test_results_from_the_button_are_posted(tmp_path):
         async def scenario():
             async with stage(tmp_path, engine) as s:
                 await asyncio.sleep(1.0)  # the bridge follows the engine's events
+                # A sign-in code printed by twitch-login is for the paper only.
+                notice = {"text": "SIGN IN WITH CODE ABCD1234", "source": "system"}
+                assert (await s.engine_call("POST", "/v1/print", notice))[0] == 202
                 status, job = await s.engine_call(
                     "POST", "/v1/generate", {"source": "button", "max_chars": 30}
                 )
                 assert status == 200
                 await s.posted(re.escape(" ".join(job["text"].split())))
-                return job
+                return s.posts()
 
-        asyncio.run(scenario())
+        posts = asyncio.run(scenario())
     finally:
         engine.close()
+    assert not any("ABCD1234" in p for p in posts)
 
 
 def test_bell_rings_and_is_rate_limited(tmp_path, engine, teletype):
@@ -521,6 +525,19 @@ def test_login_as_the_wrong_account_is_refused(tmp_path, caplog):
     assert isinstance(error, TokenError)
     assert "signed in as 'streamer'" in str(error) and "chat.bot" in str(error)
     assert not token_path(tmp_path / "bot-state").exists()
+
+
+def test_tokens_saved_by_root_belong_to_the_state_directory_owner(tmp_path):
+    """`sudo teletype twitch-login`: the service user must still be able to read them."""
+    if os.geteuid() != 0:
+        pytest.skip("only root can save a file for another user")
+    state = tmp_path / "state"
+    state.mkdir()
+    os.chown(state, 65534, 65534)  # nobody, standing in for the teletype user
+    path = token_path(state)
+    save_tokens(path, TwitchTokens("200", "teletypebot", "t", "r", CLIENT_ID))
+    assert (path.stat().st_uid, path.stat().st_gid) == (65534, 65534)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
 def _cli(tmp_path: Path, config_text: str) -> subprocess.CompletedProcess:

@@ -5,7 +5,10 @@ venv=/opt/teletype-gpt2/venv
 python3 -m venv --system-site-packages "${venv}"
 # Wheels from files/ first; what is not there (llama-cpp-python on arm64)
 # comes from the package index and is built here, once.
-"${venv}/bin/pip" install --no-cache-dir --find-links /tmp/teletype-wheels teletype-gpt2
+# The appliance by its file, never by name: a package index must not be able
+# to offer another "teletype-gpt2".
+"${venv}/bin/pip" install --no-cache-dir --find-links /tmp/teletype-wheels \
+	/tmp/teletype-wheels/teletype_gpt2-*.whl
 rm -rf /tmp/teletype-wheels
 ln -sf "${venv}/bin/teletype" /usr/local/bin/teletype
 
