@@ -26,7 +26,6 @@ import itertools
 import json
 import os
 import platform
-import select
 import statistics
 import sys
 import tempfile
@@ -40,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.models import SHAPES, build  # noqa: E402
 from tests.engine_process import EngineProcess  # noqa: E402
+from tests.wire import PtyReader  # noqa: E402
 
 THREADS = os.cpu_count() or 1
 # Five chat lines, as the bridge keeps them: about 120 tokens with the names.
@@ -187,27 +187,8 @@ def transformers_rate(hf_dir: Path, prompt: str, tokens: int, runs: int) -> tupl
 # --- 3 to 7: the engine ---------------------------------------------------------------
 
 
-class TimedPty:
-    """A pty whose reader notes when each byte arrived."""
-
-    def __init__(self):
-        self.master, self.slave = os.openpty()
-        self.name = os.ttyname(self.slave)
-        self.arrivals: list[tuple[float, int]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self):
-        while not self._stop.is_set():
-            ready, _, _ = select.select([self.master], [], [], 0.01)
-            if ready:
-                try:
-                    data = os.read(self.master, 4096)
-                except OSError:
-                    return
-                now = time.monotonic()
-                self.arrivals.extend((now, b) for b in data)
+class TimedPty(PtyReader):
+    """The tests' pty reader (it notes when each byte arrived), waiting for quiet."""
 
     def wait_quiet(self, quiet: float) -> None:
         while True:
@@ -215,12 +196,6 @@ class TimedPty:
             if self.arrivals and time.monotonic() - last > quiet:
                 return
             time.sleep(0.05)
-
-    def close(self):
-        self._stop.set()
-        self._thread.join()
-        os.close(self.master)
-        os.close(self.slave)
 
 
 def _engine(

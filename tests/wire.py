@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import select
 import threading
+import time
 from dataclasses import dataclass, field
 
 # Baudot facts (ITA2/USTTY share these codes).
@@ -41,18 +42,23 @@ class PtyReader:
         self.master, self.slave = os.openpty()
         self.name = os.ttyname(self.slave)
         self.data = bytearray()
+        # When each byte arrived (monotonic seconds), for timing on the wire.
+        self.arrivals: list[tuple[float, int]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self):
         while not self._stop.is_set():
-            ready, _, _ = select.select([self.master], [], [], 0.05)
+            ready, _, _ = select.select([self.master], [], [], 0.01)
             if ready:
                 try:
-                    self.data += os.read(self.master, 4096)
+                    chunk = os.read(self.master, 4096)
                 except OSError:
                     return
+                now = time.monotonic()
+                self.arrivals.extend((now, b) for b in chunk)
+                self.data += chunk
 
     def collect(self, quiet: float = 0.2) -> bytes:
         """Everything received, once nothing new has arrived for `quiet` seconds."""
