@@ -177,7 +177,7 @@ def write_report(results: dict, md: Path, png: Path, notes: str = "") -> None:
         "beyond it, even on a Pi 4 and even if the real Pi reaches only a third of the "
         "ceiling.",
         "",
-        "![tokens a second](results.png)",
+        f"![tokens a second]({png.name})",
         "",
     ]
     if notes:

@@ -392,8 +392,8 @@ def main() -> int:
     notes = ROOT / "bench" / "notes.md"  # the speed-ups tried, with their before and after
     write_report(
         results,
-        ROOT / "bench" / "results.md",
-        ROOT / "bench" / "results.png",
+        args.out.with_suffix(".md"),
+        args.out.with_suffix(".png"),
         notes.read_text() if notes.exists() else "",
     )
     return 0
