@@ -137,6 +137,8 @@ image: setup
 	cp -r pi-gen-config/stage-teletype build/pi-gen/stage-teletype
 	cp pi-gen-config/config build/pi-gen/config
 	touch build/pi-gen/stage2/SKIP_IMAGES
+	# A failed build leaves pi-gen's container behind, and the next one would refuse to start.
+	-docker rm -v pigen_work >/dev/null 2>&1
 	cd build/pi-gen && ./build-docker.sh
 	cd build/pi-gen/deploy && for f in *.img.xz; do sha256sum "$$f" > "$$f.sha256"; done
 	@ls -l build/pi-gen/deploy/*.img.xz*

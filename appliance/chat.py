@@ -65,6 +65,13 @@ class Cooldowns:
         self._until: dict[str, float] = {}
         self._told: set[str] = set()
 
+    def hold(self, keys: list[str]) -> dict[str, float]:
+        """The keys' current ends, to restore if what started them came to nothing."""
+        return {key: self._until.get(key, 0.0) for key in keys}
+
+    def restore(self, held: dict[str, float]) -> None:
+        self._until.update(held)
+
     def until(self, key: str) -> float:
         return self._until.get(key, 0.0)
 
@@ -124,21 +131,22 @@ class ChatBridge:
             "help": self.help,
         }
 
-    async def _chat_line(self, name: str, text: str) -> None:
+    async def _chat_line(self, name: str, text: str) -> bool:
+        """False if the engine is away (the line waits for it)."""
         if not text.strip():
-            return
+            return True
         try:
             status, body = await self.engine.add_history(name, text)
         except EngineUnavailable:
             self._went_offline()
             self._unsent.append((name, text))
-            return
+            return False
         if status == 422:
             log.info("a chat line from %s was refused: %s", name, body.get("error"))
-            return
+            return True
         if status != 201:
             log.warning("the engine refused a chat line (%d): %s", status, body)
-            return
+            return True
         if self.settings.print_chat:
             # The engine cleans the line (one line, 300 characters at most).
             line = f"{body['name']}: {body['text']}"
@@ -146,6 +154,7 @@ class ChatBridge:
                 status, _ = await self.engine.print_text(line, "chat-line", low_priority=True)
                 if status == 429:
                     log.info("printer busy: %s's line went to the history only", name)
+        return True
 
     # --- commands ------------------------------------------------------------------
 
@@ -164,20 +173,27 @@ class ChatBridge:
                     f"{max(1, round(wait))} s."
                 )
             return
+        # Taken before asking the engine: each chat message runs in its own
+        # task, and a burst of !gpt2 must not all pass while the first waits.
+        # Given back if the engine takes nothing.
+        held = self.cooldowns.hold([viewer.id, "*"])
+        self.cooldowns.start(viewer.id, self.settings.user_cooldown)
+        self.cooldowns.start("*", self.settings.global_cooldown)
         try:
             status, job = await self.engine.request_reply(extra, source="chat")
         except EngineUnavailable:
+            self.cooldowns.restore(held)
             self._went_offline()
             await self._say_offline()
             return
-        if status == 429:
-            await self.post(f"@{viewer.name} the queue is full: {job.get('error', 'try later')}.")
-            return
         if status != 202:
-            log.warning("the engine would not take a reply (%d): %s", status, job)
+            self.cooldowns.restore(held)
+            if status == 429:
+                reason = job.get("error", "try again later")
+                await self.post(f"@{viewer.name} the queue is full: {reason}.")
+            else:
+                log.warning("the engine would not take a reply (%d): %s", status, job)
             return
-        self.cooldowns.start(viewer.id, self.settings.user_cooldown)
-        self.cooldowns.start("*", self.settings.global_cooldown)
         if job["position"] > 1 or job.get("printer_busy"):
             seconds = max(1, round(job["starts_in_seconds"]))
             await self.post(
@@ -190,7 +206,7 @@ class ChatBridge:
         job = await self._wait_for_job(job_id)
         if job is None:
             return
-        if job["status"] == "done" and job["text"].strip():
+        if job["status"] == "done" and job.get("text", "").strip():
             limit = self.settings.reply_chars - len(viewer.name) - 2
             await self.post(f"@{viewer.name} {fit_for_chat(job['text'], limit)}")
         elif job["status"] == "withheld":
@@ -203,6 +219,7 @@ class ChatBridge:
             await self.post(f"@{viewer.name} sorry, the Teletype's generator failed.")
 
     async def _wait_for_job(self, job_id: int) -> dict | None:
+        """The job once it has ended; None if it is gone (the engine restarted)."""
         while True:
             try:
                 status, job = await self.engine.job(job_id, wait=60)
@@ -210,9 +227,11 @@ class ChatBridge:
                 self._went_offline()
                 await asyncio.sleep(2.0)
                 continue
-            if status == 404:  # the engine restarted; the job is gone with it
+            if status != 200 or job.get("source") != "chat":
+                # 404: the engine restarted and the job went with it (ids
+                # never repeat, so another job cannot answer to this one).
                 return None
-            if job["status"] not in ("queued", "running"):
+            if job.get("status") not in ("queued", "running"):
                 return job
 
     async def stop(self, viewer: Viewer, _: str) -> None:
@@ -246,7 +265,7 @@ class ChatBridge:
         if status == 200:
             self.cooldowns.start(key, self.settings.bell_cooldown)
         elif status == 429:
-            retry = round(time.monotonic() / max(1, self.settings.bell_cooldown))
+            retry = round(self.cooldowns.clock() / max(1, self.settings.bell_cooldown))
             if self.cooldowns.tell_once(f"bell-busy:{retry}"):
                 await self.post(f"@{viewer.name} the bell rang a moment ago.")
 
@@ -282,7 +301,8 @@ class ChatBridge:
         self._said_offline = False
         while self._unsent:
             name, text = self._unsent.popleft()
-            await self._chat_line(name, text)
+            if not await self._chat_line(name, text):
+                return  # away again: the line is back in _unsent for next time
 
     async def follow_engine(self) -> None:
         """Watch the engine's events for as long as the bridge runs.
@@ -299,6 +319,8 @@ class ChatBridge:
                         await self._posted_elsewhere(data)
             except EngineUnavailable:
                 self._went_offline()
+            except Exception:  # the watch must outlive any one odd event
+                log.exception("while following the engine's events")
             await asyncio.sleep(2.0)
 
     async def _posted_elsewhere(self, job: dict) -> None:

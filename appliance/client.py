@@ -45,8 +45,10 @@ class EngineClient:
                 ) as session,
                 session.request(method, self.base + path, json=body) as r,
             ):
-                data = await r.json() if r.content_type == "application/json" else None
-                return r.status, data
+                if r.content_type == "application/json":
+                    return r.status, await r.json()
+                # aiohttp's own errors (404, 405, 500) are plain text.
+                return r.status, {"error": f"HTTP {r.status}: {(await r.text())[:200]}"}
         except (aiohttp.ClientError, OSError, TimeoutError) as e:
             raise EngineUnavailable(f"the engine at {self.where} is not answering: {e}") from e
 
@@ -93,7 +95,7 @@ class EngineClient:
         return await self._call("POST", "/v1/print", body)
 
     async def cancel(self) -> bool:
-        return bool((await self._call("POST", "/v1/cancel"))[1]["cancelled"])
+        return bool((await self._call("POST", "/v1/cancel"))[1].get("cancelled"))
 
     async def add_history(self, name: str, text: str) -> tuple[int, dict]:
         """(201, the line as stored), (422, why the blocklist refused it) or (400, ...)."""
@@ -129,7 +131,12 @@ class EngineClient:
                     if line.startswith("event: "):
                         kind = line[7:]
                     elif line.startswith("data: ") and kind:
-                        yield kind, json.loads(line[6:])
+                        try:
+                            data = json.loads(line[6:])
+                        except ValueError:
+                            data = None
+                        if isinstance(data, dict):
+                            yield kind, data
                         kind = ""
         except (aiohttp.ClientError, OSError, TimeoutError) as e:
             raise EngineUnavailable(f"the engine at {self.where} is not answering: {e}") from e

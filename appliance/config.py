@@ -32,7 +32,7 @@ def _opt(default: Any, help: str, *, choices=None, min=None, max=None, secret=Fa
 class ModelConfig:
     path: str = _opt("", "GGUF file; empty for the embedded model")
     threads: int = _opt(0, "CPU threads for generation; 0 for all cores", min=0, max=64)
-    flash_attn: bool = _opt(True, "llama.cpp's flash attention (faster on a CPU: bench/)")
+    flash_attn: bool = _opt(True, "llama.cpp's flash attention (a sooner first character: bench/)")
     temperature: float = _opt(0.75, "sampling temperature", min=0.0, max=2.0)
     top_p: float = _opt(0.9, "nucleus sampling", min=0.0, max=1.0)
     top_k: int = _opt(40, "keep only the k likeliest tokens; 0 for all", min=0)

@@ -8,7 +8,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-_ids = itertools.count(1)
+# Ids go on from the clock (milliseconds), not from 1: a client still waiting
+# for job 3 when the engine restarts must never be handed someone else's job 3.
+_ids = itertools.count(time.time_ns() // 1_000_000)
 
 
 @dataclass

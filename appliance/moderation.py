@@ -172,7 +172,10 @@ def moderated(
                     on_hit(hit)
                 break
             accepted = candidate
-            hold = _hold_back(accepted, blocklist.longest - 1)
+            # The last longest-1 words may begin a blocked phrase; a last word
+            # with no space after it may still grow into a blocked word.
+            words = blocklist.longest - 1 + (not accepted[-1:].isspace())
+            hold = _hold_back(accepted, words)
             if hold > released:
                 yield accepted[released:hold]
                 released = hold
@@ -202,8 +205,14 @@ def clean_reply(
 
     def attempt(prefix: str, number: int) -> Iterator[str]:
         next_seed = None if seed is None or seed < 0 else seed + number
+        # The reply starts a new word after the prompt (the generator skips
+        # the rest of a word the prompt ends in), so a space goes between.
+        joint = " " if prefix and prompt and not prompt[-1].isspace() else ""
         return generator.stream(
-            prompt + prefix.rstrip(), max(20, max_chars - len(prefix)), next_seed, sampling
+            prompt + joint + prefix.rstrip(),
+            max(20, max_chars - len(prefix)),
+            next_seed,
+            sampling,
         )
 
     return moderated(attempt, blocklist, tries, on_hit)

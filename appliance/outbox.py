@@ -40,6 +40,7 @@ class Outbox:
         self.waiting: asyncio.Queue[str] = asyncio.Queue(maxsize=max_waiting)
         self.sent_at: deque[float] = deque()
         self.last_text = ""
+        self.last_sent = -1e9
         self.sent = 0
         self.dropped = 0
 
@@ -54,7 +55,8 @@ class Outbox:
     async def run(self) -> None:
         while True:
             text = await self.waiting.get()
-            if text == self.last_text:
+            # Twitch drops a message that repeats the one before it within 30 s.
+            if text == self.last_text and self.clock() - self.last_sent < self.window:
                 log.info("not posting the same message twice in a row: %r", text[:60])
                 continue
             await self._room()
@@ -84,7 +86,7 @@ class Outbox:
                 log.warning("could not post to chat: %s", e)
                 return
             if delivered:
-                self.last_text = text
+                self.last_text, self.last_sent = text, self.clock()
                 self.sent += 1
             return
         log.warning("gave up posting after %d tries: %r", tries, text[:60])

@@ -277,7 +277,22 @@ async def run_bot(config: Config) -> None:
     keeper = TokenKeeper(token_path(state_dir(config)), settings.client_id)
     bot = TeletypeBot(settings, keeper, engine_client(config))
     try:
-        if await bot.login_dcf(load_token=True, save_token=False) is not None:
+        try:
+            flow = await bot.login_dcf(load_token=True, save_token=False)
+        except twitchio.InvalidTokenException:
+            # twitchio's message carries the token itself: not for the journal.
+            raise TokenError(
+                "Twitch refused the saved tokens and their refresh: "
+                "run `teletype twitch-login` again"
+            ) from None
+        except twitchio.HTTPException as e:
+            if e.status not in (400, 401, 403):
+                raise  # Twitch or the network: exit 1, and systemd tries again
+            raise TokenError(
+                f"Twitch refused the saved tokens (HTTP {e.status}): "
+                "run `teletype twitch-login` again"
+            ) from None
+        if flow is not None:
             raise TokenError("the saved Twitch tokens no longer work: run `teletype twitch-login`")
         await bot.start_dcf(block=True)
     finally:

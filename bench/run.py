@@ -117,7 +117,8 @@ def bare_rate(path: Path, prompt: str, tokens: int, runs: int) -> Spread:
     import llama_cpp
     from llama_cpp import Llama
 
-    llm = Llama(model_path=str(path), n_ctx=0, n_threads=THREADS, verbose=False)
+    # The generator's own settings (flash attention on), so only the Python differs.
+    llm = Llama(model_path=str(path), n_ctx=0, n_threads=THREADS, flash_attn=True, verbose=False)
     ctx = llm._ctx.ctx
     ids = llm.tokenize(prompt.encode(), add_bos=False, special=False)
     rate = Spread()

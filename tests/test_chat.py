@@ -213,6 +213,29 @@ def test_cooldowns_answer_once_per_viewer(tmp_path):
     assert sum("needs a rest" in p for p in posts) == 1
 
 
+def test_a_burst_of_gpt2_queues_one_reply(tmp_path):
+    """Each chat message is its own task: the cooldown must hold before the engine answers."""
+    engine = _engine(tmp_path, f"file:{tmp_path / 'paper.txt'}")
+    try:
+
+        async def scenario():
+            async with stage(tmp_path, engine, chat="user_cooldown = 120\n") as s:
+                for _ in range(4):
+                    await s.say("alice", "!gpt2")
+                await s.posted(r"^@Alice (?!the Teletype needs)")
+                await asyncio.sleep(1.0)
+                status = (await s.engine_call("GET", "/v1/status"))[1]
+                return s.posts(), status
+
+        posts, status = asyncio.run(scenario())
+    finally:
+        engine.close()
+    replies = [p for p in posts if p.startswith("@Alice") and "needs a rest" not in p]
+    assert len(replies) == 1, posts
+    assert status["jobs_finished"] == 1
+    assert sum("needs a rest" in p for p in posts) == 1
+
+
 def test_global_cooldown_holds_everyone_back(tmp_path):
     engine = _engine(tmp_path, f"file:{tmp_path / 'paper.txt'}")
     try:
@@ -601,6 +624,28 @@ def test_outbox_keeps_to_the_send_rate():
 def test_outbox_never_posts_the_same_text_twice_in_a_row():
     sent = _outbox_run(["a", "a", "b", "a", "a"], 20, 30, expect=3)
     assert [t for _, t in sent] == ["a", "b", "a"]
+
+
+def test_outbox_repeats_a_text_once_twitchs_window_has_passed():
+    sent: list[str] = []
+
+    async def scenario():
+        async def send(text: str) -> bool:
+            sent.append(text)
+            return True
+
+        outbox = Outbox(send, per_window=20, window=0.3)
+        runner = asyncio.create_task(outbox.run())
+        await outbox.post("the queue is full")
+        await outbox.post("the queue is full")  # at once: dropped
+        await asyncio.sleep(0.5)
+        await outbox.post("the queue is full")  # later: Twitch takes it again
+        await asyncio.sleep(0.2)
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+
+    asyncio.run(scenario())
+    assert sent == ["the queue is full", "the queue is full"]
 
 
 def test_fit_for_chat_cuts_at_a_sentence_end():

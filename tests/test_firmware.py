@@ -93,7 +93,7 @@ def test_boot_setup_adds_the_uart_once_and_keeps_the_rest(tmp_path):
     # The block starts with [all], so the [cm4] filter before it does not swallow it.
     assert block.splitlines()[3] == "[all]"
     assert "enable_uart=1" in block and "dtparam=uart0=on" in block
-    assert block.count("dtoverlay=disable-bt") == 4
+    assert block.count("dtoverlay=disable-bt") == 3  # Pi 3, Pi 4, Zero 2 W
     assert (boot / "teletype.toml").read_text() == TEMPLATE.read_text()
 
 

@@ -104,6 +104,24 @@ def test_moderated_holds_back_words_that_may_start_a_phrase():
     assert all("bad" not in p for p in released)
 
 
+def test_moderated_holds_a_word_that_has_not_ended_yet():
+    """Pieces that stop inside a word: the word waits until it is whole."""
+    cases = [
+        ("darn\n", ["Hello", " da", "rn"]),
+        ("darn*\n", [" da", "rned"]),
+        ("foo bar\n", ["x", " foo", " ba", "r"]),
+    ]
+    for terms, pieces in cases:
+
+        def start(prefix: str, attempt: int, pieces=pieces):
+            yield from pieces if attempt == 0 else ["clean."]
+
+        released = list(moderated(start, _list(terms), tries=1))
+        text = "".join(released)
+        assert _list(terms).find(text) is None, (terms, released)
+        assert text.endswith("clean.")
+
+
 def test_moderated_gives_up_after_its_tries():
     start, calls = _scripted("fine darn", "darn", "darn")
     assert "".join(moderated(start, _list("darn\n"), tries=2)).strip() == "fine"
