@@ -115,7 +115,7 @@ class ChatBridge:
     async def on_message(self, viewer: Viewer, text: str) -> None:
         if text.startswith(PREFIX):
             word, _, rest = text[len(PREFIX) :].partition(" ")
-            handler = self._commands().get(word.lower())
+            handler = self._commands().get(word)  # as twitchio's: case matters
             if handler is not None:
                 await handler(viewer, rest.strip())
             # Other bots' commands (!uptime, !so) are not conversation: skipped.

@@ -90,7 +90,11 @@ class _TokenFileMixin:
 
     async def add_token(self, token: str, refresh: str):
         validated = await super().add_token(token, refresh)  # type: ignore[misc]
-        if validated.user_id and token_is_current(self, validated.user_id, token):
+        # add_token may have refreshed an expired token on the way in; then the
+        # refreshed pair is saved already (event_token_refreshed) and the one
+        # we were given is spent.
+        held = self.tokens.get(validated.user_id) if validated.user_id else None  # type: ignore[attr-defined]
+        if validated.user_id and (held is None or held["token"] == token):
             self.keeper.store(validated.user_id, validated.login or "", token, refresh)
         return validated
 
@@ -128,14 +132,6 @@ class _NoWebServer(BaseAdapter):
         return ""
 
 
-def token_is_current(client: Any, user_id: str, token: str) -> bool:
-    # add_token may have refreshed an expired token on the way in; then the
-    # refreshed pair is already saved (event_token_refreshed) and the one we
-    # were given is spent.
-    held = client._http._tokens.get(user_id)
-    return held is None or held["token"] == token
-
-
 class TeletypeBot(_TokenFileMixin, commands.Bot):
     def __init__(self, settings: ChatConfig, keeper: TokenKeeper, engine: EngineClient):
         tokens = keeper.load()
@@ -155,9 +151,6 @@ class TeletypeBot(_TokenFileMixin, commands.Bot):
         self.channel: twitchio.PartialUser | None = None
         self.subscribed = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
-
-    async def setup_hook(self) -> None:
-        await self.add_component(Commands(self.bridge))
 
     async def event_ready(self) -> None:
         # After start_dcf: the bot's token is loaded (and refreshed if it had
@@ -186,16 +179,8 @@ class TeletypeBot(_TokenFileMixin, commands.Bot):
     async def event_message(self, payload: twitchio.ChatMessage) -> None:
         if payload.chatter.id == self.bot_id:
             return  # our own posts come back to us as chat
-        if payload.text.startswith(PREFIX):
-            await self.process_commands(payload)
-            return
+        # Commands and chat lines alike: the bridge tells them apart.
         await self.bridge.on_message(_viewer(payload.chatter), payload.text)
-
-    async def event_command_error(self, payload) -> None:
-        error = payload.exception
-        if isinstance(error, commands.CommandNotFound):
-            return  # another bot's command
-        log.warning("command %s failed: %s", payload.context.command, error)
 
     async def _send(self, text: str) -> bool:
         assert self.channel is not None
@@ -229,33 +214,6 @@ def _viewer(chatter) -> Viewer:
         name=chatter.display_name or chatter.name or "someone",
         moderator=bool(chatter.moderator or chatter.broadcaster),
     )
-
-
-class Commands(commands.Component):
-    """The chat commands; each one hands over to the bridge."""
-
-    def __init__(self, bridge: ChatBridge):
-        self.bridge = bridge
-
-    @commands.command(name="gpt2")
-    async def gpt2(self, ctx: commands.Context, *, words: str = "") -> None:
-        await self.bridge.gpt2(_viewer(ctx.chatter), words)
-
-    @commands.command(name="stop")
-    async def stop(self, ctx: commands.Context) -> None:
-        await self.bridge.stop(_viewer(ctx.chatter), "")
-
-    @commands.command(name="clear")
-    async def clear(self, ctx: commands.Context) -> None:
-        await self.bridge.clear(_viewer(ctx.chatter), "")
-
-    @commands.command(name="bell")
-    async def bell(self, ctx: commands.Context) -> None:
-        await self.bridge.bell(_viewer(ctx.chatter), "")
-
-    @commands.command(name="help")
-    async def help(self, ctx: commands.Context) -> None:
-        await self.bridge.help(_viewer(ctx.chatter), "")
 
 
 # --- the commands ----------------------------------------------------------------
