@@ -33,16 +33,17 @@ class EngineClient:
         self.where = url or str(socket_path)
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
 
+    def _session(self, timeout: aiohttp.ClientTimeout) -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(
+            connector=self._connector(), headers=self.headers, timeout=timeout
+        )
+
     async def _call(
         self, method: str, path: str, body: dict | None = None, timeout: float | None = 10.0
     ) -> tuple[int, Any]:
         try:
             async with (
-                aiohttp.ClientSession(
-                    connector=self._connector(),
-                    headers=self.headers,
-                    timeout=aiohttp.ClientTimeout(total=timeout),
-                ) as session,
+                self._session(aiohttp.ClientTimeout(total=timeout)) as session,
                 session.request(method, self.base + path, json=body) as r,
             ):
                 if r.content_type == "application/json":
@@ -114,12 +115,9 @@ class EngineClient:
         The first is ("connected", {}), once the engine has answered.
         """
         try:
+            # No total limit: the stream runs for as long as the engine does.
             async with (
-                aiohttp.ClientSession(
-                    connector=self._connector(),
-                    headers=self.headers,
-                    timeout=aiohttp.ClientTimeout(total=None, sock_read=60),
-                ) as session,
+                self._session(aiohttp.ClientTimeout(total=None, sock_read=60)) as session,
                 session.get(self.base + "/v1/events") as r,
             ):
                 if r.status != 200:
