@@ -94,25 +94,26 @@ def build(name: str, log=print) -> dict[str, Path]:
     import time
 
     import torch
-    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+    from transformers import AutoTokenizer
 
     from convert.gguf import convert_to_gguf
     from convert.quantize import quantize
+    from convert.train import TrainConfig, build_model
 
     started = time.monotonic()
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir())
     if not (paths["hf"] / "config.json").is_file():
         torch.manual_seed(1234)
-        config = GPT2Config(
-            vocab_size=VOCAB,
-            n_positions=N_CTX,
-            n_embd=shape.n_embd,
+        # The pipeline's own model builder, at the real shape.
+        shape_config = TrainConfig(
+            out_dir=paths["hf"],
+            corpus_dir=CACHE,
             n_layer=shape.n_layer,
             n_head=shape.n_head,
-            bos_token_id=tokenizer.eos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
+            n_embd=shape.n_embd,
+            n_ctx=N_CTX,
         )
-        model = GPT2LMHeadModel(config)
+        model = build_model(shape_config, VOCAB, tokenizer.eos_token_id)
         # Random, but with the end-of-text token never likely: a random
         # model should run to the length asked, as a trained one does.
         with torch.no_grad():
