@@ -131,7 +131,8 @@ async def generate(request: web.Request) -> web.StreamResponse:
         return _accepted(engine, job)
     if not stream:
         await engine.wait(job)
-        return web.json_response(job.summary(), status=_finished_status(job))
+        status = 500 if job.status == "failed" else 200
+        return web.json_response(job.summary(), status=status)
     response = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
     await response.prepare(request)
     sent = 0
@@ -146,10 +147,6 @@ async def generate(request: web.Request) -> web.StreamResponse:
         await asyncio.sleep(0.05)
     await response.write_eof()
     return response
-
-
-def _finished_status(job) -> int:
-    return 500 if job.status == "failed" else 200
 
 
 async def print_text(request: web.Request) -> web.Response:

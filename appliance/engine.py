@@ -23,7 +23,7 @@ from typing import Any
 from appliance.config import Config
 from appliance.generator import sampling_from
 from appliance.jobs import Job
-from appliance.moderation import Withheld, clean_reply, load_blocklist
+from appliance.moderation import Withheld, blocklist_from, clean_reply
 from appliance.prompts import History
 from appliance.streams import prefetch
 from appliance.teletype.keyboard import KeyboardReader
@@ -95,8 +95,7 @@ class Engine:
         self.subscribers: set[asyncio.Queue] = set()
         self._done: dict[int, asyncio.Event] = {}
         self.jobs: dict[int, Job] = {}  # queued, running and the last few finished
-        mod = config.moderation
-        self.blocklist = load_blocklist(mod.blocklist, mod.use_default, config.source)
+        self.blocklist = blocklist_from(config)
         self.jobs_finished = 0
         self._last_bell = -1e9
         self.port_state = "unknown"
@@ -136,12 +135,9 @@ class Engine:
         are welcome while the printer has time, but must never crowd out a
         reply somebody asked for.
         """
-        if spare and self.queue.qsize() + spare >= self.queue.maxsize:
+        if self.queue.qsize() + spare >= self.queue.maxsize:
             raise QueueFull(max(1, round(self.eta_seconds())))
-        try:
-            self.queue.put_nowait(job)
-        except asyncio.QueueFull:
-            raise QueueFull(max(1, round(self.eta_seconds()))) from None
+        self.queue.put_nowait(job)
         self.waiting.append(job)
         self.jobs[job.id] = job
         while len(self.jobs) > RECENT_JOBS + self.queue.maxsize + 1:
