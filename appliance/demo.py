@@ -14,7 +14,7 @@ from typing import TextIO
 
 from appliance.config import Config
 from appliance.generator import sampling_from
-from appliance.moderation import Withheld, clean_reply, load_blocklist
+from appliance.moderation import Withheld, blocklist_from, clean_reply
 from appliance.prompts import History, reply_prompt
 from appliance.streams import prefetch
 from appliance.teletype import build_printer
@@ -37,8 +37,7 @@ class Demo:
         self.history = History(config.history.lines)
         self.printer = build_printer(config.teletype, out=self.out)
         self.generator = generator
-        mod = config.moderation
-        self.blocklist = load_blocklist(mod.blocklist, mod.use_default, config.source)
+        self.blocklist = blocklist_from(config)
         self.last_first_character: float | None = None  # seconds, for the curious
 
     def banner(self) -> str:

@@ -133,6 +133,12 @@ def load_blocklist(user_file: str = "", use_default: bool = True, source: str = 
     return Blocklist(terms)
 
 
+def blocklist_from(config) -> Blocklist:
+    """The blocklist the [moderation] section of a Config asks for."""
+    mod = config.moderation
+    return load_blocklist(mod.blocklist, mod.use_default, config.source)
+
+
 class Withheld(Exception):
     """Every try ran into the blocklist before a clean word was found."""
 
