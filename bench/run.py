@@ -203,12 +203,8 @@ def _engine(
     tmp: Path, model: Path, pty: TimedPty | None, max_chars: int = 500, model_extra: str = ""
 ) -> EngineProcess:
     port = str(pty.name) if pty else f"file:{tmp / 'paper.txt'}"
-    extra = f'[model]\npath = "{model}"\nthreads = {THREADS}\n{model_extra}'
-    process = EngineProcess(tmp, port, max_chars=max_chars)
-    # EngineProcess writes its own [model] section; put ours in its place.
-    text = process.config.read_text().replace("[model]\n", extra, 1)
-    process.config.write_text(text)
-    return process
+    extra = f'path = "{model}"\nthreads = {THREADS}\n{model_extra}'
+    return EngineProcess(tmp, port, max_chars=max_chars, model_extra=extra)
 
 
 def rss_bytes(pid: int) -> int:

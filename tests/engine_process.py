@@ -73,6 +73,7 @@ class EngineProcess:
         engine_extra: str = "",
         env: dict | None = None,
         max_chars: int = 60,
+        model_extra: str = "",
     ):
         self.tmp = tmp
         self.http_port = free_port()
@@ -89,6 +90,7 @@ runtime_dir = "{tmp / "run"}"
 [model]
 max_chars = {max_chars}
 seed = 1
+{model_extra}
 """
         )
         self.notify = NotifySocket(tmp / f"notify-{self.http_port}.sock")
