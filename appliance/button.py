@@ -21,7 +21,7 @@ import warnings
 
 from appliance.client import EngineClient, EngineUnavailable
 from appliance.config import ButtonConfig
-from appliance.errors import ApplianceError
+from appliance.errors import ApplianceError, ConfigError
 
 log = logging.getLogger("teletype.button")
 
@@ -141,26 +141,54 @@ def open_devices(settings: ButtonConfig):
     """The button and LED on this machine's GPIO (lgpio on a Pi 5, any factory gpiozero finds)."""
     try:
         from gpiozero import PWMLED, Button
-        from gpiozero.exc import BadPinFactory, PinFactoryFallback
+        from gpiozero.exc import BadPinFactory, PinFactoryFallback, PinFixedPull
     except ImportError as e:
         raise NoGPIO(
             "gpiozero is not installed (on a Pi: apt install python3-gpiozero python3-lgpio)"
         ) from e
+    # gpiozero's own words: pull_up True (pressed is low), False (pressed is
+    # high), None (no pull of ours; then it needs to be told the active level).
+    pull_up = {"up": True, "down": False, "none": None}[settings.pull]
+    active_state = settings.active_high if pull_up is None else None
     try:
         with warnings.catch_warnings():
             # gpiozero warns about every factory it tries; our error says it all.
             warnings.simplefilter("ignore", PinFactoryFallback)
             button = Button(
-                settings.pin, pull_up=True, bounce_time=None, hold_time=settings.hold_seconds
+                settings.pin,
+                pull_up=pull_up,
+                active_state=active_state,
+                bounce_time=None,
+                hold_time=settings.hold_seconds,
             )
-            led = PWMLED(settings.led_pin)
+            # Without an LED, a stand-in that lights nothing keeps the panel simple.
+            led = PWMLED(settings.led_pin) if settings.led_pin >= 0 else NoLED()
     except BadPinFactory as e:
         raise NoGPIO(
             "no GPIO found on this machine (gpiozero: no pin factory works here). On a "
             "Raspberry Pi install python3-lgpio; on a laptop, `teletype demo` stands in for "
             "the button: an empty line or !gpt2 is a press."
         ) from e
+    except PinFixedPull as e:
+        raise ConfigError(
+            f"button.pull = {settings.pull!r}: GPIO{settings.pin} cannot have that pull ({e}); "
+            "wire the button to ground and use pull = 'up', or choose another pin"
+        ) from e
     return button, led
+
+
+class NoLED:
+    """The LED's interface when button.led_pin is -1."""
+
+    def on(self) -> None: ...
+
+    def off(self) -> None: ...
+
+    def pulse(self, **_) -> None: ...
+
+    def blink(self, **_) -> None: ...
+
+    def close(self) -> None: ...
 
 
 def run_button(config) -> int:
@@ -183,9 +211,10 @@ def run_button(config) -> int:
             asyncio.get_running_loop().add_signal_handler(sig, stop.set)
         watcher = asyncio.create_task(panel.watch())
         log.info(
-            "button on GPIO%d, LED on GPIO%d; engine at %s",
+            "button on GPIO%d (pull %s), LED %s; engine at %s",
             settings.pin,
-            settings.led_pin,
+            settings.pull,
+            f"on GPIO{settings.led_pin}" if settings.led_pin >= 0 else "off",
             client.where,
         )
         await stop.wait()

@@ -77,7 +77,16 @@ class KeyboardConfig:
 @dataclass(frozen=True)
 class ButtonConfig:
     pin: int = _opt(17, "GPIO (BCM) of the button, wired to ground", min=0, max=27)
-    led_pin: int = _opt(27, "GPIO (BCM) of the LED (through a resistor)", min=0, max=27)
+    pull: str = _opt(
+        "up",
+        "the Pi's pull resistor on the button's pin: 'up' for a button to ground, "
+        "'down' for a button to 3.3 V, 'none' for your own resistor (then set active_high)",
+        choices=("up", "down", "none"),
+    )
+    active_high: bool = _opt(False, "with pull = 'none': the pin reads high while pressed")
+    led_pin: int = _opt(
+        27, "GPIO (BCM) of the LED (through a resistor); -1 for no LED", min=-1, max=27
+    )
     hold_seconds: float = _opt(2.0, "hold this long to stop the print", min=0.5, max=10.0)
     debounce_ms: int = _opt(300, "presses closer than this are one press", min=0, max=5000)
     engine: str = _opt("", "the engine's API: empty for its Unix socket, or http://host:port")

@@ -104,11 +104,56 @@ def run_serve(config: Config) -> int:
         # Known absent: serve anyway; jobs wait for the port to appear.
         log.warning("%s; jobs will wait for it", e)
         port_state = "offline"
+    running = PaperMarker(state_dir(config))
+    if running.left_behind():
+        log.warning("the last engine did not stop cleanly: the first print starts on a new line")
+        printer.discipline.carriage_unknown()
+    running.set()
     try:
-        return asyncio.run(_serve(config, generator, printer, port_state))
+        code = asyncio.run(_serve(config, generator, printer, port_state))
     finally:
         printer.close()
         generator.close()
+    # Only now is the carriage known to be at column 0 (the line finished).
+    running.clear()
+    return code
+
+
+class PaperMarker:
+    """A file that exists while an engine runs: found at start, the last one died mid-job.
+
+    After kill -9 or a power cut the carriage may be anywhere on its line,
+    and a discipline that starts counting at column 0 would overprint it.
+    Two small writes an engine lifetime, so an SD card does not mind.
+    """
+
+    def __init__(self, directory: Path):
+        self.path = directory / "engine.running"
+
+    def left_behind(self) -> bool:
+        return self.path.exists()
+
+    def set(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o640)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        _fsync_dir(self.path.parent)
+
+    def clear(self) -> None:
+        self.path.unlink(missing_ok=True)
+        _fsync_dir(self.path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a file's creation or removal survive a power cut."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 async def _serve(config: Config, generator, printer, port_state: str) -> int:

@@ -105,9 +105,11 @@ seed = 1
         self.process: subprocess.Popen | None = None
 
     def start(self) -> EngineProcess:
+        # A restart is ready at its own READY=1, not at the last process's.
+        self.notify.messages.clear()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "appliance.cli", "serve", "--config", str(self.config)],
-            stdout=self.log.open("w"),
+            stdout=self.log.open("a"),
             stderr=subprocess.STDOUT,
             env=self.env,
         )

@@ -8,12 +8,13 @@ import threading
 import time
 
 import pytest
-from gpiozero import PWMLED, Button, Device
+from gpiozero import Device
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
-from appliance.button import BUSY, FAULT, READY, FrontPanel
+from appliance.button import BUSY, FAULT, READY, FrontPanel, NoLED, open_devices
 from appliance.client import EngineClient
 from appliance.config import ButtonConfig
+from appliance.errors import ConfigError
 from tests.engine_process import EngineProcess
 from tests.wire import check_ascii
 
@@ -45,8 +46,7 @@ class Panel:
         self.loop = asyncio.new_event_loop()
         self.button_pin = factory.pin(self.settings.pin)
         self.led_pin = factory.pin(self.settings.led_pin)
-        button = Button(self.settings.pin, pull_up=True, hold_time=self.settings.hold_seconds)
-        led = PWMLED(self.settings.led_pin)
+        button, led = open_devices(self.settings)
         client = EngineClient(tmp_path / "run" / "engine.sock")
         self.panel = FrontPanel(client, button, led, self.settings, self.loop)
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -179,3 +179,58 @@ def test_button_off_when_the_service_stops(tmp_path, mock_gpio, engine):
     p.wait_led(READY)
     p.close()
     assert p.panel.led_state == "off"
+
+
+# --- wiring: the pull resistor and the active level (button.pull, button.active_high) ---
+
+
+def test_button_to_ground_with_the_pull_up_is_pressed_when_low(mock_gpio):
+    button, led = open_devices(ButtonConfig(pin=17))
+    pin = mock_gpio.pin(17)
+    assert pin.pull == "up" and not button.is_pressed
+    pin.drive_low()
+    assert button.is_pressed
+    button.close()
+    led.close()
+
+
+def test_button_to_3v3_with_the_pull_down_is_pressed_when_high(mock_gpio):
+    button, led = open_devices(ButtonConfig(pin=17, pull="down"))
+    pin = mock_gpio.pin(17)
+    assert pin.pull == "down" and not button.is_pressed
+    pin.drive_high()
+    assert button.is_pressed
+    pin.drive_low()
+    assert not button.is_pressed
+    button.close()
+    led.close()
+
+
+@pytest.mark.parametrize("active_high", [True, False])
+def test_button_with_its_own_resistor_follows_active_high(mock_gpio, active_high):
+    button, led = open_devices(ButtonConfig(pin=17, pull="none", active_high=active_high))
+    pin = mock_gpio.pin(17)
+    assert pin.pull == "floating"
+    pin.drive_high()
+    assert button.is_pressed is active_high
+    pin.drive_low()
+    assert button.is_pressed is not active_high
+    button.close()
+    led.close()
+
+
+def test_a_pull_the_pin_cannot_have_names_the_setting(mock_gpio):
+    # GPIO3 has the Pi's fixed 1.8k pull-up (I2C): a pull-down there cannot work.
+    with pytest.raises(ConfigError, match=r"button\.pull = 'down': GPIO3"):
+        open_devices(ButtonConfig(pin=3, pull="down", led_pin=-1))
+    button, _ = open_devices(ButtonConfig(pin=3, pull="up", led_pin=-1))
+    assert button.pull_up
+    button.close()
+
+
+def test_no_led_when_led_pin_is_minus_one(mock_gpio):
+    button, led = open_devices(ButtonConfig(led_pin=-1))
+    assert isinstance(led, NoLED)
+    led.pulse(fade_in_time=1.0, fade_out_time=1.0)
+    led.close()
+    button.close()

@@ -218,6 +218,42 @@ def test_engine_sigterm_mid_line_leaves_column_zero_and_exits_0(engine, teletype
     assert len(paper.lines[0]) < 72  # it really was stopped mid-line
 
 
+def _first_code(data: bytes) -> int | None:
+    """The first character on the wire, fills and parity aside."""
+    codes = [b & 0x7F for b in data if b & 0x7F not in (0x00, 0x7F)]
+    return codes[0] if codes else None
+
+
+def test_engine_after_kill_9_mid_line_starts_its_first_print_on_a_new_line(engine, teletype):
+    threading.Thread(
+        target=engine.json, args=("POST", "/v1/generate", {"max_chars": 300}), daemon=True
+    ).start()
+    deadline = time.monotonic() + 60
+    while len(teletype.data) < 15 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    engine.process.kill()  # kill -9: nothing finishes the line
+    engine.process.wait()
+    before = check_ascii(teletype.collect())
+    assert not before.ends_at_column_zero  # the carriage really is mid-line
+    mark = len(teletype.data)
+    engine.start()
+    status, job = engine.json("POST", "/v1/generate", {"max_chars": 40})
+    assert status == 200 and job["text"]
+    after = bytes(teletype.collect()[mark:])
+    assert _first_code(after) == 0x0D  # CR (LF follows): no overprinting
+    assert check_ascii(after).problems == []
+
+
+def test_engine_after_a_clean_stop_starts_where_the_paper_is(engine, teletype):
+    assert engine.json("POST", "/v1/generate", {"max_chars": 40})[0] == 200
+    assert engine.terminate() == 0
+    mark = len(teletype.collect())
+    engine.start()
+    assert engine.json("POST", "/v1/generate", {"max_chars": 40})[0] == 200
+    after = bytes(teletype.collect()[mark:])
+    assert _first_code(after) not in (0x0D, 0x0A)  # no blank line for nothing
+
+
 def test_engine_refuses_a_public_address_without_a_token(tmp_path):
     config = tmp_path / "t.toml"
     config.write_text('[engine]\ntcp_host = "0.0.0.0"\n[teletype]\nport = "virtual"\n')

@@ -103,6 +103,9 @@ class LineDiscipline:
         self.cr_fills = cr_fills
         self.lf_fills = lf_fills
         self.column = 0
+        # Where the carriage is when we did not put it there (a crash, a
+        # power cut mid-line): the first job starts on a new line.
+        self._carriage_unknown = False
         self._pending = ""  # a word not yet known to be complete
         self._blank_lines = 0
 
@@ -134,15 +137,22 @@ class LineDiscipline:
     def bell(self) -> list[Frame]:
         return self._emit(Encoder.BELL, self.column)
 
-    def start_job(self) -> list[Frame]:
-        """Frames to send before a job (none yet; the shift state is forgotten).
+    def carriage_unknown(self) -> None:
+        """The carriage may be anywhere: begin the next job with CR LF."""
+        self._carriage_unknown = True
 
-        After a reconnect or a power cycle a Baudot machine may be in either
-        shift, so the first character of a job always brings its own shift.
+    def start_job(self) -> list[Frame]:
+        """Frames to send before a job: CR LF if the carriage is not known to be at column 0.
+
+        The shift state is forgotten: after a reconnect or a power cycle a
+        Baudot machine may be in either shift, so the first character of a
+        job always brings its own shift.
         """
         self._blank_lines = 0
         self.encoder.reset()
-        return []
+        frames = self._newline() if self.column or self._carriage_unknown else []
+        self._carriage_unknown = False
+        return frames
 
     # --- layout ----------------------------------------------------------------
 
