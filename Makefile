@@ -24,7 +24,8 @@ corpus_arg = $(if $(CORPUS),--corpus $(CORPUS),)
 
 .DEFAULT_GOAL := help
 .PHONY: help setup system-deps demo test lint bench model model-sweep gguf quantize eval clean \
-	wheels image-check image-check-deps image wiring
+	wheels-arm64 wheels-arm64-deps image-check image-check-deps boot-check boot-check-deps \
+	image wiring
 
 # pi-gen, pinned: the bookworm-arm64 branch at its 2026-06-18 release tag
 # (the arm64 and master branches build Trixie now).
@@ -41,7 +42,9 @@ help:
 	@echo "make gguf         $(BUILD)/hf -> $(BUILD)/gguf/model.f32.gguf and .f16.gguf"
 	@echo "make quantize     $(BUILD)/gguf/model.f16.gguf -> Q8_0, Q6_K, Q5_K_M, Q4_K_M"
 	@echo "make eval         perplexity table of every GGUF in $(BUILD)/gguf against the HF model"
-	@echo "make image-check  install the image's stage into a Debian chroot here and check it (root)"
+	@echo "make wheels-arm64 every runtime wheel for a Pi (aarch64), llama-cpp-python cross-built (build/wheels-arm64)"
+	@echo "make image-check  install the image's stage into an arm64 Debian root here and check it (root)"
+	@echo "make boot-check   boot that root in an emulated Pi (QEMU) and drive it: paper, button, faults (root)"
 	@echo "make image        build the SD-card image with pi-gen in Docker (needs Docker and the internet)"
 	@echo "make wiring       redraw firmware/wiring.png"
 	@echo "make clean        remove build/ (keeps .venv and models/)"
@@ -104,35 +107,62 @@ quantize: setup
 eval: setup
 	$(CONVERT) eval $(BUILD)/gguf/*.gguf --hf $(BUILD)/hf --validation $(BUILD)/corpus/validation.txt
 
-# The appliance and every dependency as wheels, for the image check's
-# offline install (llama-cpp-python's comes from pip's cache once built).
-wheels: setup
-	rm -rf build/wheels
-	$(BIN)/python -m pip wheel --quiet --wheel-dir build/wheels .
+# Every runtime dependency as wheels for a Raspberry Pi (aarch64, CPython
+# 3.11), pinned by pi-gen-config/requirements-arm64.lock, llama-cpp-python
+# cross-compiled here for ARMv8.0-A; checked for instructions a Pi 3 lacks.
+# Needs only python3 with pip and the cross toolchain (no venv, no torch).
+wheels-arm64: wheels-arm64-deps
+	PYTHON=$(PYTHON) pi-gen-config/wheels-arm64.sh build/wheels-arm64
+
+wheels-arm64-deps:
+	@if ! command -v aarch64-linux-gnu-g++ >/dev/null || ! command -v aarch64-linux-gnu-objdump >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && apt-get install -y -qq crossbuild-essential-arm64; \
+	  else echo "make wheels-arm64 needs crossbuild-essential-arm64: sudo apt-get install crossbuild-essential-arm64"; exit 1; fi; \
+	fi
 
 image-check-deps:
 	@missing=""; \
 	command -v shellcheck >/dev/null || missing="$$missing shellcheck"; \
 	PATH="$$PATH:/usr/sbin" command -v debootstrap >/dev/null || missing="$$missing debootstrap"; \
+	command -v qemu-aarch64-static >/dev/null || missing="$$missing qemu-user-static"; \
+	PATH="$$PATH:/usr/sbin" command -v update-binfmts >/dev/null || missing="$$missing binfmt-support"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    apt-get update -qq && apt-get install -y -qq $$missing; \
 	  else echo "make image-check needs root, and:$$missing"; exit 1; fi; \
 	fi
 
-image-check: wheels image-check-deps
-	pi-gen-config/image-check.sh build/wheels
+# The stage installed, as pi-gen would, into Debian bookworm arm64 (run
+# through qemu-user-static), from the wheels the image gets.
+image-check: wheels-arm64 image-check-deps
+	pi-gen-config/image-check.sh build/wheels-arm64
+
+boot-check-deps:
+	@missing=""; \
+	command -v qemu-system-aarch64 >/dev/null || missing="$$missing qemu-system-arm"; \
+	command -v dtc >/dev/null || missing="$$missing device-tree-compiler"; \
+	command -v mcopy >/dev/null || missing="$$missing mtools"; \
+	PATH="$$PATH:/usr/sbin" command -v mkfs.vfat >/dev/null || missing="$$missing dosfstools"; \
+	PATH="$$PATH:/usr/sbin" command -v sfdisk >/dev/null || missing="$$missing fdisk"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && apt-get install -y -qq $$missing; \
+	  else echo "make boot-check needs root, and:$$missing"; exit 1; fi; \
+	fi
+
+# The root file system image-check leaves, booted by QEMU as a Zero 2 W-sized
+# board and driven from outside (pi-gen-config/boot-check/run.py).
+boot-check: image-check boot-check-deps $(APPLIANCE_STAMP)
+	PATH="$$PATH:/usr/sbin" $(BIN)/python pi-gen-config/boot-check/run.py build/image-check/rootfs build/boot-check
 
 # The real image: arm64, built by pi-gen in Docker (not possible on the
-# build machines here: no Docker engine). Only the appliance's own wheel
-# goes in; the chroot builds llama-cpp-python for arm64 and fetches the rest.
-image: setup
-	rm -rf build/image-wheels && mkdir -p build/image-wheels
-	$(BIN)/python -m pip wheel --quiet --no-deps --wheel-dir build/image-wheels .
+# build machines here: no Docker engine), from the same wheels as the checks.
+image: wheels-arm64
 	test -d build/pi-gen/.git || git clone $(PIGEN_URL) build/pi-gen
 	git -C build/pi-gen fetch --quiet origin $(PIGEN_COMMIT) || true
 	git -C build/pi-gen checkout --quiet --force $(PIGEN_COMMIT)
-	pi-gen-config/stage-files.sh build/image-wheels
+	pi-gen-config/stage-files.sh build/wheels-arm64
 	rm -rf build/pi-gen/stage-teletype
 	cp -r pi-gen-config/stage-teletype build/pi-gen/stage-teletype
 	cp pi-gen-config/config build/pi-gen/config

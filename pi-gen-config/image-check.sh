@@ -6,8 +6,10 @@
 #
 # 1. shellcheck on every script of the stage and the firmware;
 # 2. the pi-gen config parsed, its required settings checked;
-# 3. a real install: Debian bookworm for this machine's architecture
-#    (debootstrap, cached with the stage's Debian packages), then the
+# 3. a real install: Debian bookworm for the Pi's architecture, arm64
+#    (debootstrap through qemu-user-static and binfmt_misc, cached with the
+#    stage's Debian packages and what a booted Pi has: a kernel, an
+#    init, udev), then the
 #    stage's sub-stages run the way pi-gen runs them (NN-run.sh on the
 #    host with ROOTFS_DIR, NN-run-chroot.sh inside the chroot), with the
 #    wheels built here and no package index (PIP_NO_INDEX);
@@ -16,8 +18,10 @@
 #    serial console gone from cmdline.txt and the UART in config.txt, the
 #    model present and generating.
 #
-# Needs root (chroot, mounts), debootstrap and shellcheck. The Debian mirror
-# is the one this machine's apt uses.
+# The root file system it leaves in build/image-check/rootfs is what
+# `make boot-check` boots. Needs root (chroot, mounts), debootstrap,
+# qemu-user-static and ShellCheck. The Debian mirror is the one this
+# machine's apt uses.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -27,7 +31,7 @@ wheels=$(cd "${1:?usage: image-check.sh WHEEL_DIR}" && pwd)
 cache="${TELETYPE_GPT2_CACHE:-$HOME/.cache/teletype-gpt2}/image-check"
 work="$repo/build/image-check"
 release=bookworm
-arch=$(dpkg --print-architecture)
+arch=arm64
 failures=0
 
 say() { printf '\n== %s\n' "$*"; }
@@ -53,7 +57,7 @@ mkdir -p "$cache" "$work"
 
 # --- 1. shellcheck ---------------------------------------------------------
 say "shellcheck"
-scripts=("$stage"/prerun.sh "$stage"/*/*.sh "$here"/*.sh "$repo"/firmware/*.sh)
+scripts=("$stage"/prerun.sh "$stage"/*/*.sh "$here"/*.sh "$here"/boot-check/*.sh "$repo"/firmware/*.sh)
 check "${#scripts[@]} scripts" shellcheck -s bash "${scripts[@]}"
 check "pi-gen config" shellcheck -s bash -e SC2034 "$here/config"
 
@@ -97,7 +101,12 @@ check "required settings, RELEASE=$release, xz, SSH off, stage listed" check_con
 mirror=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
 [ -n "$mirror" ] || mirror=$(awk '$1 == "deb" {print $2; exit}' /etc/apt/sources.list)
 packages=$(sed 's/#.*//' "$stage/00-system/00-packages" | xargs)
-key=$(printf '%s %s %s' "$release" "$arch" "$packages" | sha256sum | cut -c1-12)
+# What Raspberry Pi OS Lite has and debootstrap's minbase lacks, so that
+# `make boot-check` can boot this root: an init, udev, a kernel (Debian's:
+# the emulated board is QEMU's, not a Pi) with its initramfs, and fsck for
+# the boot partition.
+booting="systemd systemd-sysv udev kmod procps linux-image-arm64 initramfs-tools dosfstools e2fsprogs"
+key=$(printf '%s %s %s %s' "$release" "$arch" "$packages" "$booting" | sha256sum | cut -c1-12)
 base="$cache/rootfs-$release-$arch-$key.tar"
 rootfs="$work/rootfs"
 
@@ -120,6 +129,27 @@ mount_chroot() {
 	done
 }
 
+# Another architecture's programs run through qemu-user-static, which the
+# kernel finds through binfmt_misc (registered with the F flag, so it works
+# inside the chroot too).
+foreign_arch() {
+	[ "$arch" != "$(dpkg --print-architecture)" ] || return 0
+	local qemu
+	case $arch in arm64) qemu="qemu-aarch64" ;; *)
+		echo "image-check: no emulator known for $arch" >&2
+		return 1
+		;;
+	esac
+	[ -e /proc/sys/fs/binfmt_misc/register ] ||
+		mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+	[ -e "/proc/sys/fs/binfmt_misc/$qemu" ] || update-binfmts --enable "$qemu"
+	grep -qx enabled "/proc/sys/fs/binfmt_misc/$qemu" || {
+		echo "image-check: binfmt_misc has $qemu, but disabled" >&2
+		return 1
+	}
+}
+foreign_arch
+
 if [ ! -f "$base" ]; then
 	say "debootstrap $release/$arch (cold cache: a few minutes, once)"
 	rm -rf "$rootfs"
@@ -130,9 +160,9 @@ if [ ! -f "$base" ]; then
 			exit 1
 		}
 	mount_chroot
-	# shellcheck disable=SC2086 # a list of package names
+	# shellcheck disable=SC2086 # lists of package names
 	chroot "$rootfs" /bin/bash -ec "export DEBIAN_FRONTEND=noninteractive; apt-get update -q;
-		apt-get install -y -q --no-install-recommends systemd udev $packages; apt-get clean" \
+		apt-get install -y -q --no-install-recommends $booting $packages; apt-get clean" \
 		>"$work/apt.log" 2>&1 || {
 		tail -30 "$work/apt.log"
 		exit 1
@@ -151,10 +181,6 @@ mkdir -p "$rootfs/boot/firmware"
 cp "$here/check/cmdline.txt" "$here/check/config.txt" "$rootfs/boot/firmware/"
 
 "$here/stage-files.sh" "$wheels"
-
-sed 's/#.*//' "$stage/00-system/01-packages" | xargs -n1 | while read -r package; do
-	echo "   (Raspberry Pi archive only, not on Debian: $package is installed by pi-gen alone)"
-done
 
 export ROOTFS_DIR="$rootfs" STAGE_DIR="$stage" IMG_NAME=teletype-gpt2
 mount_chroot
