@@ -1,0 +1,80 @@
+#!/bin/bash
+# An SD card for the emulated Pi, from the root file system `make
+# image-check` left, laid out as Raspberry Pi OS lays out its card:
+#
+#   make-disk.sh ROOTFS TELETYPE_TOML OUT_DIR
+#
+# OUT_DIR/disk.img: an MBR disk, partition 1 a FAT boot partition (config.txt,
+# cmdline.txt and TELETYPE_TOML as teletype.toml) mounted at /boot/firmware,
+# partition 2 the ext4 root, both found by PARTUUID as pi-gen's fstab does.
+# OUT_DIR/vmlinuz and OUT_DIR/initrd.img: the root's own Debian kernel and
+# initramfs, for QEMU to start (it stands in for the Pi's firmware).
+#
+# The only things added to the root are what a real card has that a
+# debootstrapped directory lacks (fstab, a machine id left for first boot)
+# and the boot check's agent (guest/), which is how the host looks inside.
+# No loop mounts: mkfs.ext4 -d fills the root, mtools the FAT.
+set -euo pipefail
+
+rootfs=$(cd "${1:?usage: make-disk.sh ROOTFS TELETYPE_TOML OUT_DIR}" && pwd)
+toml=${2:?usage: make-disk.sh ROOTFS TELETYPE_TOML OUT_DIR}
+out=${3:?usage: make-disk.sh ROOTFS TELETYPE_TOML OUT_DIR}
+here=$(cd "$(dirname "$0")" && pwd)
+# A fixed disk identifier, as pi-gen gives each image one.
+disk_id=7e1e7e33
+boot_mib=64
+mkdir -p "$out"
+staging="$out/root"
+rm -rf "$staging" "$out/disk.img" "$out/boot.img" "$out/root.img"
+
+cp -a "$rootfs" "$staging"
+# What was in /boot/firmware goes onto the FAT partition instead.
+boot_files=("$staging"/boot/firmware/*)
+mkdir -p "$out/bootfs"
+rm -rf "$out/bootfs"/*
+cp "${boot_files[@]}" "$out/bootfs/"
+cp "$toml" "$out/bootfs/teletype.toml"
+rm -rf "${staging:?}"/boot/firmware/*
+
+cat >"$staging/etc/fstab" <<FSTAB
+proc            /proc           proc    defaults          0       0
+PARTUUID=$disk_id-01  /boot/firmware  vfat    defaults          0       2
+PARTUUID=$disk_id-02  /               ext4    defaults,noatime  0       1
+FSTAB
+echo teletype >"$staging/etc/hostname"
+# Empty, as on a fresh card: systemd makes one at first boot.
+: >"$staging/etc/machine-id"
+
+install -D -m 755 "$here/guest/agent.py" "$staging/usr/local/lib/boot-check/agent.py"
+install -m 644 "$here/guest/boot-check-agent.service" "$staging/etc/systemd/system/"
+mkdir -p "$staging/etc/systemd/system/sysinit.target.wants"
+ln -sf /etc/systemd/system/boot-check-agent.service \
+	"$staging/etc/systemd/system/sysinit.target.wants/boot-check-agent.service"
+
+kernel=$(find "$staging/boot" -maxdepth 1 -name 'vmlinuz-*' | sort -V | tail -1)
+initrd=$(find "$staging/boot" -maxdepth 1 -name 'initrd.img-*' | sort -V | tail -1)
+if [ -z "$kernel" ] || [ -z "$initrd" ]; then
+	echo "make-disk: no kernel or initramfs in $rootfs/boot" >&2
+	exit 1
+fi
+cp "$kernel" "$out/vmlinuz"
+cp "$initrd" "$out/initrd.img"
+
+# The root: its contents plus room to work (a journal, the state, logs).
+used_mib=$(du -sm "$staging" | cut -f1)
+root_mib=$((used_mib + used_mib / 4 + 512))
+mkfs.ext4 -q -L rootfs -d "$staging" "$out/root.img" "${root_mib}M" >/dev/null
+mkfs.vfat -n bootfs -C "$out/boot.img" $((boot_mib * 1024)) >/dev/null
+mcopy -i "$out/boot.img" -s "$out/bootfs"/* ::/
+
+truncate -s $((1 + boot_mib + root_mib))M "$out/disk.img"
+sfdisk --quiet "$out/disk.img" <<TABLE
+label: dos
+label-id: 0x$disk_id
+start=1MiB, size=${boot_mib}MiB, type=c
+start=$((1 + boot_mib))MiB, size=${root_mib}MiB, type=83
+TABLE
+dd if="$out/boot.img" of="$out/disk.img" bs=1M seek=1 conv=notrunc,sparse status=none
+dd if="$out/root.img" of="$out/disk.img" bs=1M seek=$((1 + boot_mib)) conv=notrunc,sparse status=none
+rm -rf "$staging" "$out/boot.img" "$out/root.img"
+echo "$disk_id"
