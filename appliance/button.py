@@ -151,9 +151,9 @@ def open_devices(settings: ButtonConfig):
     pull_up = {"up": True, "down": False, "none": None}[settings.pull]
     active_state = settings.active_high if pull_up is None else None
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(record=True) as fallbacks:
             # gpiozero warns about every factory it tries; our error says it all.
-            warnings.simplefilter("ignore", PinFactoryFallback)
+            warnings.simplefilter("always", PinFactoryFallback)
             button = Button(
                 settings.pin,
                 pull_up=pull_up,
@@ -164,10 +164,13 @@ def open_devices(settings: ButtonConfig):
             # Without an LED, a stand-in that lights nothing keeps the panel simple.
             led = PWMLED(settings.led_pin) if settings.led_pin >= 0 else NoLED()
     except BadPinFactory as e:
+        # Why each factory failed: on a Pi that is the real fault (a device
+        # it may not open, a directory it may not write), not "no GPIO".
+        tried = "; ".join(str(w.message) for w in fallbacks) or str(e)
         raise NoGPIO(
-            "no GPIO found on this machine (gpiozero: no pin factory works here). On a "
-            "Raspberry Pi install python3-lgpio; on a laptop, `teletype demo` stands in for "
-            "the button: an empty line or !gpt2 is a press."
+            f"no GPIO found on this machine (gpiozero: no pin factory works here: {tried}). "
+            "On a Raspberry Pi install python3-lgpio; on a laptop, `teletype demo` stands in "
+            "for the button: an empty line or !gpt2 is a press."
         ) from e
     except PinFixedPull as e:
         raise ConfigError(

@@ -11,7 +11,7 @@ import pytest
 from gpiozero import Device
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
-from appliance.button import BUSY, FAULT, READY, FrontPanel, NoLED, open_devices
+from appliance.button import BUSY, FAULT, READY, FrontPanel, NoGPIO, NoLED, open_devices
 from appliance.client import EngineClient
 from appliance.config import ButtonConfig
 from appliance.errors import ConfigError
@@ -234,3 +234,19 @@ def test_no_led_when_led_pin_is_minus_one(mock_gpio):
     led.pulse(fade_in_time=1.0, fade_out_time=1.0)
     led.close()
     button.close()
+
+
+def test_no_gpio_says_why_each_pin_factory_failed(monkeypatch):
+    # This machine is no Pi: every factory gpiozero tries fails, and the
+    # message must carry their reasons (on a Pi that is the real fault).
+    monkeypatch.delenv("GPIOZERO_PIN_FACTORY", raising=False)
+    saved = Device.pin_factory
+    Device.pin_factory = None
+    try:
+        with pytest.raises(NoGPIO) as caught:
+            open_devices(ButtonConfig())
+    finally:
+        Device.pin_factory = saved
+    message = str(caught.value)
+    assert "no pin factory works here: Falling back from lgpio:" in message
+    assert "teletype demo" in message

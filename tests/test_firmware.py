@@ -119,6 +119,8 @@ def test_udev_rule_names_the_uart_and_lets_usb_adapters_win():
     assert 'SYMLINK+="teletype"' in uart and 'SYMLINK+="teletype"' in usb
     priority = {r: int(re.search(r"link_priority=(-?\d+)", r).group(1)) for r in (uart, usb)}
     assert priority[usb] > priority[uart]
+    gpio = next(r for r in rules if 'KERNEL=="gpiochip*"' in r)
+    assert 'GROUP="gpio"' in gpio and 'MODE="0660"' in gpio
 
 
 def test_stage_scripts_pass_shellcheck():

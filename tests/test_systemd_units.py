@@ -82,3 +82,28 @@ def test_units_engine_is_a_notify_service_with_a_watchdog():
         assert setting in engine, setting
     assert "PrivateDevices=yes" not in engine  # it would hide the serial port
     assert "SupplementaryGroups=gpio" in (UNITS / "teletype-button.service").read_text()
+
+
+def _settings(unit: str) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for line in (UNITS / unit).read_text().splitlines():
+        if "=" in line and not line.startswith(("#", "[")):
+            key, value = line.split("=", 1)
+            found.setdefault(key, []).append(value)
+    return found
+
+
+@pytest.mark.parametrize("client", ["teletype-button.service", "teletype-chat.service"])
+def test_units_clients_have_no_runtime_directory_of_their_own(client):
+    # $RUNTIME_DIRECTORY is where a process looks for the engine's socket;
+    # a client's own would point it away from /run/teletype-gpt2.
+    assert "RuntimeDirectory" not in _settings(client)
+
+
+def test_units_button_starts_in_a_directory_it_may_write():
+    # lgpio makes its FIFOs in the current directory, and / is read-only
+    # under ProtectSystem=strict: found by make boot-check.
+    button = _settings("teletype-button.service")
+    assert button["WorkingDirectory"] == ["/tmp"] and button["PrivateTmp"] == ["yes"]
+    # gpiozero reads the board revision in /proc/device-tree or /proc/cpuinfo.
+    assert "ProcSubset" not in button
