@@ -206,11 +206,17 @@ def clean_reply(
 ) -> Iterator[str]:
     """The generator's reply to the prompt, streamed, with nothing from the blocklist in it.
 
-    A retry goes on from the last clean word, with the next seed.
+    A retry goes on from the last clean word, with the next seed. A reply
+    with nothing printable in it (the model may end right after the
+    prompt, or after a line break) is tried again with the next seed, up to
+    `tries` more times; then Withheld says so, and the asker is told.
     """
+    calls = 0  # every call of the model gets the next seed
 
-    def attempt(prefix: str, number: int) -> Iterator[str]:
-        next_seed = None if seed is None or seed < 0 else seed + number
+    def attempt(prefix: str, _number: int) -> Iterator[str]:
+        nonlocal calls
+        next_seed = None if seed is None or seed < 0 else seed + calls
+        calls += 1
         # The reply starts a new word after the prompt (the generator skips
         # the rest of a word the prompt ends in), so a space goes between.
         joint = " " if prefix and prompt and not prompt[-1].isspace() else ""
@@ -221,7 +227,14 @@ def clean_reply(
             sampling,
         )
 
-    return moderated(attempt, blocklist, tries, on_hit)
+    for _ in range(tries + 1):
+        said_something = False
+        for piece in moderated(attempt, blocklist, tries, on_hit):
+            said_something = said_something or any(ch.isalnum() for ch in piece)
+            yield piece
+        if said_something:
+            return
+    raise Withheld(f"the model had nothing to print ({tries + 1} tries)")
 
 
 def _hold_back(text: str, words: int) -> int:

@@ -8,10 +8,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from appliance.config import Config
 from appliance.errors import ConfigError
+from appliance.generator import load_generator, sampling_from
 from appliance.moderation import (
     Blocklist,
     Withheld,
+    blocklist_from,
+    clean_reply,
     load_blocklist,
     moderated,
     parse_terms,
@@ -224,3 +228,38 @@ def test_engine_refuses_blocked_chat_lines_and_prints(tmp_path):
     finally:
         engine.close()
     assert "VIEWER: HELLO THERE" in (tmp_path / "paper.txt").read_text()
+
+
+def test_a_reply_is_never_silently_empty_with_the_real_model():
+    # With this seed the embedded model ends right after the prompt's last
+    # word: an empty reply, nothing on paper. The next seed must be tried.
+    config = Config()
+    generator = load_generator(config.model)
+    try:
+        text = "".join(
+            clean_reply(
+                generator, "2. BASIC UNIT", 100, 3, sampling_from(config.model),
+                blocklist_from(config), 3,
+            )
+        )  # fmt: skip
+    finally:
+        generator.close()
+    assert re.search(r"[A-Za-z0-9]", text), repr(text)
+
+
+class _Silent:
+    """A model that never says anything: the one case the real one cannot be made to show."""
+
+    def __init__(self):
+        self.seeds = []
+
+    def stream(self, prompt, max_chars, seed, sampling):
+        self.seeds.append(seed)
+        yield "\n"
+
+
+def test_a_reply_with_nothing_to_say_is_withheld_saying_why():
+    silent = _Silent()
+    with pytest.raises(Withheld, match="nothing to print"):
+        list(clean_reply(silent, "2. BASIC UNIT", 100, 3, None, _list("darn\n"), 2))
+    assert silent.seeds == [3, 4, 5]  # every try a new seed
