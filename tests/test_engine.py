@@ -204,13 +204,18 @@ def test_engine_device_vanishes_mid_job_and_the_job_resumes(engine, teletype, tm
         replacement.close()
 
 
-def test_engine_sigterm_mid_line_leaves_column_zero_and_exits_0(engine, teletype):
+def _start_a_long_print(engine, teletype) -> None:
+    """A 300-character reply, and back once it is well into its first line."""
     threading.Thread(
         target=engine.json, args=("POST", "/v1/generate", {"max_chars": 300}), daemon=True
     ).start()
     deadline = time.monotonic() + 60
     while len(teletype.data) < 15 and time.monotonic() < deadline:
         time.sleep(0.05)
+
+
+def test_engine_sigterm_mid_line_leaves_column_zero_and_exits_0(engine, teletype):
+    _start_a_long_print(engine, teletype)
     assert engine.terminate() == 0
     paper = check_ascii(teletype.collect())
     assert paper.problems == []
@@ -225,12 +230,7 @@ def _first_code(data: bytes) -> int | None:
 
 
 def test_engine_after_kill_9_mid_line_starts_its_first_print_on_a_new_line(engine, teletype):
-    threading.Thread(
-        target=engine.json, args=("POST", "/v1/generate", {"max_chars": 300}), daemon=True
-    ).start()
-    deadline = time.monotonic() + 60
-    while len(teletype.data) < 15 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    _start_a_long_print(engine, teletype)
     engine.process.kill()  # kill -9: nothing finishes the line
     engine.process.wait()
     before = check_ascii(teletype.collect())

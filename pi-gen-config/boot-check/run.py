@@ -515,27 +515,28 @@ def first_boot(guest: Guest, r: Results) -> None:
     )
 
 
-def button_press(guest: Guest, r: Results) -> None:
-    data = reply_on_paper(guest, guest.press_button, timeout=120)
+def check_reply(r: Results, name: str, data: bytes, guest: Guest, unit: str) -> None:
+    """A reply on paper: three words or more, and a clean wire."""
     problems = paper_problems(data)
     words = printed_words(data)
     r.check(
-        f"b. a button press puts a reply on paper ({len(words)} words)",
+        f"{name} ({len(words)} words)",
         len(words) >= 3 and not problems,
-        "\n".join(problems[:10]) + "\n" + journal_tail(guest, "teletype-button"),
+        "\n".join(problems[:10]) + "\n" + journal_tail(guest, unit),
     )
+
+
+def button_press(guest: Guest, r: Results) -> None:
+    data = reply_on_paper(guest, guest.press_button, timeout=120)
+    check_reply(r, "b. a button press puts a reply on paper", data, guest, "teletype-button")
 
 
 def keyboard_line(guest: Guest, r: Results) -> None:
     assert guest.paper is not None
     paper = guest.paper
     data = reply_on_paper(guest, lambda: paper.type("HOW DOES THE CLUTCH WORK\r"))
-    problems = paper_problems(data)
-    words = printed_words(data)
-    r.check(
-        f"c. a line typed on the keyboard gets a reply on paper ({len(words)} words)",
-        len(words) >= 3 and not problems,
-        "\n".join(problems[:10]) + "\n" + journal_tail(guest, "teletype-engine"),
+    check_reply(
+        r, "c. a line typed on the keyboard gets a reply on paper", data, guest, "teletype-engine"
     )
 
 
