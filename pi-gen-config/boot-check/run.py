@@ -595,7 +595,6 @@ def hang_engine(guest: Guest, r: Results) -> None:
 
 def memory(guest: Guest, r: Results) -> str:
     available = int(guest.out("awk '/^MemAvailable:/ {print $2}' /proc/meminfo")) // 1024
-    pid = guest.out("systemctl show -p MainPID --value teletype-engine")
     rss = {}
     for unit in ("teletype-engine", "teletype-button"):
         pid = guest.out(f"systemctl show -p MainPID --value {unit}")
