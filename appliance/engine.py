@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.config import Config
+from appliance.durable import fsync_dir
 from appliance.generator import sampling_from
 from appliance.jobs import Job
 from appliance.moderation import Withheld, blocklist_from, clean_reply
@@ -49,6 +50,10 @@ class PersistentHistory(History):
     """The chat history, written atomically to the state directory after every change."""
 
     def __init__(self, path: Path, size: int):
+        # A write cut short (kill -9, a power cut) leaves its temporary file
+        # behind; the real file is the old one or the new one, never half.
+        for stale in path.parent.glob(".history.*"):
+            stale.unlink(missing_ok=True)
         lines = []
         try:
             saved = json.loads(path.read_text(encoding="utf-8"))
@@ -76,11 +81,19 @@ class PersistentHistory(History):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # Write beside, then rename: a power cut leaves the old file or the new one.
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".history.")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(data, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        # The rename is in the directory: without this, a power cut kept the
+        # new data under its temporary name and lost the history (found by
+        # make boot-check's power cut).
+        fsync_dir(self.path.parent)
 
 
 class Engine:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from appliance import notify
 from appliance.config import Config
+from appliance.durable import fsync_dir
 from appliance.errors import ConfigError, PortError
 
 log = logging.getLogger("teletype.serve")
@@ -140,20 +141,11 @@ class PaperMarker:
             os.fsync(fd)
         finally:
             os.close(fd)
-        _fsync_dir(self.path.parent)
+        fsync_dir(self.path.parent)
 
     def clear(self) -> None:
         self.path.unlink(missing_ok=True)
-        _fsync_dir(self.path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make a file's creation or removal survive a power cut."""
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        fsync_dir(self.path.parent)
 
 
 async def _serve(config: Config, generator, printer, port_state: str) -> int:

@@ -405,3 +405,17 @@ def test_engine_bell_rings_and_is_rate_limited(engine, teletype):
     assert status == 429
     assert 1 <= int(headers["Retry-After"]) <= 10
     assert "bell rang a moment ago" in raw.decode()
+
+
+def test_history_survives_a_write_cut_short_and_leaves_no_temporary_file(tmp_path):
+    from appliance.engine import PersistentHistory
+
+    path = tmp_path / "history.json"
+    history = PersistentHistory(path, 5)
+    history.add("ada", "hello teletype")
+    # kill -9 or a power cut in the middle of the next save: its temporary
+    # file is left behind, half written.
+    (tmp_path / ".history.k3x9q1").write_text('{"lines": [{"name": "ada", "te')
+    again = PersistentHistory(path, 5)
+    assert [(ln.name, ln.text) for ln in again.lines()] == [("ada", "hello teletype")]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["history.json"]
