@@ -23,6 +23,8 @@
 # qemu-user-static and ShellCheck. The Debian mirror is the one this
 # machine's apt uses.
 set -euo pipefail
+# chroot, debootstrap and update-binfmts live in sbin, not on every root's PATH.
+export PATH="$PATH:/usr/sbin:/sbin"
 
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$here")
