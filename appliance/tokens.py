@@ -14,6 +14,7 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from appliance.durable import fsync_dir
 from appliance.errors import ApplianceError
 
 TOKEN_FILE = "twitch-tokens.json"
@@ -78,3 +79,6 @@ def save_tokens(path: Path, tokens: TwitchTokens) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    # As for the history: the rename lives in the directory. A refresh token
+    # works once, so losing the new pair to a power cut means signing in again.
+    fsync_dir(path.parent)
