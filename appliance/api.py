@@ -1,28 +1,80 @@
-"""The engine's local HTTP API (aiohttp), on a Unix socket and optionally on TCP."""
+"""The engine's local HTTP API (aiohttp), on a Unix socket and optionally on TCP.
+
+The routes, and the shapes of what goes in and out, are in
+appliance.schema; this module is what each route does, and the guard in
+front of them all: the token, a browser's cross-site requests, and one
+JSON answer for every error.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import hmac
+import ipaddress
 import json
-from typing import Any
+import logging
+from typing import TypeVar
 
+import msgspec
 from aiohttp import web
 
-from appliance.engine import Blocked, Engine, QueueFull
-from appliance.openapi import OPENAPI
+from appliance.engine import Engine
+from appliance.errors import (
+    ApplianceError,
+    BadChatLine,
+    Blocked,
+    QueueFull,
+    ShuttingDown,
+    StateError,
+    Withheld,
+)
+from appliance.schema import (
+    MAX_PROMPT,
+    NOT_BLANK,
+    ROUTES,
+    ChatLineRequest,
+    GenerateRequest,
+    PrintRequest,
+    encode,
+    openapi_document,
+)
 
-MAX_PROMPT = 2000
+log = logging.getLogger("teletype.api")
+T = TypeVar("T")
+
+
+def _json(body, status: int = 200, **headers: str) -> web.Response:
+    return web.Response(
+        body=encode(body), status=status, headers=headers, content_type="application/json"
+    )
 
 
 def _error(status: int, message: str, **headers: str) -> web.Response:
-    return web.json_response({"error": message}, status=status, headers=headers)
+    return _json({"error": message}, status, **headers)
 
 
-def build_app(engine: Engine, token: str = "") -> web.Application:
+def _answer(e: ApplianceError) -> web.Response:
+    """An appliance error as the HTTP answer a client can act on."""
+    if isinstance(e, QueueFull):
+        return _error(429, str(e), **{"Retry-After": str(e.retry_after)})
+    if isinstance(e, ShuttingDown | StateError):
+        return _error(503, str(e), **{"Retry-After": "5"})
+    if isinstance(e, Blocked | Withheld):
+        return _error(422, str(e))
+    if isinstance(e, BadChatLine):
+        return _error(400, str(e))
+    return _error(500, str(e))
+
+
+def build_app(
+    engine: Engine, token: str = "", allowed_hosts: set[str] | frozenset[str] = frozenset()
+) -> web.Application:
     @web.middleware
     async def guard(request: web.Request, handler):
+        refusal = _browser_refusal(request, allowed_hosts)
+        if refusal:
+            return _error(403, refusal)
         # A token, when set, is required on every route but the health check.
         if token and request.path != "/healthz":
             given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
@@ -34,56 +86,73 @@ def build_app(engine: Engine, token: str = "") -> web.Application:
             if e.status >= 400:
                 return _error(e.status, e.reason)
             raise
+        except ApplianceError as e:
+            return _answer(e)
+        except Exception:
+            log.exception("%s %s failed", request.method, request.path)
+            return _error(500, "the engine failed to answer; its log says why")
 
     app = web.Application(middlewares=[guard], client_max_size=64 * 1024)
     app["engine"] = engine
-    app.add_routes(
-        [
-            web.get("/asr33bot/{prompt:.*}", seed_route),
-            web.post("/v1/generate", generate),
-            web.post("/v1/print", print_text),
-            web.get("/v1/jobs/{id}", job_get),
-            web.get("/v1/history", history_get),
-            web.post("/v1/history", history_add),
-            web.delete("/v1/history", history_clear),
-            web.post("/v1/cancel", cancel),
-            web.post("/v1/bell", bell),
-            web.get("/v1/status", status),
-            web.get("/v1/events", events),
-            web.get("/healthz", healthz),
-            web.get("/openapi.json", openapi),
-        ]
-    )
+    handlers = globals()
+    for route in ROUTES:
+        # add_route, not web.get: no HEAD twin, so HEAD can never start a print.
+        app.router.add_route(route.method, route.path, handlers[route.name])
     return app
 
 
-async def _json_body(request: web.Request) -> dict[str, Any]:
+def _browser_refusal(request: web.Request, allowed_hosts) -> str | None:
+    """Why a browser's request is refused, if it is: none of this stops curl or our clients.
+
+    A page on any site could otherwise make the Teletype print: a form or a
+    fetch() to the engine (Origin, Sec-Fetch-Site), an <img> pointing at
+    /asr33bot/ (Sec-Fetch-Site), or a name of its own rebound to this
+    machine's address (Host).
+    """
+    site = request.headers.get("Sec-Fetch-Site")
+    if site is not None and site not in ("same-origin", "none"):
+        return f"refused: a request from another site ({site})"
+    host = request.headers.get("Host", "")
+    origin = request.headers.get("Origin")
+    if origin is not None and origin.lower() not in (
+        f"http://{host}".lower(),
+        f"https://{host}".lower(),
+    ):
+        return "refused: a request from another origin"
+    if _over_unix_socket(request):
+        return None  # only local processes with the socket's group reach it
+    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    name = name.strip("[]").lower()
+    if name in allowed_hosts or f"[{name}]" in allowed_hosts:
+        return None
+    with contextlib.suppress(ValueError):
+        ipaddress.ip_address(name)
+        return None
+    return f"refused: unknown host name {name!r} (the engine answers to its own names)"
+
+
+def _over_unix_socket(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is not None and isinstance(transport.get_extra_info("sockname"), str)
+
+
+async def _body(request: web.Request, kind: type[T], required: bool = False) -> T:
+    """The request's JSON body as `kind`; 400 (415 for the wrong type) saying what is wrong."""
+    raw = await request.read()
+    if not raw:
+        if required:
+            raise web.HTTPBadRequest(reason="a JSON body is required")
+        raw = b"{}"
+    elif request.content_type != "application/json":
+        # Also what keeps a web page's plain form from posting here.
+        raise web.HTTPUnsupportedMediaType(reason="send the body as application/json")
     try:
-        body = await request.json() if request.can_read_body else {}
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise web.HTTPBadRequest(reason="the body is not JSON") from None
-    if not isinstance(body, dict):
-        raise web.HTTPBadRequest(reason="the body must be a JSON object")
-    return body
-
-
-def _field(body: dict, name: str, kind: type, default, check=None):
-    value = body.get(name, default)
-    if value is None:
-        return default
-    ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
-    if not ok or (check is not None and not check(value)):
-        raise web.HTTPBadRequest(reason=f"{name}: invalid value {value!r}")
-    return value
-
-
-def _submit(engine: Engine, job, spare: int = 0) -> web.Response | None:
-    """Queue the job: None, or the 429 answer when the queue is full."""
-    try:
-        engine.submit(job, spare)
-    except QueueFull as e:
-        return _error(429, str(e), **{"Retry-After": str(e.retry_after)})
-    return None
+        return msgspec.json.decode(raw, type=kind)
+    except msgspec.ValidationError as e:
+        why = str(e).replace(f"Expected `str` matching regex {NOT_BLANK!r}", "Blank text")
+        raise web.HTTPBadRequest(reason=f"invalid body: {why}") from None
+    except msgspec.DecodeError as e:
+        raise web.HTTPBadRequest(reason=f"the body is not JSON: {e}") from None
 
 
 def _accepted(engine: Engine, job) -> web.Response:
@@ -92,10 +161,11 @@ def _accepted(engine: Engine, job) -> web.Response:
     body["position"] = engine.waiting.index(job) + 1 if job in engine.waiting else 0
     body["printer_busy"] = engine.current is not None
     body["starts_in_seconds"] = round(engine.eta_seconds(before=job), 1)
-    return web.json_response(body, status=202)
+    return _json(body, 202)
 
 
-SOURCES = ("api", "button", "chat", "keyboard")
+def _finished_status(job) -> int:
+    return {"failed": 500, "withheld": 422}.get(job.status, 200)
 
 
 async def seed_route(request: web.Request) -> web.StreamResponse:
@@ -103,41 +173,34 @@ async def seed_route(request: web.Request) -> web.StreamResponse:
     engine: Engine = request.app["engine"]
     prompt = request.match_info["prompt"][:MAX_PROMPT]
     job = engine.new_job(prompt, use_history=False)
-    if busy := _submit(engine, job):
-        return busy
+    engine.submit(job)
     await engine.wait(job)
     if job.status == "failed":
         return web.Response(status=500, text=f"generation failed: {job.error}\n")
+    if job.status == "withheld":
+        return web.Response(status=422, text=f"nothing printed: {job.error}\n")
     return web.Response(text=job.text, content_type="text/plain")
 
 
 async def generate(request: web.Request) -> web.StreamResponse:
     engine: Engine = request.app["engine"]
-    body = await _json_body(request)
-    prompt = _field(body, "prompt", str, "", lambda v: len(v) <= MAX_PROMPT)
-    use_history = _field(body, "use_history", bool, not prompt)
-    max_chars = _field(body, "max_chars", int, None, lambda v: 20 <= v <= 5000)
-    seed = _field(body, "seed", int, None, lambda v: 0 <= v < 2**31)
-    to_print = _field(body, "print", bool, True)
-    stream = _field(body, "stream", bool, False)
-    wait = _field(body, "wait", bool, True)
-    source = _field(body, "source", str, "api", lambda v: v in SOURCES)
+    body = await _body(request, GenerateRequest)
+    use_history = not body.prompt if body.use_history is None else body.use_history
     job = engine.new_job(
-        prompt, use_history, max_chars=max_chars, seed=seed, print=to_print, source=source
-    )
-    if busy := _submit(engine, job):
-        return busy
-    if not wait and not stream:
+        body.prompt, use_history, max_chars=body.max_chars, seed=body.seed, print=body.print,
+        source=body.source,
+    )  # fmt: skip
+    engine.submit(job)
+    if not body.wait and not body.stream:
         return _accepted(engine, job)
-    if not stream:
+    if not body.stream:
         await engine.wait(job)
-        status = 500 if job.status == "failed" else 200
-        return web.json_response(job.summary(), status=status)
+        return _json(job.summary(), _finished_status(job))
     response = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
     await response.prepare(request)
     sent = 0
     while True:
-        finished = job.done.is_set()
+        finished = job.done.is_set() or engine.closed.is_set()
         if len(job.text) > sent:
             chunk = job.text[sent:]
             sent += len(chunk)
@@ -152,64 +215,61 @@ async def generate(request: web.Request) -> web.StreamResponse:
 async def print_text(request: web.Request) -> web.Response:
     """Print text as it is (a chat line, a login code); the blocklist still applies."""
     engine: Engine = request.app["engine"]
-    body = await _json_body(request)
-    text = _field(body, "text", str, None, lambda v: 0 < len(v) <= MAX_PROMPT)
-    if text is None or not text.split():
-        raise web.HTTPBadRequest(reason="text is required and must not be blank")
-    # chat-line: a chat message; system: a notice of our own (a sign-in code)
-    # that the chat bridge must not repeat in chat.
-    source = _field(body, "source", str, "api", lambda v: v in (*SOURCES, "chat-line", "system"))
-    # Low priority: only while at least half the queue is free.
-    spare = engine.queue.maxsize // 2 if _field(body, "low_priority", bool, False) else 0
-    hit = engine.blocklist.find(text)
+    body = await _body(request, PrintRequest, required=True)
+    spare = engine.queue_size // 2 if body.low_priority else 0
+    hit = engine.blocklist.find(body.text)
     if hit is not None:
         return _error(422, f"not printed: blocked by the blocklist ({hit.term})")
-    job = engine.new_print(text, source)
-    if busy := _submit(engine, job, spare):
-        return busy
+    job = engine.new_print(body.text, body.source)
+    engine.submit(job, spare)
     return _accepted(engine, job)
+
+
+def _job(request: web.Request):
+    engine: Engine = request.app["engine"]
+    try:
+        return engine.jobs[int(request.match_info["id"])]
+    except (ValueError, KeyError):
+        raise web.HTTPNotFound(
+            reason="no such job (the last finished jobs are kept, across restarts)"
+        ) from None
 
 
 async def job_get(request: web.Request) -> web.Response:
     """A job by its id; with ?wait=N, wait up to N seconds for it to finish."""
     engine: Engine = request.app["engine"]
-    try:
-        job = engine.jobs[int(request.match_info["id"])]
-    except (ValueError, KeyError):
-        raise web.HTTPNotFound(reason="no such job (finished jobs are kept for a while)") from None
+    job = _job(request)
     try:
         wait = float(request.query.get("wait", "0"))
     except ValueError:
         raise web.HTTPBadRequest(reason="wait: a number of seconds") from None
-    if not 0 <= wait <= 300:
+    if not 0 <= wait <= 300:  # also refuses nan
         raise web.HTTPBadRequest(reason="wait: between 0 and 300 seconds")
     if wait:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(engine.wait(job), wait)
-    return web.json_response(job.summary())
+    return _json(job.summary())
+
+
+async def job_cancel(request: web.Request) -> web.Response:
+    engine: Engine = request.app["engine"]
+    job = _job(request)
+    if not engine.cancel_job(job):
+        return _json(job.summary(), 409)
+    return _json(job.summary())
 
 
 async def history_get(request: web.Request) -> web.Response:
     engine: Engine = request.app["engine"]
     lines = [{"name": ln.name, "text": ln.text} for ln in engine.history.lines()]
-    return web.json_response({"lines": lines})
+    return _json({"lines": lines})
 
 
 async def history_add(request: web.Request) -> web.Response:
     engine: Engine = request.app["engine"]
-    body = await _json_body(request)
-    name = _field(body, "name", str, None, lambda v: 0 < len(v) <= 100)
-    text = _field(body, "text", str, None, lambda v: 0 < len(v) <= 2000)
-    if name is None or text is None:
-        raise web.HTTPBadRequest(reason="name and text are required")
-    if not text.split():
-        # All whitespace (a no-break space, say): nothing would be left of it.
-        raise web.HTTPBadRequest(reason="text is blank")
-    try:
-        line = engine.add_chat_line(name, text)
-    except Blocked as e:
-        return _error(422, f"not added: {e}")
-    return web.json_response({"name": line.name, "text": line.text}, status=201)
+    body = await _body(request, ChatLineRequest, required=True)
+    line = engine.add_chat_line(body.name, body.text)
+    return _json({"name": line.name, "text": line.text}, 201)
 
 
 async def history_clear(request: web.Request) -> web.Response:
@@ -218,7 +278,7 @@ async def history_clear(request: web.Request) -> web.Response:
 
 
 async def cancel(request: web.Request) -> web.Response:
-    return web.json_response({"cancelled": request.app["engine"].cancel_current()})
+    return _json({"cancelled": request.app["engine"].cancel_current()})
 
 
 async def bell(request: web.Request) -> web.Response:
@@ -230,23 +290,27 @@ async def bell(request: web.Request) -> web.Response:
             f"the bell rang a moment ago; again in {seconds} s",
             **{"Retry-After": str(seconds)},
         )
-    return web.json_response({"rung": True})
+    return _json({"rung": True})
 
 
 async def status(request: web.Request) -> web.Response:
-    return web.json_response(request.app["engine"].status())
+    return _json(request.app["engine"].status())
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"ok": True})
+    return _json({"ok": True})
 
 
 async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(OPENAPI)
+    return _json(openapi_document())
 
 
 async def events(request: web.Request) -> web.StreamResponse:
-    """Server-sent events: queued, started, finished (with the text), port."""
+    """Server-sent events: queued, started, finished (with the text), port.
+
+    The stream ends when the engine stops, so a shutdown never waits on a
+    listener (the chat bridge always has one open).
+    """
     engine: Engine = request.app["engine"]
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
@@ -254,18 +318,24 @@ async def events(request: web.Request) -> web.StreamResponse:
     await response.prepare(request)
     q: asyncio.Queue = asyncio.Queue(maxsize=256)
     engine.subscribers.add(q)
+    closing = asyncio.ensure_future(engine.closed.wait())
     try:
         await response.write(b": connected\n\n")
-        while True:
-            try:
-                item = await asyncio.wait_for(q.get(), timeout=15)
-            except TimeoutError:
-                await response.write(b": keepalive\n\n")
+        while not engine.closed.is_set():
+            item = asyncio.ensure_future(q.get())
+            done, _ = await asyncio.wait({item, closing}, timeout=15, return_when="FIRST_COMPLETED")
+            if item not in done:
+                item.cancel()
+                if not engine.closed.is_set():
+                    await response.write(b": keepalive\n\n")
                 continue
-            payload = json.dumps(item["data"])
-            await response.write(f"event: {item['event']}\ndata: {payload}\n\n".encode())
+            payload = json.dumps(item.result()["data"])
+            await response.write(f"event: {item.result()['event']}\ndata: {payload}\n\n".encode())
     except (ConnectionResetError, asyncio.CancelledError):
         pass
     finally:
+        closing.cancel()
         engine.subscribers.discard(q)
+    with contextlib.suppress(ConnectionResetError):
+        await response.write_eof()
     return response

@@ -195,7 +195,8 @@ class NoLED:
 
 
 def run_button(config) -> int:
-    from appliance.server import setup_logging, socket_path
+    from appliance.logs import setup_logging
+    from appliance.paths import socket_path
 
     setup_logging("teletype-button")
     settings = config.button

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import threading
 from pathlib import Path
 
 from appliance.config import Config, load_config, render_config
-from appliance.errors import ApplianceError, ConfigError
-from appliance.tokens import TokenError
-
-EX_CONFIG = 78  # sysexits.h: a configuration error
+from appliance.errors import ApplianceError
 
 
 def _settings(args) -> Config:
@@ -49,28 +47,46 @@ def cmd_config(args) -> int:
 
 
 def cmd_generate(args) -> int:
-    """The seed's gen.py: text from a prompt, to the terminal or onto the Teletype."""
+    """The seed's gen.py: text from a prompt, to the terminal or onto the Teletype.
+
+    The same reply as the engine would print: the blocklist applies, and
+    an empty reply is tried again, then an error (exit 1), never silence.
+    """
     config = _settings(args)
-    from appliance.generator import load_generator, sampling_from
+    from appliance.generator import load_generator
+    from appliance.replies import Replies
 
     generator = load_generator(config.model)
-    pieces = generator.stream(
-        args.prompt or "", config.model.max_chars, config.model.seed, sampling_from(config.model)
-    )
-    if args.port:
-        from appliance.streams import prefetch
-        from appliance.teletype import build_printer
+    try:
+        replies = Replies(config, generator)
+        pieces = replies.stream(replies.prompt(None, args.prompt or ""))
+        if args.port:
+            from appliance.teletype import build_printer
 
-        printer = build_printer(config.teletype)
-        print_cancellable(printer, prefetch(pieces))
-        printer.close()
-    else:
+            printer = build_printer(config.teletype)
+            cancel = threading.Event()
+            try:
+                print_cancellable(printer, replies.for_printer(pieces, cancel), cancel)
+            finally:
+                printer.close()
+        else:
+            _write_out(pieces)
+    finally:
+        generator.close()
+    return 0
+
+
+def _write_out(pieces) -> None:
+    """To standard output; a reader that stops early (`| head`) ends it quietly."""
+    try:
         for piece in pieces:
             sys.stdout.write(piece)
             sys.stdout.flush()
         sys.stdout.write("\n")
-    generator.close()
-    return 0
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Python would complain again flushing stdout at exit: point it at nothing.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def cmd_print(args) -> int:
@@ -210,13 +226,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ConfigError, TokenError) as e:
-        # EX_CONFIG: the units do not restart on it; a person has to act.
-        print(f"teletype {args.command}: {e}", file=sys.stderr)
-        return EX_CONFIG
     except ApplianceError as e:
+        # One line, never a traceback; 78 (EX_CONFIG) for what a person must
+        # fix, which the units do not restart on.
         print(f"teletype {args.command}: {e}", file=sys.stderr)
-        return 1
+        return e.exit_code
     except KeyboardInterrupt:
         return 130
 

@@ -13,10 +13,9 @@ import time
 from typing import TextIO
 
 from appliance.config import Config
-from appliance.generator import sampling_from
-from appliance.moderation import Withheld, blocklist_from, clean_reply
-from appliance.prompts import History, reply_prompt
-from appliance.streams import prefetch
+from appliance.errors import BadChatLine, Withheld
+from appliance.history import History
+from appliance.replies import Replies
 from appliance.teletype import build_printer
 from appliance.teletype.profiles import get_profile
 
@@ -37,7 +36,7 @@ class Demo:
         self.history = History(config.history.lines)
         self.printer = build_printer(config.teletype, out=self.out)
         self.generator = generator
-        self.blocklist = blocklist_from(config)
+        self.replies = Replies(config, generator)
         self.last_first_character: float | None = None  # seconds, for the curious
 
     def banner(self) -> str:
@@ -71,21 +70,20 @@ class Demo:
         elif command.startswith("!"):
             self.out.write(f"  unknown command {command.split()[0]}; !help lists them\n")
         else:
-            self.history.add(DEMO_NAME, command)
+            try:
+                self.history.add(DEMO_NAME, command)
+            except BadChatLine as e:
+                self.out.write(f"  not added: {e}\n")
         return True
 
     def reply(self, extra: str = "") -> None:
         """What a button press does: generate from the history and print it."""
-        m = self.config.model
-        prompt = reply_prompt(self.history, extra, self.config.history.opening)
+        prompt = self.replies.prompt(self.history, extra)
         started = time.monotonic()
         first: list[float] = []
 
         def pieces():
-            for piece in clean_reply(
-                self.generator, prompt, m.max_chars, m.seed, sampling_from(m), self.blocklist,
-                self.config.moderation.tries,
-            ):  # fmt: skip
+            for piece in self.replies.stream(prompt):
                 if not first:
                     first.append(time.monotonic() - started)
                 yield piece
@@ -94,10 +92,10 @@ class Demo:
 
         cancel = threading.Event()
         try:
-            if print_cancellable(self.printer, prefetch(pieces(), cancel), cancel):
+            if print_cancellable(self.printer, self.replies.for_printer(pieces(), cancel), cancel):
                 self.out.write("  (print stopped)\n")
-        except Withheld:
-            self.out.write("  (nothing printed: every try ran into the blocklist)\n")
+        except Withheld as e:
+            self.out.write(f"  (nothing printed: {e})\n")
         self.last_first_character = first[0] if first else None
 
 

@@ -17,3 +17,31 @@ def fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes, mode: int = 0o640) -> None:
+    """Replace the file with `data`: after a power cut it holds the old bytes or the new.
+
+    Written beside under a name starting with ".<name>." and renamed;
+    `remove_leftovers` clears what a write cut short left behind.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def remove_leftovers(path: Path) -> None:
+    """Temporary files of `write_atomic` that a kill -9 or power cut left beside `path`."""
+    # By stem: ".history.*" also catches the names the mkstemp of earlier versions used.
+    for stale in path.parent.glob(f".{path.stem}.*"):
+        stale.unlink(missing_ok=True)

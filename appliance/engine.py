@@ -4,96 +4,39 @@ A Teletype is one slow printer (a 500-character reply takes 50 s) and the
 model should be loaded once, so everything is serialised here: a bounded
 queue of jobs in front of one worker that generates (in its own thread)
 and prints (in another) at the same time. Every trigger is a client of
-this process over its local API (appliance.api).
+this process over its local API (appliance.api). Accepted jobs are kept in
+a journal (appliance.journal), so a restart loses none of them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import os
-import tempfile
+import statistics
 import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
 from appliance.config import Config
-from appliance.durable import fsync_dir
-from appliance.generator import sampling_from
-from appliance.jobs import Job
-from appliance.moderation import Withheld, blocklist_from, clean_reply
-from appliance.prompts import History
-from appliance.streams import prefetch
+from appliance.errors import Blocked, PortError, QueueFull, ShuttingDown, Withheld
+from appliance.history import ChatLine, PersistentHistory
+from appliance.jobs import QUEUED, RUNNING, Job
+from appliance.journal import Journal, waiting
+from appliance.replies import Replies
 from appliance.teletype.keyboard import KeyboardReader
 from appliance.teletype.profiles import get_profile
 
 log = logging.getLogger("teletype.engine")
 
-
-class QueueFull(Exception):
-    def __init__(self, retry_after: int):
-        super().__init__(f"the queue is full; try again in about {retry_after} s")
-        self.retry_after = retry_after
-
-
-class Blocked(ValueError):
-    """A chat line with a word or phrase from the blocklist in it."""
-
-
-RECENT_JOBS = 64  # finished jobs kept for GET /v1/jobs/<id>
-
-
-class PersistentHistory(History):
-    """The chat history, written atomically to the state directory after every change."""
-
-    def __init__(self, path: Path, size: int):
-        # A write cut short (kill -9, a power cut) leaves its temporary file
-        # behind; the real file is the old one or the new one, never half.
-        for stale in path.parent.glob(".history.*"):
-            stale.unlink(missing_ok=True)
-        lines = []
-        try:
-            saved = json.loads(path.read_text(encoding="utf-8"))
-            from appliance.generator import ChatLine
-
-            lines = [ChatLine(str(e["name"]), str(e["text"])) for e in saved.get("lines", [])]
-        except FileNotFoundError:
-            pass
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            log.warning("ignoring an unreadable history file %s: %s", path, e)
-        super().__init__(size, lines)
-        self.path = path
-
-    def add(self, name: str, text: str):
-        line = super().add(name, text)
-        self.save()
-        return line
-
-    def clear(self) -> None:
-        super().clear()
-        self.save()
-
-    def save(self) -> None:
-        data = {"lines": [{"name": ln.name, "text": ln.text} for ln in self.lines()]}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # Write beside, then rename: a power cut leaves the old file or the new one.
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".history.")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(data, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        # The rename is in the directory: without this, a power cut kept the
-        # new data under its temporary name and lost the history (found by
-        # make boot-check's power cut).
-        fsync_dir(self.path.parent)
+RECENT_JOBS = 64  # finished jobs kept for GET /v1/jobs/<id>, across restarts too
+# A reply's length over its max_chars, before any has been measured: the
+# generator stops at the first sentence end past max_chars, and replies of
+# the embedded model ran 1.2 times it (median) to 1.64 (the longest).
+FIRST_REPLY_LENGTH = 1.3
+MEASURED_REPLIES = 20
 
 
 class Engine:
@@ -101,38 +44,74 @@ class Engine:
         self.config = config
         self.generator = generator
         self.printer = printer
+        self.replies = Replies(config, generator)
+        self.blocklist = self.replies.blocklist
         self.history = PersistentHistory(state_dir / "history.json", config.history.lines)
-        self.queue: asyncio.Queue[Job] = asyncio.Queue(maxsize=config.engine.queue_size)
-        self.waiting: list[Job] = []  # the queue's contents, for status and ETA
+        self.journal = Journal(state_dir / "jobs.json")
+        self.queue_size = config.engine.queue_size
+        self.waiting: list[Job] = []  # the queue, oldest first
+        self._arrived = asyncio.Event()  # the worker's wake-up call
         self.current: Job | None = None
         self.subscribers: set[asyncio.Queue] = set()
         self._done: dict[int, asyncio.Event] = {}
         self.jobs: dict[int, Job] = {}  # queued, running and the last few finished
-        self.blocklist = blocklist_from(config)
         self.jobs_finished = 0
         self._last_bell = -1e9
         self.port_state = "unknown"
         self.loop: asyncio.AbstractEventLoop | None = None
         self.stopping = threading.Event()
+        self.closed = asyncio.Event()  # set at shutdown: event streams end, waiters get 503
         profile = get_profile(config.teletype.profile)
         self.cps = profile.characters_per_second(config.teletype.parity or None)
+        # Each line costs CR, LF and their fills on top of its characters.
+        t = config.teletype
+        self.frames_per_character = 1 + (2 + t.cr_fills + t.lf_fills) / (profile.columns * 0.9)
+        self.reply_lengths: deque[float] = deque(maxlen=MEASURED_REPLIES)
         self.keyboard = KeyboardReader(profile, config.teletype.half_duplex)
         printer.on_write = self._on_write
         printer.on_port_state = self._on_port_state
+        self._restore()
+
+    # --- the journal -------------------------------------------------------------
+
+    def _restore(self) -> None:
+        """The last engine's jobs: the waiting ones queued again, the rest answerable."""
+        jobs, lengths = self.journal.load()
+        self.reply_lengths.extend(lengths)
+        requeued = waiting(jobs)
+        for job in sorted(jobs, key=lambda j: j.id):
+            if job.status != QUEUED:
+                self.jobs[job.id] = job
+        for job in requeued[: self.queue_size]:
+            self.jobs[job.id] = job
+            self.waiting.append(job)
+        for job in requeued[self.queue_size :]:  # a smaller queue_size since
+            job.status, job.error, job.finished = "interrupted", "the queue is smaller now", 0.0
+            job.done.set()
+            self.jobs[job.id] = job
+        lost = sum(j.status == "interrupted" for j in jobs)
+        if requeued or lost:
+            log.warning(
+                "restarted with %d job(s) still to print and %d interrupted", len(requeued), lost
+            )
+        self._trim()
+        self._save_journal()
+
+    def _trim(self) -> None:
+        finished = [i for i, j in self.jobs.items() if j.is_finished]
+        for job_id in finished[: max(0, len(finished) - RECENT_JOBS)]:
+            del self.jobs[job_id]
+
+    def _save_journal(self) -> None:
+        self.journal.save(self.jobs.values(), self.reply_lengths)
 
     # --- submitting -------------------------------------------------------------
 
     def new_job(self, prompt: str | None, use_history: bool, extra: str = "",
                 max_chars: int | None = None, seed: int | None = None, print: bool = True,
                 source: str = "api") -> Job:  # fmt: skip
-        from appliance.prompts import reply_prompt
-
-        if use_history or not prompt:
-            text = reply_prompt(
-                self.history, (prompt or "") + " " + extra, self.config.history.opening
-            )
-        else:
-            text = prompt
+        history = self.history if use_history or not prompt else None
+        text = self.replies.prompt(history, f"{prompt or ''} {extra}")
         m = self.config.model
         seed = m.seed if seed is None else seed
         return Job(text, max_chars or m.max_chars, None if seed < 0 else seed, print, source)
@@ -146,22 +125,26 @@ class Engine:
 
         `spare` keeps that many places free for others: chat lines to print
         are welcome while the printer has time, but must never crowd out a
-        reply somebody asked for.
+        reply somebody asked for. The job is in the journal before this
+        returns: StateError if the card will not take it.
         """
-        if self.queue.qsize() + spare >= self.queue.maxsize:
+        if self.stopping.is_set():
+            raise ShuttingDown("the engine is stopping; ask again in a moment")
+        if len(self.waiting) + spare >= self.queue_size:
             raise QueueFull(max(1, round(self.eta_seconds())))
-        self.queue.put_nowait(job)
-        self.waiting.append(job)
         self.jobs[job.id] = job
-        while len(self.jobs) > RECENT_JOBS + self.queue.maxsize + 1:
-            oldest = next(iter(self.jobs))
-            if not self.jobs[oldest].done.is_set():
-                break
-            del self.jobs[oldest]
+        try:
+            self._save_journal()
+        except Exception:
+            del self.jobs[job.id]
+            raise
+        self.waiting.append(job)
+        self._arrived.set()
+        self._trim()
         self.emit("queued", job)
         return len(self.waiting)
 
-    def add_chat_line(self, name: str, text: str):
+    def add_chat_line(self, name: str, text: str) -> ChatLine:
         """A chat line into the history, unless the blocklist has a word against it."""
         hit = self.blocklist.find(f"{name} {text}")
         if hit is not None:
@@ -185,38 +168,103 @@ class Engine:
         job.cancel.set()
         return True
 
+    def cancel_job(self, job: Job) -> bool:
+        """Take a waiting job off the queue, or stop the printing one; False if it has ended."""
+        if job is self.current:
+            job.cancel.set()
+            return True
+        if job not in self.waiting:
+            return False
+        self.waiting.remove(job)
+        job.cancel.set()
+        job.status, job.finished = "cancelled", time.time()
+        self._save_journal_quietly()
+        self._finished(job)
+        return True
+
     async def wait(self, job: Job) -> None:
-        """Until the job is finished (an asyncio wait: no thread per waiting client)."""
+        """Until the job is finished (an asyncio wait: no thread per waiting client).
+
+        ShuttingDown if the engine stops first: the job stays in the journal.
+        """
         if job.done.is_set():
             return
-        await self._done.setdefault(job.id, asyncio.Event()).wait()
+        if self.closed.is_set():
+            raise ShuttingDown(f"the engine is stopping; job {job.id} runs after the restart")
+        finished = asyncio.ensure_future(self._done.setdefault(job.id, asyncio.Event()).wait())
+        closing = asyncio.ensure_future(self.closed.wait())
+        try:
+            await asyncio.wait({finished, closing}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            finished.cancel()
+            closing.cancel()
+        if not job.done.is_set():
+            raise ShuttingDown(f"the engine is stopping; job {job.id} runs after the restart")
+
+    def shut_down(self) -> None:
+        """SIGTERM: stop after the current line; waiting jobs stay in the journal."""
+        self.stopping.set()
+        self._arrived.set()
+        job = self.current
+        if job is not None:
+            job.error = "the engine was stopped during the print"
+            job.cancel.set()
+        self.closed.set()
 
     # --- the worker -------------------------------------------------------------
 
     async def run_worker(self) -> None:
-        while True:
-            job = await self.queue.get()
-            self.waiting.remove(job)
+        while not self.stopping.is_set():
+            if not self.waiting:
+                self._arrived.clear()
+                await self._arrived.wait()
+                continue
+            if self.stopping.is_set():
+                break  # still "queued" in the journal: the next engine runs it
+            job = self.waiting.pop(0)
             self.current = job
-            job.status, job.started = "running", time.time()
+            job.status, job.started = RUNNING, time.time()
+            self._save_journal_quietly()
             self.emit("started", job)
             try:
                 await asyncio.to_thread(self._run, job)
-                if job.status == "running":
-                    job.status = "cancelled" if job.cancel.is_set() else "done"
+                if job.status == RUNNING:
+                    job.status = self._ended(job)
             except Exception as e:  # a failing job fails alone; the engine carries on
                 log.exception("job %d failed", job.id)
                 job.status, job.error = "failed", f"{type(e).__name__}: {e}"
             job.finished = time.time()
+            if job.literal is None and job.status == "done" and job.text:
+                self.reply_lengths.append(len(job.text) / max(1, job.max_chars))
             self.current = None
             self.jobs_finished += 1
-            self.emit("finished", job)
-            job.done.set()
-            if job.id in self._done:
-                self._done.pop(job.id).set()
+            self._save_journal_quietly()
+            self._finished(job)
+
+    def _finished(self, job: Job) -> None:
+        self.emit("finished", job)
+        job.done.set()
+        if job.id in self._done:
+            self._done.pop(job.id).set()
+
+    def _ended(self, job: Job) -> str:
+        if not job.cancel.is_set():
+            return "done"
+        return "interrupted" if self.stopping.is_set() else "cancelled"
+
+    def _save_journal_quietly(self) -> None:
+        # A start or an end that cannot be written costs at most a job run
+        # twice or answered for late after a crash; the job itself goes on.
+        try:
+            self._save_journal()
+        except OSError as e:
+            log.warning("%s", e)
 
     def _run(self, job: Job) -> None:
-        pieces = iter([job.literal]) if job.literal is not None else self._generate(job)
+        if job.literal is not None:
+            pieces = iter([job.literal])
+        else:
+            pieces = self.replies.stream(job.prompt, job.max_chars, job.seed, self._hit(job))
 
         def collect():
             for piece in pieces:
@@ -225,7 +273,9 @@ class Engine:
 
         try:
             if job.print:
-                self.printer.print_stream(prefetch(collect(), job.cancel), job.cancel)
+                self.printer.print_stream(
+                    self.replies.for_printer(collect(), job.cancel), job.cancel
+                )
             else:
                 for _ in collect():
                     if job.cancel.is_set():
@@ -233,18 +283,13 @@ class Engine:
         except Withheld as e:
             job.status, job.error = "withheld", str(e)
 
-    def _generate(self, job: Job):
-        """The job's text, streamed, with nothing from the blocklist in it."""
-        m = self.config.model
-
+    @staticmethod
+    def _hit(job: Job):
         def hit(found) -> None:
             job.blocked += 1
             log.info("job %d: the blocklist caught %r; generating again", job.id, str(found.term))
 
-        return clean_reply(
-            self.generator, job.prompt, job.max_chars, job.seed, sampling_from(m),
-            self.blocklist, self.config.moderation.tries, hit,
-        )  # fmt: skip
+        return hit
 
     # --- what the printer tells us -------------------------------------------------
 
@@ -264,8 +309,6 @@ class Engine:
     def read_keyboard(self) -> None:
         """A thread: lines typed on the Teletype become prompts (serial ports only)."""
         port = self.printer.port
-        from appliance.errors import PortError
-
         while not self.stopping.is_set():
             try:
                 data = port.read(0.2)
@@ -278,30 +321,44 @@ class Engine:
                     self.loop.call_soon_threadsafe(self._typed, line)
 
     def _typed(self, line: str) -> None:
-        with contextlib.suppress(QueueFull):
+        with contextlib.suppress(QueueFull, ShuttingDown, OSError):
             self.submit(self.new_job(line, use_history=False, source="keyboard"))
 
     # --- status and events ---------------------------------------------------------
 
+    def reply_length(self) -> float:
+        """A reply's expected length over its max_chars, from the replies measured."""
+        if not self.reply_lengths:
+            return FIRST_REPLY_LENGTH
+        return statistics.median(self.reply_lengths)
+
+    def expected_frames(self, job: Job) -> float:
+        chars = len(job.literal) if job.literal is not None else job.max_chars * self.reply_length()
+        return chars * self.frames_per_character if job.print else 0.0
+
     def eta_seconds(self, before: Job | None = None) -> float:
         """Seconds until the queue is empty (or until `before` starts), from the
-        characters still to print at the profile's rate."""
+        frames still to print at the profile's rate."""
         ahead = self.waiting
         if before is not None and before in self.waiting:
             ahead = self.waiting[: self.waiting.index(before)]
-        chars = sum(j.max_chars for j in ahead)
+        frames = sum(self.expected_frames(j) for j in ahead)
         if self.current is not None:
-            chars += max(0, self.current.max_chars - self.current.printed)
-        return chars / self.cps
+            # A reply that runs past its estimate still has its sentence to finish.
+            left = self.expected_frames(self.current) - self.current.printed
+            frames += max(left, 20.0 if self.current.print else 0.0)
+        return frames / self.cps
 
     def status(self) -> dict[str, Any]:
         current = self.current
         return {
             "queue": len(self.waiting),
-            "queue_max": self.config.engine.queue_size,
+            "queue_max": self.queue_size,
             "printing": current.summary() if current else None,
             "progress": (
-                min(1.0, current.printed / max(1, current.max_chars)) if current else None
+                min(1.0, current.printed / max(1.0, self.expected_frames(current)))
+                if current
+                else None
             ),
             "eta_seconds": round(self.eta_seconds(), 1),
             "jobs_finished": self.jobs_finished,

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from anyascii import anyascii
 
-from appliance.errors import ConfigError
+from appliance.errors import ConfigError, Withheld
 
 # Digits and signs people use for letters to get past a filter.
 _SWAPS = str.maketrans("013457@$", "oieastas")
@@ -44,12 +44,17 @@ class Hit:
     end: int
 
 
-def _words(text: str) -> list[tuple[str, int, int]]:
-    """(normalised word, start, end) for each word, positions in `text` itself."""
+def _words(text: str, fold: Callable[[str], str] = anyascii) -> list[tuple[str, int, int]]:
+    """(normalised word, start, end) for each word, positions in `text` itself.
+
+    `fold` turns a character into what is printed for it: a control
+    character inside a word prints as nothing, so it must not split the
+    word here either ("fu\x7fck" prints whole).
+    """
     folded: list[str] = []
     where: list[int] = []
     for i, ch in enumerate(text):
-        for c in anyascii(ch).lower().translate(_SWAPS):
+        for c in fold(ch).lower().translate(_SWAPS):
             folded.append(c)
             where.append(i)
     flat = "".join(folded)
@@ -71,8 +76,11 @@ def parse_terms(text: str, source: str) -> list[Term]:
 
 
 class Blocklist:
-    def __init__(self, terms: Iterable[Term] = ()):
+    def __init__(self, terms: Iterable[Term] = (), fold: Callable[[str], str] | None = None):
+        """`fold`: the printed form of the text (the Teletype's character set);
+        without one, every character is read as anyascii spells it."""
         self.terms = list(terms)
+        self.fold = fold or _printed_anywhere
         self.longest = max((len(t.words) for t in self.terms), default=1)
         self._by_first: dict[str, list[Term]] = {}
         self._prefixed_first: list[Term] = []
@@ -87,7 +95,7 @@ class Blocklist:
 
     def find(self, text: str) -> Hit | None:
         """The first blocked word or phrase in the text, if there is one."""
-        words = _words(text)
+        words = _words(text, self.fold)
         for i, (word, start, _) in enumerate(words):
             for term in self._by_first.get(word, ()):
                 if self._matches(term, words, i):
@@ -114,7 +122,17 @@ def default_blocklist_text() -> str:
     return resources.files("appliance").joinpath("data/blocklist.txt").read_text("utf-8")
 
 
-def load_blocklist(user_file: str = "", use_default: bool = True, source: str = "") -> Blocklist:
+def _printed_anywhere(ch: str) -> str:
+    # No machine prints a control character; every one of them drops it.
+    return "" if (ch < " " and ch not in "\n\t") or "\x7f" <= ch <= "\x9f" else anyascii(ch)
+
+
+def load_blocklist(
+    user_file: str = "",
+    use_default: bool = True,
+    source: str = "",
+    fold: Callable[[str], str] | None = None,
+) -> Blocklist:
     """The shipped list (unless turned off) and the user's own file, if any."""
     terms: list[Term] = []
     if use_default:
@@ -130,17 +148,18 @@ def load_blocklist(user_file: str = "", use_default: bool = True, source: str = 
         except (OSError, UnicodeDecodeError) as e:
             raise ConfigError(f"{source}: moderation.blocklist: cannot read {path}: {e}") from e
         terms += parse_terms(text, str(path))
-    return Blocklist(terms)
+    return Blocklist(terms, fold)
 
 
 def blocklist_from(config) -> Blocklist:
     """The blocklist the [moderation] section of a Config asks for."""
+    from appliance.teletype.codes import CHARACTER_SETS
+    from appliance.teletype.profiles import get_profile
+
     mod = config.moderation
-    return load_blocklist(mod.blocklist, mod.use_default, config.source)
-
-
-class Withheld(Exception):
-    """Every try ran into the blocklist before a clean word was found."""
+    # Matched on the text as the configured Teletype will print it.
+    charset = CHARACTER_SETS[get_profile(config.teletype.profile).code]
+    return load_blocklist(mod.blocklist, mod.use_default, config.source, charset.fold)
 
 
 def moderated(
@@ -192,49 +211,6 @@ def moderated(
             raise Withheld(f"every try ran into the blocklist ({tries + 1} tries)")
     if len(accepted.rstrip()) > released:
         yield accepted.rstrip()[released:]
-
-
-def clean_reply(
-    generator,
-    prompt: str,
-    max_chars: int,
-    seed: int | None,
-    sampling,
-    blocklist: Blocklist,
-    tries: int = 3,
-    on_hit: Callable[[Hit], None] | None = None,
-) -> Iterator[str]:
-    """The generator's reply to the prompt, streamed, with nothing from the blocklist in it.
-
-    A retry goes on from the last clean word, with the next seed. A reply
-    with nothing printable in it (the model may end right after the
-    prompt, or after a line break) is tried again with the next seed, up to
-    `tries` more times; then Withheld says so, and the asker is told.
-    """
-    calls = 0  # every call of the model gets the next seed
-
-    def attempt(prefix: str, _number: int) -> Iterator[str]:
-        nonlocal calls
-        next_seed = None if seed is None or seed < 0 else seed + calls
-        calls += 1
-        # The reply starts a new word after the prompt (the generator skips
-        # the rest of a word the prompt ends in), so a space goes between.
-        joint = " " if prefix and prompt and not prompt[-1].isspace() else ""
-        return generator.stream(
-            prompt + joint + prefix.rstrip(),
-            max(20, max_chars - len(prefix)),
-            next_seed,
-            sampling,
-        )
-
-    for _ in range(tries + 1):
-        said_something = False
-        for piece in moderated(attempt, blocklist, tries, on_hit):
-            said_something = said_something or any(ch.isalnum() for ch in piece)
-            yield piece
-        if said_something:
-            return
-    raise Withheld(f"the model had nothing to print ({tries + 1} tries)")
 
 
 def _hold_back(text: str, words: int) -> int:

@@ -15,13 +15,11 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 
+from appliance.errors import RateLimited
+
 log = logging.getLogger("teletype.chat")
 
 WINDOW = 30.0  # seconds
-
-
-class RateLimited(Exception):
-    """Twitch said 429: too many requests."""
 
 
 class Outbox:

@@ -7,70 +7,18 @@ import ipaddress
 import logging
 import os
 import signal
-import sys
 import threading
 from pathlib import Path
 
 from appliance import notify
 from appliance.config import Config
 from appliance.durable import fsync_dir
-from appliance.errors import ConfigError, PortError
+from appliance.errors import ConfigError, PortError, StartupError
+from appliance.logs import setup_logging
+from appliance.paths import socket_path, state_dir
 
 log = logging.getLogger("teletype.serve")
-SOCKET_NAME = "engine.sock"
-
-
-def setup_logging(identifier: str) -> None:
-    """To the journal under systemd, to stderr otherwise."""
-    handler: logging.Handler = logging.StreamHandler(sys.stderr)
-    if os.environ.get("JOURNAL_STREAM") or os.environ.get("INVOCATION_ID"):
-        try:
-            from systemd.journal import JournalHandler
-
-            handler = JournalHandler(SYSLOG_IDENTIFIER=identifier)
-        except ImportError:
-            pass
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
-
-
-SYSTEM_STATE_DIR = Path("/var/lib/teletype-gpt2")  # the units' StateDirectory=
-
-
-def state_dir(config: Config) -> Path:
-    """History and tokens: the config, else systemd's, else the appliance's, else ~/.local.
-
-    `sudo -u teletype teletype twitch-login` on the Pi has no
-    StateDirectory= of its own; it finds the units' through /var/lib when
-    it may write there.
-    """
-    chosen = config.engine.state_dir or os.environ.get("STATE_DIRECTORY", "").split(":")[0]
-    if chosen:
-        return Path(chosen)
-    if SYSTEM_STATE_DIR.is_dir() and os.access(SYSTEM_STATE_DIR, os.W_OK):
-        return SYSTEM_STATE_DIR
-    return Path.home() / ".local" / "state" / "teletype-gpt2"
-
-
-SYSTEM_RUNTIME_DIR = Path("/run/teletype-gpt2")  # the engine unit's RuntimeDirectory=
-
-
-def runtime_dir(config: Config) -> Path:
-    """Where the engine's socket is: the config, else systemd's, else a per-user /tmp folder.
-
-    The clients (chat, button) run without a RuntimeDirectory= of their own,
-    so they find the engine's through /run/teletype-gpt2 when it exists.
-    """
-    chosen = config.engine.runtime_dir or os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
-    if chosen:
-        return Path(chosen)
-    if SYSTEM_RUNTIME_DIR.is_dir():
-        return SYSTEM_RUNTIME_DIR
-    return Path(f"/tmp/teletype-gpt2-{os.getuid()}")
-
-
-def socket_path(config: Config) -> Path:
-    return runtime_dir(config) / SOCKET_NAME
+STOP_GRACE = 1.0  # seconds for open requests to end once the engine has answered them
 
 
 def check_exposure(config: Config) -> None:
@@ -109,7 +57,13 @@ def run_serve(config: Config) -> int:
     if running.left_behind():
         log.warning("the last engine did not stop cleanly: the first print starts on a new line")
         printer.discipline.carriage_unknown()
-    running.set()
+    try:
+        running.set()
+    except OSError as e:
+        raise StartupError(
+            f"cannot write the state directory {running.path.parent}: {e.strerror or e} "
+            "(engine.state_dir in the config)"
+        ) from e
     try:
         code = asyncio.run(_serve(config, generator, printer, port_state))
     finally:
@@ -152,23 +106,37 @@ async def _serve(config: Config, generator, printer, port_state: str) -> int:
     from aiohttp import web
 
     from appliance.api import build_app
+    from appliance.connections import (
+        KEEPALIVE_TIMEOUT,
+        ConnectionGuard,
+        default_limit,
+        raise_file_limit,
+    )
     from appliance.engine import Engine
     from appliance.teletype.ports import SerialPort
 
     engine = Engine(config, generator, printer, state_dir(config))
     engine.loop = asyncio.get_running_loop()
     engine.port_state = port_state
-    runner = web.AppRunner(build_app(engine, config.engine.token), access_log=None)
+    app = build_app(engine, config.engine.token, allowed_hosts(config))
+    # A cap on connections well under the file limit, and a deadline for a
+    # request's head: idle sockets can no longer starve the real clients.
+    guard = ConnectionGuard(limit=default_limit(raise_file_limit()), log=log)
+    guard.install(app)
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        keepalive_timeout=KEEPALIVE_TIMEOUT,
+        # Requests still open after the engine has answered them all (503)
+        # get this long; aiohttp's own default is a minute.
+        shutdown_timeout=STOP_GRACE,
+    )
     await runner.setup()
-    sock = socket_path(config)
-    sock.parent.mkdir(parents=True, exist_ok=True)
-    sock.unlink(missing_ok=True)
-    await web.UnixSite(runner, str(sock)).start()
-    os.chmod(sock, 0o660)
-    where = [str(sock)]
-    if config.engine.tcp_host and config.engine.tcp_port:
-        await web.TCPSite(runner, config.engine.tcp_host, config.engine.tcp_port).start()
-        where.append(f"http://{config.engine.tcp_host}:{config.engine.tcp_port}")
+    try:
+        where = await _start_sites(runner, guard, config)
+    except BaseException:
+        await runner.cleanup()
+        raise
     log.info("serving on %s", " and ".join(where))
 
     worker = asyncio.create_task(engine.run_worker())
@@ -187,21 +155,65 @@ async def _serve(config: Config, generator, printer, port_state: str) -> int:
         keepers.append(asyncio.create_task(_watchdog(interval)))
 
     await stop.wait()
-    log.info("stopping: finishing the line")
+    waiting = len(engine.waiting)
+    log.info("stopping: finishing the line; %d waiting job(s) kept for the next start", waiting)
     notify.stopping()
-    engine.stopping.set()
-    engine.cancel_current()
-    # The printer finishes its line (CR LF) after a cancel; give it that long.
-    for _ in range(100):
+    # Event streams end and waiting clients are answered (503) at once; the
+    # job printing is cancelled, and the printer finishes its line.
+    engine.shut_down()
+    for _ in range(200):
         if engine.current is None:
             break
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.05)
     printer.stopping.set()
     for task in (*keepers, worker):
         task.cancel()
     await runner.cleanup()
-    sock.unlink(missing_ok=True)
+    socket_path(config).unlink(missing_ok=True)
     return 0
+
+
+async def _start_sites(runner, guard, config: Config) -> list[str]:
+    """The Unix socket, and TCP if configured; StartupError (one line) if either cannot be had."""
+    from appliance.connections import GuardedTCPSite, GuardedUnixSite
+
+    sock = socket_path(config)
+    try:
+        sock.parent.mkdir(parents=True, exist_ok=True)
+        sock.unlink(missing_ok=True)
+        await GuardedUnixSite(runner, guard, str(sock)).start()
+        os.chmod(sock, 0o660)
+    except OSError as e:
+        raise StartupError(
+            f"cannot make the engine's socket {sock}: {e.strerror or e} "
+            "(engine.runtime_dir in the config)"
+        ) from e
+    where = [str(sock)]
+    host, port = config.engine.tcp_host, config.engine.tcp_port
+    if host and port:
+        try:
+            await GuardedTCPSite(runner, guard, host, port).start()
+        except OSError as e:
+            raise StartupError(
+                f"cannot serve on {host}:{port}: {e.strerror or e} "
+                "(another program has the port? engine.tcp_port in the config)"
+            ) from e
+        where.append(f"http://{host}:{port}")
+    return where
+
+
+def allowed_hosts(config: Config) -> set[str]:
+    """The names a browser may call the engine by (the Host header): a page that
+    rebinds its own name to this machine's address is refused."""
+    import socket
+
+    names = {"localhost", "127.0.0.1", "[::1]"}
+    hostname = socket.gethostname()
+    if hostname:
+        names |= {hostname.lower(), f"{hostname.lower()}.local"}
+    if config.engine.tcp_host:
+        names.add(config.engine.tcp_host.lower())
+    return names
 
 
 async def _watchdog(interval: float) -> None:

@@ -15,13 +15,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from appliance.durable import fsync_dir
-from appliance.errors import ApplianceError
+from appliance.errors import EX_CONFIG, ApplianceError
 
 TOKEN_FILE = "twitch-tokens.json"
 
 
 class TokenError(ApplianceError):
     """No usable tokens: the bot has to be signed in with `teletype twitch-login`."""
+
+    exit_code = EX_CONFIG
 
 
 @dataclass(frozen=True)

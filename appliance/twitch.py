@@ -26,8 +26,8 @@ from appliance import notify
 from appliance.chat import PREFIX, ChatBridge, Viewer
 from appliance.client import EngineClient, EngineUnavailable
 from appliance.config import ChatConfig, Config
-from appliance.errors import ConfigError
-from appliance.outbox import Outbox, RateLimited
+from appliance.errors import ConfigError, RateLimited
+from appliance.outbox import Outbox
 from appliance.tokens import TokenError, TwitchTokens, load_tokens, save_tokens, token_path
 
 log = logging.getLogger("teletype.chat")
@@ -222,14 +222,14 @@ def _viewer(chatter) -> Viewer:
 def engine_client(config: Config) -> EngineClient:
     if config.chat.engine:
         return EngineClient(url=config.chat.engine, token=config.engine.token)
-    from appliance.server import socket_path
+    from appliance.paths import socket_path
 
     return EngineClient(socket_path(config))
 
 
 async def run_bot(config: Config) -> None:
     """Run the bridge until cancelled (or the process is stopped)."""
-    from appliance.server import state_dir
+    from appliance.paths import state_dir
 
     settings = check_chat_settings(config)
     keeper = TokenKeeper(token_path(state_dir(config)), settings.client_id)
@@ -258,7 +258,7 @@ async def run_bot(config: Config) -> None:
 
 
 def run_chat(config: Config) -> int:
-    from appliance.server import setup_logging
+    from appliance.logs import setup_logging
 
     setup_logging("teletype-chat")
     check_chat_settings(config)
@@ -286,7 +286,7 @@ class LoginClient(_TokenFileMixin, twitchio.Client):
 
 async def login(config: Config, show) -> TwitchTokens:
     """The device-code flow: show the code, wait for the viewer to approve, keep the tokens."""
-    from appliance.server import state_dir
+    from appliance.paths import state_dir
 
     settings = check_chat_settings(config, need_channel=False)
     keeper = TokenKeeper(token_path(state_dir(config)), settings.client_id)

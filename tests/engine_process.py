@@ -122,11 +122,11 @@ seed = 1
 
     def request(self, method: str, path: str, body=None, headers=None, timeout: float = 120):
         data = None
+        headers = dict(headers or {})
         if body is not None:
             data = body if isinstance(body, bytes) else json.dumps(body).encode()
-        req = urllib.request.Request(
-            self.base + path, data=data, method=method, headers=headers or {}
-        )
+            headers.setdefault("Content-Type", "application/json")
+        req = urllib.request.Request(self.base + path, data=data, method=method, headers=headers)
         try:
             with urllib.request.urlopen(req, timeout=timeout) as r:
                 return r.status, r.headers, r.read()

@@ -100,11 +100,18 @@ def test_engine_history_api_and_persistence(tmp_path, teletype):
     ("path", "body", "message"),
     [
         ("/v1/generate", b"not json", "not JSON"),
-        ("/v1/generate", b"[1, 2]", "JSON object"),
+        ("/v1/generate", b"[1, 2]", "object"),
+        ("/v1/generate", b'{"max_chars": 100, "sede": 3}', "unknown field `sede`"),
+        ("/v1/generate", b"[" * 20000 + b"]" * 20000, "object"),
+        ("/v1/generate", b'{"seed": ' + b"9" * 4301 + b"}", "seed"),
+        ("/v1/generate", b'{"max_chars": true}', "max_chars"),
+        ("/v1/print", b"{}", "text"),
+        ("/v1/print", b"", "body is required"),
+        ("/v1/history", b'{"name": "a", "text": "hi \\ud800 there"}', "surrogate"),
         ("/v1/generate", b'{"max_chars": 5}', "max_chars"),
         ("/v1/generate", b'{"seed": "x"}', "seed"),
         ("/v1/history", b'{"name": "a"}', "required"),
-        ("/v1/history", '{"name": "a", "text": "\u00a0 "}'.encode(), "blank"),
+        ("/v1/history", '{"name": "a", "text": "\u00a0 "}'.encode(), "Blank"),
     ],
 )
 def test_engine_malformed_requests_get_400_with_json(engine, path, body, message):
@@ -311,7 +318,7 @@ def test_engine_openapi_document_holds_with_schemathesis(tmp_path):
 
             check()
             checked.append(f"{operation.method.upper()} {operation.path}")
-        assert len(checked) == 9, checked
+        assert len(checked) == 10, checked
     finally:
         engine.close()
 
@@ -413,7 +420,7 @@ def test_engine_bell_rings_and_is_rate_limited(engine, teletype):
 
 
 def test_history_survives_a_write_cut_short_and_leaves_no_temporary_file(tmp_path):
-    from appliance.engine import PersistentHistory
+    from appliance.history import PersistentHistory
 
     path = tmp_path / "history.json"
     history = PersistentHistory(path, 5)

@@ -6,14 +6,12 @@ import pytest
 
 from appliance.errors import ModelError
 from appliance.generator import (
-    ChatLine,
     Generator,
-    chat_prompt,
     find_model,
     looping,
     sentence_end_after,
 )
-from appliance.prompts import History, reply_prompt
+from appliance.history import ChatLine, History, chat_prompt, reply_prompt
 
 
 @pytest.fixture(scope="module")

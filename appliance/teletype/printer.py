@@ -88,7 +88,7 @@ class Printer:
                 d.discard_pending()
                 # Leave the paper tidy: the carriage back at column 0, whether
                 # the text ended, was cancelled, or its source failed.
-                written += self._send(d.end_line(), None)
+                written += self._finish_line(cancel)
                 self._drain()
         return PrintResult(written, cancel.is_set(), "".join(given))
 
@@ -124,6 +124,24 @@ class Printer:
             self._remember(frame)
             if frame.line_end:
                 self._drain()  # let the UART catch up: at most a line in its buffers
+        return sent
+
+    def _finish_line(self, cancel: threading.Event) -> int:
+        """CR LF to end the job's line, even after a cancel, as long as the port is there.
+
+        With the port gone, a cancelled job does not wait for it (nothing
+        would ever end the wait but a shutdown): the carriage is then
+        unknown, and the next job starts on a fresh line.
+        """
+        frames = self.discipline.end_line()
+        sent = 0
+        for frame in frames:
+            self._wait_for_slot()
+            if not self._write(bytes([frame.code]), cancel if cancel.is_set() else None):
+                self.discipline.carriage_unknown()
+                break
+            sent += 1
+            self._remember(frame)
         return sent
 
     def _wait_for_slot(self) -> None:

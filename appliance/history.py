@@ -1,0 +1,149 @@
+"""The chat history: the last lines of chat, what a reply answers.
+
+The demo's empty line, the front-panel button, `!gpt2` in chat and the
+HTTP API all ask the same question: "reply to the last chat lines". The
+lines are checked on the way in (text, one line, no control characters,
+no lone surrogates) and again when read back from the state directory,
+so one bad line can never stop a reply or the engine.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import unicodedata
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from appliance.durable import remove_leftovers, write_atomic
+from appliance.errors import BadChatLine, StateError
+
+log = logging.getLogger("teletype.history")
+
+MAX_NAME_CHARS = 40
+MAX_LINE_CHARS = 300  # one chat line; longer ones are cut (Twitch allows 500)
+
+
+@dataclass(frozen=True)
+class ChatLine:
+    name: str
+    text: str
+
+
+def chat_prompt(lines: Sequence[ChatLine]) -> str:
+    """The last chat lines as `name: text`, one a line, as the seed's bot sent them."""
+    return "".join(f"{line.name}: {line.text}\n" for line in lines)
+
+
+def clean_text(text: str) -> str:
+    """One line of printable text: no controls, no lone surrogates, single spaces.
+
+    A newline inside a chat message would forge another speaker's line in
+    the prompt; a lone surrogate cannot be encoded and failed every reply.
+    """
+    kept = []
+    for ch in text:
+        category = unicodedata.category(ch)
+        if category == "Cs":
+            continue  # a lone surrogate: it cannot even be written as UTF-8
+        kept.append(" " if category in ("Cc", "Zl", "Zp") else ch)
+    return " ".join("".join(kept).split())
+
+
+def chat_line(name: object, text: object) -> ChatLine:
+    """A chat line fit for the history, or BadChatLine saying why not."""
+    if not isinstance(name, str) or not isinstance(text, str):
+        raise BadChatLine("name and text must be strings")
+    clean = clean_text(text)[:MAX_LINE_CHARS]
+    if not clean:
+        raise BadChatLine("text is blank (nothing printable in it)")
+    return ChatLine(clean_text(name)[:MAX_NAME_CHARS] or "someone", clean)
+
+
+class History:
+    """The last N chat lines, oldest first."""
+
+    def __init__(self, size: int, lines: Iterable[ChatLine] = ()):
+        self._lines: deque[ChatLine] = deque(lines, maxlen=size)
+
+    def add(self, name: str, text: str) -> ChatLine:
+        line = chat_line(name, text)
+        self._lines.append(line)
+        return line
+
+    def clear(self) -> None:
+        self._lines.clear()
+
+    def lines(self) -> list[ChatLine]:
+        return list(self._lines)
+
+    def __len__(self) -> int:
+        return len(self._lines)
+
+
+class PersistentHistory(History):
+    """The history, written to the state directory after every change.
+
+    A change that cannot be saved (a read-only or full card) is not made:
+    StateError says so, and memory and disk never disagree.
+    """
+
+    def __init__(self, path: Path, size: int):
+        self.path = path
+        remove_leftovers(path)  # a write cut short by kill -9 or a power cut
+        super().__init__(size, load_lines(path))
+
+    def add(self, name: str, text: str) -> ChatLine:
+        line = chat_line(name, text)
+        kept = [*self._lines, line]
+        self._save(kept[len(kept) - (self._lines.maxlen or len(kept)) :])
+        self._lines.append(line)
+        return line
+
+    def clear(self) -> None:
+        self._save([])
+        self._lines.clear()
+
+    def _save(self, lines: list[ChatLine]) -> None:
+        data = {"lines": [{"name": ln.name, "text": ln.text} for ln in lines]}
+        try:
+            write_atomic(self.path, json.dumps(data).encode("utf-8"))
+        except OSError as e:
+            raise StateError(
+                f"cannot save the chat history to {self.path}: {e.strerror or e}"
+            ) from e
+
+
+def load_lines(path: Path) -> list[ChatLine]:
+    """The saved lines; whatever is wrong with the file is logged and skipped, never fatal."""
+    try:
+        saved = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError, RecursionError) as e:
+        log.warning("ignoring an unreadable history file %s: %s", path, e)
+        return []
+    entries = saved.get("lines") if isinstance(saved, dict) else None
+    if not isinstance(entries, list):
+        log.warning('ignoring the history file %s: not a {"lines": [...]} object', path)
+        return []
+    lines = []
+    for entry in entries:
+        try:
+            lines.append(chat_line(entry.get("name"), entry.get("text")))
+        except (AttributeError, BadChatLine) as e:
+            log.warning("skipping a bad line in %s: %s", path, e)
+    return lines
+
+
+def reply_prompt(history: History, extra: str = "", opening: str = "") -> str:
+    """The prompt for "reply to the chat": the last lines, then any extra words."""
+    prompt = chat_prompt(history.lines()) if len(history) else ""
+    extra = clean_text(extra)
+    if extra:
+        prompt += extra
+    if not prompt:
+        prompt = opening
+    return prompt

@@ -1,0 +1,105 @@
+"""The one reply pipeline: history -> prompt -> model -> blocklist -> pieces for the printer.
+
+The engine (every `!gpt2`, button press and API call), the demo and
+`teletype generate` all reply through here, so the blocklist, the retry on
+an empty reply and the prompt's shape are the same whichever way a reply
+is asked for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from threading import Event
+
+from appliance.config import Config
+from appliance.errors import Withheld
+from appliance.generator import sampling_from
+from appliance.history import History, clean_text, reply_prompt
+from appliance.moderation import Blocklist, Hit, blocklist_from, moderated
+from appliance.streams import prefetch
+
+
+class Replies:
+    def __init__(self, config: Config, generator, blocklist: Blocklist | None = None):
+        self.config = config
+        self.generator = generator
+        self.blocklist = blocklist if blocklist is not None else blocklist_from(config)
+        self.sampling = sampling_from(config.model)
+
+    def prompt(self, history: History | None, extra: str = "") -> str:
+        """What the model continues: the chat history and the extra words, or the
+        extra words alone (a prompt of one's own) when there is no history to use."""
+        if history is None:
+            return clean_text(extra) or self.config.history.opening
+        return reply_prompt(history, extra, self.config.history.opening)
+
+    def stream(
+        self,
+        prompt: str,
+        max_chars: int | None = None,
+        seed: int | None = None,
+        on_hit: Callable[[Hit], None] | None = None,
+    ) -> Iterator[str]:
+        """The reply, streamed word by word, with nothing from the blocklist in it.
+
+        Never empty: Withheld (an ApplianceError) when no try had anything
+        printable in it.
+        """
+        m = self.config.model
+        return clean_reply(
+            self.generator,
+            prompt,
+            max_chars or m.max_chars,
+            m.seed if seed is None else seed,
+            self.sampling,
+            self.blocklist,
+            self.config.moderation.tries,
+            on_hit,
+        )
+
+    def for_printer(self, pieces: Iterator[str], cancel: Event) -> Iterator[str]:
+        """The pieces, generated ahead in their own thread so the printer never waits."""
+        return prefetch(pieces, cancel)
+
+
+def clean_reply(
+    generator,
+    prompt: str,
+    max_chars: int,
+    seed: int | None,
+    sampling,
+    blocklist: Blocklist,
+    tries: int = 3,
+    on_hit: Callable[[Hit], None] | None = None,
+) -> Iterator[str]:
+    """The generator's reply to the prompt, streamed, with nothing from the blocklist in it.
+
+    A retry goes on from the last clean word, with the next seed. A reply
+    with nothing printable in it (the model may end right after the
+    prompt, or after a line break) is tried again with the next seed, up to
+    `tries` more times; then Withheld says so, and the asker is told.
+    """
+    calls = 0  # every call of the model gets the next seed
+
+    def attempt(prefix: str, _number: int) -> Iterator[str]:
+        nonlocal calls
+        next_seed = None if seed is None or seed < 0 else seed + calls
+        calls += 1
+        # The reply starts a new word after the prompt (the generator skips
+        # the rest of a word the prompt ends in), so a space goes between.
+        joint = " " if prefix and prompt and not prompt[-1].isspace() else ""
+        return generator.stream(
+            prompt + joint + prefix.rstrip(),
+            max(20, max_chars - len(prefix)),
+            next_seed,
+            sampling,
+        )
+
+    for _ in range(tries + 1):
+        said_something = False
+        for piece in moderated(attempt, blocklist, tries, on_hit):
+            said_something = said_something or any(ch.isalnum() for ch in piece)
+            yield piece
+        if said_something:
+            return
+    raise Withheld(f"the model had nothing to print ({tries + 1} tries)")
