@@ -210,11 +210,11 @@ class ChatBridge:
             limit = self.settings.reply_chars - len(viewer.name) - 2
             await self.post(f"@{viewer.name} {fit_for_chat(job['text'], limit)}")
         elif job["status"] == "withheld":
-            await self.post(
-                f"@{viewer.name} the Teletype had nothing it could print politely; try again."
-            )
+            await self.post(f"@{viewer.name} the Teletype had nothing it could print; try again.")
         elif job["status"] == "cancelled":
             await self.post(f"@{viewer.name} your print was stopped.")
+        elif job["status"] == "interrupted":
+            await self.post(f"@{viewer.name} the Teletype restarted during your print; try again.")
         elif job["status"] == "failed":
             await self.post(f"@{viewer.name} sorry, the Teletype's generator failed.")
 
@@ -227,9 +227,15 @@ class ChatBridge:
                 self._went_offline()
                 await asyncio.sleep(2.0)
                 continue
+            if status == 503:
+                # The engine is stopping; the job waits in its journal and
+                # the next engine runs it.
+                await asyncio.sleep(2.0)
+                continue
             if status != 200 or job.get("source") != "chat":
-                # 404: the engine restarted and the job went with it (ids
-                # never repeat, so another job cannot answer to this one).
+                # 404: not a job the engine knows (its journal keeps the last
+                # ones across restarts; ids never repeat, so another job
+                # cannot answer to this one).
                 return None
             if job.get("status") not in ("queued", "running"):
                 return job

@@ -273,11 +273,30 @@ def test_busy_printer_answers_with_the_place_in_the_queue_and_an_eta(tmp_path, e
     match = re.search(r"you are number (\d+) in the queue, about (\d+) s", eta)
     assert match, eta
     assert match.group(1) == "1"
-    # 192 characters at 10 a second, a second or two of it already printed.
-    assert 10 <= int(match.group(2)) <= 20
+    # 192 characters (with CR, LF and fills 207 frames) at 10 a second, a
+    # second or two of it already printed.
+    assert 10 <= int(match.group(2)) <= 22
     assert "stop the print" in refused
     assert still is not None and still["source"] == "api"  # bob's !stop did nothing
     assert stopped["status"] == "cancelled"
+
+
+def test_a_gpt2_waiting_when_the_engine_restarts_is_still_answered(tmp_path, engine, teletype):
+    long_text = "THE TYPING UNIT PRINTS ONE CHARACTER AT A TIME. " * 4
+
+    async def scenario():
+        async with stage(tmp_path, engine, teletype) as s:
+            assert (await s.engine_call("POST", "/v1/print", {"text": long_text}))[0] == 202
+            await asyncio.sleep(1.0)
+            await s.say("alice", "!gpt2")
+            await s.posted(r"^@Alice you are number 1")
+            # systemctl restart teletype-engine: the queued reply is in the journal.
+            assert await asyncio.to_thread(engine.terminate) == 0
+            await asyncio.to_thread(engine.start)
+            return await s.posted(r"^@Alice (?!you are)")
+
+    reply = asyncio.run(scenario())
+    assert "restarted" not in reply and len(reply) > len("@Alice ") + 10, reply
 
 
 def test_full_queue_is_said_in_chat(tmp_path, teletype):
