@@ -32,10 +32,11 @@ from appliance.teletype.profiles import get_profile
 log = logging.getLogger("teletype.engine")
 
 RECENT_JOBS = 64  # finished jobs kept for GET /v1/jobs/<id>, across restarts too
-# A reply's length over its max_chars, before any has been measured: the
-# generator stops at the first sentence end past max_chars, and replies of
-# the embedded model ran 1.2 times it (median) to 1.64 (the longest).
-FIRST_REPLY_LENGTH = 1.3
+# A printed reply's frames over its max_chars, before any has been measured:
+# the generator stops at the first sentence end past max_chars (replies of
+# the embedded model ran 1.2 times it, median, to 1.64), and word wrap, CR,
+# LF and fills add a tenth or more.
+FIRST_REPLY_LENGTH = 1.5
 MEASURED_REPLIES = 20
 
 
@@ -234,8 +235,10 @@ class Engine:
                 log.exception("job %d failed", job.id)
                 job.status, job.error = "failed", f"{type(e).__name__}: {e}"
             job.finished = time.time()
-            if job.literal is None and job.status == "done" and job.text:
-                self.reply_lengths.append(len(job.text) / max(1, job.max_chars))
+            if job.literal is None and job.print and job.status == "done":
+                # Frames on the wire, not characters: word wrap, CR, LF and
+                # fills are what the printer's time goes on.
+                self.reply_lengths.append(round(job.printed / max(1, job.max_chars), 3))
             self.current = None
             self.jobs_finished += 1
             self._save_journal_quietly()
@@ -327,14 +330,20 @@ class Engine:
     # --- status and events ---------------------------------------------------------
 
     def reply_length(self) -> float:
-        """A reply's expected length over its max_chars, from the replies measured."""
+        """A printed reply's frames over its max_chars: the mean of the last ones (the
+        queue's wait is a sum, and a few long replies weigh in it)."""
         if not self.reply_lengths:
             return FIRST_REPLY_LENGTH
-        return statistics.median(self.reply_lengths)
+        return statistics.fmean(self.reply_lengths)
 
     def expected_frames(self, job: Job) -> float:
-        chars = len(job.literal) if job.literal is not None else job.max_chars * self.reply_length()
-        return chars * self.frames_per_character if job.print else 0.0
+        """The frames the job will put on the wire: a text's own length, or a reply's
+        max_chars times what replies have taken so far."""
+        if not job.print:
+            return 0.0
+        if job.literal is not None:
+            return len(job.literal) * self.frames_per_character
+        return job.max_chars * self.reply_length()
 
     def eta_seconds(self, before: Job | None = None) -> float:
         """Seconds until the queue is empty (or until `before` starts), from the

@@ -7,6 +7,8 @@ import time
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from appliance.schema import JobOut
+
 # What a job can be: waiting, on its way to paper, or one of the ends.
 QUEUED, RUNNING = "queued", "running"
 # done: printed (or generated); failed: the generator broke; cancelled: someone
@@ -69,20 +71,8 @@ class Job:
         return self.status in FINISHED
 
     def summary(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "source": self.source,
-            "status": self.status,
-            "print": self.print,
-            "max_chars": self.max_chars,
-            "text": self.text,
-            "printed": self.printed,
-            "error": self.error,
-            "blocked": self.blocked,
-            "created": self.created,
-            "started": self.started,
-            "finished": self.finished,
-        }
+        """The job as the API shows it: the fields of appliance.schema.JobOut."""
+        return {name: getattr(self, name) for name in JobOut.__struct_fields__}
 
     def record(self) -> dict[str, Any]:
         """Everything needed to run the job again, or to answer for it, after a restart."""
