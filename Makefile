@@ -90,6 +90,7 @@ bench: setup
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/virtual_teletype.py
 	$(BIN)/python bench/engine.py
+	$(BIN)/python bench/schema_memory.py
 
 model: setup
 	$(CONVERT) model $(corpus_arg) --build $(BUILD) --out models

@@ -8,7 +8,9 @@ is asked for.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from threading import Event
 
 from appliance.config import Config
@@ -16,7 +18,6 @@ from appliance.errors import Withheld
 from appliance.generator import sampling_from
 from appliance.history import History, clean_text, reply_prompt
 from appliance.moderation import Blocklist, Hit, blocklist_from, moderated
-from appliance.streams import prefetch
 
 
 class Replies:
@@ -103,3 +104,42 @@ def clean_reply(
         if said_something:
             return
     raise Withheld(f"the model had nothing to print ({tries + 1} tries)")
+
+
+# --- ahead of the printer -------------------------------------------------------------
+#
+# Generating in the printer's own thread would stall the model while the
+# printer sleeps between characters, and the printer whenever the model
+# thinks. Here the model runs in its own thread into an unbounded queue
+# (a reply is at most a few hundred words), and stops early when the job
+# is cancelled.
+
+_DONE = object()
+
+
+def prefetch(pieces: Iterable[str], cancel: threading.Event | None = None) -> Iterator[str]:
+    cancel = cancel or threading.Event()
+    buffer: queue.Queue = queue.Queue()
+    failure: list[BaseException] = []
+
+    def produce():
+        try:
+            for piece in pieces:
+                buffer.put(piece)
+                if cancel.is_set():
+                    break
+        except BaseException as e:  # handed to the reader, raised there
+            failure.append(e)
+        finally:
+            buffer.put(_DONE)
+
+    worker = threading.Thread(target=produce, name="generator", daemon=True)
+    worker.start()
+    while True:
+        item = buffer.get()
+        if item is _DONE:
+            break
+        yield item
+    worker.join()
+    if failure:
+        raise failure[0]

@@ -2,8 +2,8 @@
 
 The handlers (appliance.api) decode requests with these types, so the
 validation is the types' own, and /openapi.json is generated from the same
-table. msgspec, not pydantic: on a 512 MB Pi it costs 3.6 MB of memory to
-pydantic's 18.5 MB (bench/results.md, "schema libraries").
+table. msgspec, not pydantic: on a 512 MB Pi it costs 3.7 MiB of memory to
+pydantic's 18.4 MiB (bench/schema-memory.md).
 """
 
 from __future__ import annotations

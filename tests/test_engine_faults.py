@@ -450,3 +450,20 @@ def test_the_queue_eta_comes_from_the_lengths_of_replies_printed(tmp_path):
     # Replies run past max_chars to their sentence end: assuming max_chars
     # each was 25-40 % short. Measured, eight replies land within 15 %.
     assert abs(eta - actual) / actual < 0.15, (eta, actual)
+
+
+def test_generate_goes_through_the_blocklist_like_every_reply(tmp_path):
+    # Every word begins with a letter, so every word is blocked: before, the
+    # terminal got the model's text anyway.
+    words = tmp_path / "everything.txt"
+    words.write_text("\n".join(f"{c}*" for c in "abcdefghijklmnopqrstuvwxyz") + "\n")
+    config = tmp_path / "teletype.toml"
+    config.write_text(f'[moderation]\nblocklist = "{words}"\ntries = 1\n')
+    run = subprocess.run(
+        [sys.executable, "-m", "appliance.cli", "generate", "--config", str(config),
+         "--seed", "2", "The keyboard"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 1, run.stdout
+    assert run.stdout.strip() == ""
+    assert "blocklist" in run.stderr and "Traceback" not in run.stderr
