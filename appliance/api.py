@@ -18,6 +18,7 @@ from typing import TypeVar
 
 import msgspec
 from aiohttp import web
+from aiohttp_sse import sse_response
 
 from appliance.engine import Engine
 from appliance.errors import (
@@ -312,30 +313,32 @@ async def events(request: web.Request) -> web.StreamResponse:
     listener (the chat bridge always has one open).
     """
     engine: Engine = request.app["engine"]
-    response = web.StreamResponse(
-        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-    )
-    await response.prepare(request)
     q: asyncio.Queue = asyncio.Queue(maxsize=256)
     engine.subscribers.add(q)
-    closing = asyncio.ensure_future(engine.closed.wait())
     try:
-        await response.write(b": connected\n\n")
-        while not engine.closed.is_set():
-            item = asyncio.ensure_future(q.get())
-            done, _ = await asyncio.wait({item, closing}, timeout=15, return_when="FIRST_COMPLETED")
-            if item not in done:
-                item.cancel()
-                if not engine.closed.is_set():
-                    await response.write(b": keepalive\n\n")
-                continue
-            payload = json.dumps(item.result()["data"])
-            await response.write(f"event: {item.result()['event']}\ndata: {payload}\n\n".encode())
+        async with sse_response(request, sep="\n", ping_interval=15) as stream:
+            # Subscribed: what happens from here on reaches this client.
+            await stream.write(b": connected\n\n")
+            waits = {
+                "closing": asyncio.ensure_future(engine.closed.wait()),
+                "gone": asyncio.ensure_future(stream.wait()),  # the client hung up
+            }
+            try:
+                while True:
+                    item = asyncio.ensure_future(q.get())
+                    done, _ = await asyncio.wait(
+                        {item, *waits.values()}, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    if item not in done:
+                        item.cancel()
+                        break
+                    event = item.result()
+                    await stream.send(json.dumps(event["data"]), event=event["event"])
+            finally:
+                for waiting in waits.values():
+                    waiting.cancel()
     except (ConnectionResetError, asyncio.CancelledError):
         pass
     finally:
-        closing.cancel()
         engine.subscribers.discard(q)
-    with contextlib.suppress(ConnectionResetError):
-        await response.write_eof()
-    return response
+    return stream
