@@ -90,6 +90,10 @@ class FrontPanel:
             status, body = await self.client.generate(use_history=True, source="button")
             if status == 429:
                 log.warning("the queue is full; press again later")
+            elif status == 422:
+                log.warning("nothing printed: %s", body.get("error"))
+            elif status == 503:
+                log.warning("%s", body.get("error"))  # stopping: the job runs after the restart
             elif status != 200:
                 log.warning("the engine refused: %s", body)
         except EngineUnavailable as e:

@@ -467,3 +467,64 @@ def test_generate_goes_through_the_blocklist_like_every_reply(tmp_path):
     assert run.returncode == 1, run.stdout
     assert run.stdout.strip() == ""
     assert "blocklist" in run.stderr and "Traceback" not in run.stderr
+
+
+# --- idle connections ------------------------------------------------------------------------
+
+FLOOD = """
+import resource, socket, sys, time
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
+held = []
+for _ in range(int(sys.argv[2])):
+    s = socket.socket()
+    s.connect(("127.0.0.1", int(sys.argv[1])))
+    held.append(s)
+print("holding", len(held), flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_flood_of_idle_connections_leaves_the_local_clients_answered(tmp_path):
+    import resource
+
+    import aiohttp
+
+    # The engine gets systemd's default file limit (1,024, hard 524,288 on
+    # Debian): 1,100 idle sockets used to take every descriptor it had.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    engine = EngineProcess(tmp_path, f"file:{tmp_path / 'paper.txt'}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(1024, hard), hard))
+    try:
+        engine.start()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    flood = subprocess.Popen(
+        [sys.executable, "-c", FLOOD, str(engine.http_port), "1100"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert flood.stdout.readline().startswith("holding 1100")
+        time.sleep(1.0)
+
+        async def healthz() -> int:
+            connector = aiohttp.UnixConnector(path=str(tmp_path / "run" / "engine.sock"))
+            async with (
+                aiohttp.ClientSession(connector=connector) as session,
+                session.get("http://engine/healthz", timeout=aiohttp.ClientTimeout(10)) as r,
+            ):
+                return r.status
+
+        import asyncio
+
+        assert asyncio.run(healthz()) == 200
+    finally:
+        flood.kill()
+        flood.wait()
+    time.sleep(0.5)
+    assert engine.json("GET", "/healthz")[0] == 200
+    engine.close()
+    log = engine.output()
+    assert "Traceback" not in log and "out of system resource" not in log
+    assert 1 <= log.count("refused") <= 2, log[-2000:]
