@@ -11,12 +11,14 @@ each message; appliance.outbox keeps what we post within Twitch's limits.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import signal
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import twitchio
 from twitchio import eventsub
 from twitchio.ext import commands
@@ -27,6 +29,7 @@ from appliance.chat import PREFIX, ChatBridge, Viewer
 from appliance.client import EngineClient, EngineUnavailable
 from appliance.config import ChatConfig, Config
 from appliance.errors import ConfigError, RateLimited
+from appliance.logs import secret
 from appliance.outbox import Outbox
 from appliance.tokens import TokenError, TwitchTokens, load_tokens, save_tokens, token_path
 
@@ -69,9 +72,18 @@ class TokenKeeper:
                 "chat.client_id: run `teletype twitch-login` again"
             )
         self.current = tokens
+        secret(tokens.token)
+        secret(tokens.refresh)
         return tokens
 
+    def forget(self) -> None:
+        """Tokens Twitch refuses for good: gone, so that the next start signs in afresh."""
+        self.path.unlink(missing_ok=True)
+        self.current = None
+
     def store(self, user_id: str, login: str, token: str, refresh: str) -> None:
+        secret(token)
+        secret(refresh)
         self.current = TwitchTokens(user_id, login, token, refresh, self.client_id)
         save_tokens(self.path, self.current)
 
@@ -132,8 +144,25 @@ class _NoWebServer(BaseAdapter):
         return ""
 
 
+class TokensRefused(Exception):
+    """Twitch refuses the bot's tokens for good: it has to be signed in again."""
+
+
+class Unhealthy(Exception):
+    """The bridge could not get back to a working subscription in time."""
+
+
 class TeletypeBot(_TokenFileMixin, commands.Bot):
-    def __init__(self, settings: ChatConfig, keeper: TokenKeeper, engine: EngineClient):
+    # How often the bridge checks that it can hear chat and speak in it, and
+    # how long it may try to repair before it gives up (systemd restarts it;
+    # the unit's WatchdogSec= is the backstop for a wedged process).
+    check_every = 15.0
+    ask_twitch_every = 4  # of those checks, one asks Twitch itself (a Helix call)
+    repair_for = 90.0
+
+    def __init__(
+        self, settings: ChatConfig, keeper: TokenKeeper, engine: EngineClient, health: Health
+    ):
         tokens = keeper.load()
         super().__init__(
             client_id=settings.client_id,
@@ -146,21 +175,39 @@ class TeletypeBot(_TokenFileMixin, commands.Bot):
         self.keeper = keeper
         self.settings = settings
         self.engine = engine
+        self.health = health
         self.outbox = Outbox(self._send, 100 if settings.bot_is_moderator else 20)
         self.bridge = ChatBridge(engine, settings, self.outbox.post)
         self.channel: twitchio.PartialUser | None = None
         self.subscribed = asyncio.Event()
+        self.failure: BaseException | None = None  # why run() ended, for the supervisor
+        self.seen = SeenMessages()
         self._tasks: list[asyncio.Task] = []
 
     async def event_ready(self) -> None:
         # After start_dcf: the bot's token is loaded (and refreshed if it had
         # to be), so Helix calls work from here on.
-        users = await self.fetch_users(logins=[self.settings.channel.lower()])
+        try:
+            users = await self.fetch_users(logins=[self.settings.channel.lower()])
+        except twitchio.HTTPException as e:
+            return await self._fail(_twitch_failure(e))
         if not users:
-            log.error("chat.channel: Twitch has no channel named %r", self.settings.channel)
-            await self.close()
-            return
+            return await self._fail(
+                ConfigError(f"chat.channel: Twitch has no channel named {self.settings.channel!r}")
+            )
         self.channel = users[0]
+        try:
+            await self._subscribe()
+        except twitchio.HTTPException as e:
+            return await self._fail(_twitch_failure(e))
+        self._tasks = [
+            asyncio.create_task(self.outbox.run(), name="outbox"),
+            asyncio.create_task(self.bridge.follow_engine(), name="engine-events"),
+            asyncio.create_task(self._keep_healthy(), name="health"),
+        ]
+
+    async def _subscribe(self) -> None:
+        assert self.channel is not None
         await self.subscribe_websocket(
             eventsub.ChatMessageSubscription(
                 broadcaster_user_id=self.channel.id, user_id=self.bot_id
@@ -168,33 +215,122 @@ class TeletypeBot(_TokenFileMixin, commands.Bot):
             token_for=self.bot_id,
         )
         self.subscribed.set()
-        where = f"reading chat in #{self.channel.name} as {self.bot_login}"
-        log.info("%s", where)
-        notify.ready(where)
-        self._tasks = [
-            asyncio.create_task(self.outbox.run(), name="outbox"),
-            asyncio.create_task(self.bridge.follow_engine(), name="engine-events"),
-        ]
+        self.health.good(f"subscribed to #{self.channel.name} as {self.bot_login}")
+
+    async def _fail(self, why: BaseException) -> None:
+        self.failure = why
+        await self.close()
+
+    # --- health ----------------------------------------------------------------------
+
+    def _socket_ok(self) -> bool:
+        """Our EventSub websocket is open and still holds the subscription.
+
+        twitchio 3.3 drops a revoked subscription and closes a socket left
+        with none, never reconnects after close code 4003, and only logs a
+        resubscribe that failed: none of that reaches our code as an event.
+        """
+        sockets = self._websockets.get(self.bot_id, {})  # type: ignore[attr-defined]
+        return any(ws.connected and ws.subscription_count for ws in sockets.values())
+
+    def _token_ok(self) -> bool:
+        # twitchio's own validation loop drops a token whose refresh Twitch refused.
+        return self.bot_id in self._http._tokens  # type: ignore[attr-defined]
+
+    async def _twitch_agrees(self) -> bool:
+        """Twitch lists our subscription as enabled (and the token works for it)."""
+        subs = await self.fetch_eventsub_subscriptions(
+            token_for=self.bot_id, type="channel.chat.message"
+        )
+        async for sub in subs.subscriptions:
+            if sub.status == "enabled" and sub.condition.get("user_id") == self.bot_id:
+                return True
+        return False
+
+    async def _keep_healthy(self) -> None:
+        checks = 0
+        broken_since: float | None = None
+        while True:
+            await asyncio.sleep(self.check_every)
+            checks += 1
+            problem = await self._problem(ask_twitch=checks % self.ask_twitch_every == 0)
+            if problem is None:
+                if broken_since is not None:
+                    log.info("chat works again")
+                broken_since = None
+                self.health.good(f"subscribed to #{self.channel.name} as {self.bot_login}")
+                continue
+            if isinstance(problem, TokensRefused):
+                return await self._fail(problem)
+            loop_time = asyncio.get_running_loop().time()
+            broken_since = broken_since if broken_since is not None else loop_time
+            self.health.bad(f"reconnecting: {problem}")
+            if loop_time - broken_since > self.repair_for:
+                return await self._fail(Unhealthy(f"could not repair the chat link: {problem}"))
+            await self._repair()
+
+    async def _problem(self, ask_twitch: bool) -> BaseException | str | None:
+        if not self._token_ok():
+            return TokensRefused("Twitch refused the bot's token and its refresh")
+        if not self._socket_ok():
+            return "no EventSub session holds the chat subscription"
+        if not ask_twitch:
+            return None
+        try:
+            if not await self._twitch_agrees():
+                return "Twitch has no enabled chat subscription for us"
+        except twitchio.HTTPException as e:
+            failure = _twitch_failure(e)
+            return failure if isinstance(failure, TokensRefused) else str(failure)
+        except (aiohttp.ClientError, TimeoutError, OSError) as e:
+            return f"Twitch is not answering ({type(e).__name__})"
+        return None
+
+    async def _repair(self) -> None:
+        """Subscribe again: twitchio opens a new session for it when there is none."""
+        sockets = self._websockets.get(self.bot_id, {})  # type: ignore[attr-defined]
+        for ws in list(sockets.values()):
+            if not ws.connected or not ws.subscription_count:
+                with contextlib.suppress(Exception):
+                    await ws.close()
+        try:
+            await self._subscribe()
+        except twitchio.HTTPException as e:
+            if e.status == 409:  # Twitch still has it: the session is fine after all
+                return
+            log.warning("resubscribing failed: %s", _twitch_failure(e))
+        except (aiohttp.ClientError, TimeoutError, OSError, RuntimeError) as e:
+            log.warning("resubscribing failed: %s", type(e).__name__)
+
+    # --- chat ------------------------------------------------------------------------
 
     async def event_message(self, payload: twitchio.ChatMessage) -> None:
         if payload.chatter.id == self.bot_id:
             return  # our own posts come back to us as chat
+        if payload.source_broadcaster is not None:
+            return  # shared chat: a line from another channel's room
+        if not self.seen.first_time(payload.id):
+            return  # Twitch delivers at least once: a repeat of one handled
         # Commands and chat lines alike: the bridge tells them apart.
         await self.bridge.on_message(_viewer(payload.chatter), payload.text)
+
+    async def event_subscription_revoked(self, payload) -> None:
+        log.warning("Twitch revoked the chat subscription (%s)", payload.status)
+        self.health.bad(f"reconnecting: the subscription was revoked ({payload.status})")
 
     async def _send(self, text: str) -> bool:
         assert self.channel is not None
         try:
             sent = await self.channel.send_message(text, sender=self.bot_id, token_for=self.bot_id)
         except twitchio.MessageRejectedError as e:
-            # Twitch's own filters (AutoMod, a duplicate, a followers-only room).
-            log.warning("Twitch dropped our message: %s", e)
-            return False
+            return _dropped(e.code, e.message)
         except twitchio.HTTPException as e:
             if e.status == 429:
                 raise RateLimited() from e
             raise
-        return sent.sent
+        if not sent.sent:
+            return _dropped(sent.dropped_code, sent.dropped_message)
+        return True
 
     @property
     def bot_login(self) -> str:
@@ -202,10 +338,93 @@ class TeletypeBot(_TokenFileMixin, commands.Bot):
 
     async def close(self, **options: Any) -> None:
         for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+            if task is not asyncio.current_task():
+                task.cancel()
+        await asyncio.gather(
+            *(t for t in self._tasks if t is not asyncio.current_task()), return_exceptions=True
+        )
         await self.bridge.close()
         await super().close(**options)
+
+
+class SeenMessages:
+    """The ids of the last chat messages handled: a bounded memory for de-duplication."""
+
+    def __init__(self, size: int = 1000):
+        self._ids: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self.size = size
+
+    def first_time(self, message_id: str) -> bool:
+        if message_id in self._ids:
+            return False
+        self._ids[message_id] = None
+        while len(self._ids) > self.size:
+            self._ids.popitem(last=False)
+        return True
+
+
+# Twitch's drop reasons for Send Chat Message. Some pass with time (slow mode,
+# a duplicate of a recent message, a timeout of the bot): the outbox tries
+# again later. The others are the room's rules against the bot account
+# (followers-only, subscribers-only, a verified e-mail or phone): the README
+# says how to fix them; making the bot a moderator lifts most of them.
+RETRY_LATER = {"msg_slowmode", "msg_duplicate", "msg_ratelimit", "msg_timedout", "msg_suspended"}
+
+
+class DroppedForNow(RateLimited):
+    """Twitch dropped a message for a reason that passes: try it again later."""
+
+
+def _dropped(code: str | None, message: str | None) -> bool:
+    if code in RETRY_LATER:
+        log.info("Twitch held our message back (%s); trying again shortly", code)
+        raise DroppedForNow(code or "")
+    log.warning(
+        "Twitch dropped our message (%s: %s); making the bot a moderator of the channel "
+        "lifts most room rules",
+        code or "no reason given",
+        message or "",
+    )
+    return False
+
+
+def _twitch_failure(e: twitchio.HTTPException) -> BaseException:
+    """A refused token (for good), or a transient error worth retrying."""
+    if e.status in (400, 401, 403) and "token" in str(e.extra.get("message", "")).lower():
+        return TokensRefused(f"Twitch refused the bot's token (HTTP {e.status})")
+    return TransientTwitch(f"Twitch answered HTTP {e.status}")
+
+
+class TransientTwitch(Exception):
+    """Twitch or the network had a bad moment: try again with backoff."""
+
+
+class Health:
+    """What systemd hears: READY once, STATUS with what the bridge is doing, and
+    WATCHDOG pings only while chat works (or while it waits for a sign-in)."""
+
+    def __init__(self) -> None:
+        self.ready = False
+        self.state = ""
+        self.healthy = False
+
+    def good(self, what: str) -> None:
+        self._say(what, healthy=True)
+
+    def bad(self, what: str) -> None:
+        self._say(what, healthy=False)
+
+    def _say(self, what: str, healthy: bool) -> None:
+        self.healthy = healthy
+        if not self.ready:
+            notify.ready(what)
+            self.ready = True
+        if what != self.state:
+            log.info("%s", what)
+            notify.status(what)
+            self.state = what
+        if healthy:
+            notify.watchdog()
 
 
 def _viewer(chatter) -> Viewer:
@@ -228,33 +447,114 @@ def engine_client(config: Config) -> EngineClient:
 
 
 async def run_bot(config: Config) -> None:
-    """Run the bridge until cancelled (or the process is stopped)."""
+    """Run the bridge until cancelled (or the process is stopped).
+
+    Signs the bot in from the Teletype when there are no tokens, or when
+    Twitch refuses them for good; retries Twitch's bad moments with backoff;
+    Unhealthy (exit 1, and systemd restarts us) when chat cannot be repaired.
+    """
     from appliance.paths import state_dir
 
     settings = check_chat_settings(config)
     keeper = TokenKeeper(token_path(state_dir(config)), settings.client_id)
-    bot = TeletypeBot(settings, keeper, engine_client(config))
+    engine = engine_client(config)
+    health = Health()
+    pinger = asyncio.create_task(_pet_watchdog(health), name="watchdog")
+    failures = 0
     try:
-        try:
-            flow = await bot.login_dcf(load_token=True, save_token=False)
-        except twitchio.InvalidTokenException:
-            # twitchio's message carries the token itself: not for the journal.
-            raise TokenError(
-                "Twitch refused the saved tokens and their refresh: "
-                "run `teletype twitch-login` again"
-            ) from None
-        except twitchio.HTTPException as e:
-            if e.status not in (400, 401, 403):
-                raise  # Twitch or the network: exit 1, and systemd tries again
-            raise TokenError(
-                f"Twitch refused the saved tokens (HTTP {e.status}): "
-                "run `teletype twitch-login` again"
-            ) from None
-        if flow is not None:
-            raise TokenError("the saved Twitch tokens no longer work: run `teletype twitch-login`")
-        await bot.start_dcf(block=True)
+        while True:
+            if not keeper.path.exists():
+                await sign_in_on_paper(settings, keeper, engine, health)
+            bot = TeletypeBot(settings, keeper, engine, health)
+            try:
+                await _run_once(bot)
+                failures = 0
+            except TokensRefused as e:
+                log.warning("%s: signing in again", e)
+                health.bad("token refused: sign in again (a code follows on paper)")
+                keeper.forget()
+                continue
+            except TransientTwitch as e:
+                failures += 1
+                wait = min(60, 2**failures)
+                health.bad(f"reconnecting: {e}; again in {wait} s")
+                if failures > 8:
+                    raise Unhealthy(f"Twitch kept failing: {e}") from None
+                await asyncio.sleep(wait)
+            finally:
+                await bot.close()
     finally:
-        await bot.close()
+        pinger.cancel()
+
+
+async def _run_once(bot: TeletypeBot) -> None:
+    """Log in with the saved tokens, subscribe, and run until something ends it."""
+    try:
+        flow = await bot.login_dcf(load_token=True, save_token=False)
+    except twitchio.InvalidTokenException:
+        raise TokensRefused("Twitch refused the saved tokens and their refresh") from None
+    except twitchio.HTTPException as e:
+        raise _twitch_failure(e) from None
+    except (aiohttp.ClientError, TimeoutError, OSError) as e:
+        raise TransientTwitch(f"Twitch is not answering ({type(e).__name__})") from None
+    if flow is not None:
+        raise TokensRefused("the saved Twitch tokens no longer work")
+    try:
+        await bot.start_dcf(block=True)
+    except twitchio.HTTPException as e:
+        raise _twitch_failure(e) from None
+    except (aiohttp.ClientError, TimeoutError, OSError) as e:
+        raise TransientTwitch(f"Twitch is not answering ({type(e).__name__})") from None
+    if bot.failure is not None:
+        raise bot.failure
+    raise TransientTwitch("the connection to Twitch ended")
+
+
+async def _pet_watchdog(health: Health) -> None:
+    interval = notify.watchdog_interval()
+    if not interval:
+        return
+    while True:
+        if health.healthy:
+            notify.watchdog()
+        await asyncio.sleep(interval)
+
+
+async def sign_in_on_paper(
+    settings: ChatConfig, keeper: TokenKeeper, engine: EngineClient, health: Health
+) -> None:
+    """The device-code flow, with the code printed on the Teletype, until someone signs in."""
+    from appliance.signin import sign_in
+
+    async def show(device) -> None:
+        where = f"{device.url.split('?')[0]} and enter the code {device.code}"
+        health.good(f"waiting for sign-in: open {where}")
+        text = (
+            "TO CONNECT THE TELETYPE TO TWITCH CHAT, SIGN IN AS THE BOT ACCOUNT "
+            f"({settings.bot or 'the bot'}): OPEN {where}\n"
+        )
+        with contextlib.suppress(EngineUnavailable):
+            # "system": the bridge never posts it in chat (the code is for us).
+            await engine.print_text(text, source="system")
+
+    async def declined() -> None:
+        with contextlib.suppress(EngineUnavailable):
+            await engine.print_text("THE TWITCH SIGN-IN WAS DECLINED.\n", source="system")
+
+    while True:
+        signed = await sign_in(settings.client_id, list(SCOPES), show, on_declined=declined)
+        if settings.bot and signed.login.lower() != settings.bot.lower():
+            message = (
+                f"signed in as {signed.login}, but chat.bot is {settings.bot}: sign in as the "
+                "bot account (log out of Twitch first, or use a private window)"
+            )
+            log.warning("%s", message)
+            with contextlib.suppress(EngineUnavailable):
+                await engine.print_text(message.upper() + "\n", source="system")
+            continue
+        keeper.store(signed.user_id, signed.login, signed.token, signed.refresh)
+        log.info("signed in to Twitch as %s", signed.login)
+        return
 
 
 def run_chat(config: Config) -> int:
@@ -263,58 +563,44 @@ def run_chat(config: Config) -> int:
     setup_logging("teletype-chat")
     check_chat_settings(config)
 
-    async def main() -> None:
+    async def main() -> int:
         bot = asyncio.create_task(run_bot(config))
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, bot.cancel)
-        with contextlib.suppress(asyncio.CancelledError):
+        try:
             await bot
-        log.info("stopped")
+        except asyncio.CancelledError:
+            log.info("stopped")
+        except Unhealthy as e:
+            log.error("%s; exiting so that systemd starts the bridge afresh", e)
+            return 1
+        return 0
 
-    asyncio.run(main())
-    return 0
-
-
-class LoginClient(_TokenFileMixin, twitchio.Client):
-    def __init__(self, client_id: str, keeper: TokenKeeper):
-        super().__init__(
-            client_id=client_id, client_secret=None, scopes=_scopes(), adapter=_NoWebServer()
-        )
-        self.keeper = keeper
+    return asyncio.run(main())
 
 
 async def login(config: Config, show) -> TwitchTokens:
-    """The device-code flow: show the code, wait for the viewer to approve, keep the tokens."""
+    """`teletype twitch-login`'s flow: show one code, wait for it, keep the tokens."""
     from appliance.paths import state_dir
+    from appliance.signin import sign_in
 
     settings = check_chat_settings(config, need_channel=False)
     keeper = TokenKeeper(token_path(state_dir(config)), settings.client_id)
-    client = LoginClient(settings.client_id, keeper)
-    try:
-        flow = await client.login_dcf(load_token=False, save_token=False, scopes=_scopes())
-        assert flow is not None  # load_token=False always starts a flow
-        await show(flow["verification_uri"], flow["user_code"])
-        await client.start_dcf(
-            device_code=flow["device_code"],
-            interval=flow["interval"],
-            timeout=flow["expires_in"],
-            scopes=_scopes(),
-            block=False,
-        )
-    finally:
-        await client.close()
-    tokens = keeper.current
-    if tokens is None:
-        raise TokenError("Twitch gave no token")
-    if settings.bot and tokens.login.lower() != settings.bot.lower():
-        keeper.path.unlink(missing_ok=True)
+
+    async def shown(device) -> None:
+        await show(device.url, device.code)
+
+    signed = await sign_in(settings.client_id, list(SCOPES), shown, codes=1)
+    if settings.bot and signed.login.lower() != settings.bot.lower():
         raise TokenError(
-            f"signed in as {tokens.login!r}, but chat.bot in {config.source} is "
+            f"signed in as {signed.login!r}, but chat.bot in {config.source} is "
             f"{settings.bot!r}: sign in as the bot account (log out of Twitch first, or use "
             "a private window), then run `teletype twitch-login` again"
         )
-    return tokens
+    keeper.store(signed.user_id, signed.login, signed.token, signed.refresh)
+    assert keeper.current is not None
+    return keeper.current
 
 
 def run_login(config: Config) -> int:

@@ -13,11 +13,24 @@ twitchio.http.Route at call time, and the websocket URL is an f-string over the 
 global WSS evaluated in Websocket.connect()).
 
 The fake is deliberately strict where twitchio's behaviour depends on it (status codes,
-error bodies, the JSON fields twitchio indexes with [] ), and lenient elsewhere
-(scopes are recorded, not enforced).
+error bodies, the JSON fields twitchio indexes with [] ), and lenient elsewhere. Scopes are
+enforced only where the chat bridge needs them: channel.chat.message subscriptions need
+user:read:chat, Send Chat Message with a user token needs user:write:chat.
 
-Everything the bot does is recorded (`requests`, `chat_messages`, `subscription_posts`,
-`sessions`) and `wait_until(predicate)` waits for it without sleeps.
+Everything the bot does is recorded (`requests`, `chat_messages`, `dropped_messages`,
+`subscription_posts`, `sessions`) and `wait_until(predicate)` waits for it without sleeps.
+
+Twitch's failure modes, all off until a test asks for them:
+
+    revoke_subscriptions()      EventSub `revocation` frames (authorization_revoked, ...)
+    unused_session_timeout      close 4003 "connection unused" for a socket with no subscription
+    silence()                   keepalives stop on the open sockets (a dead network path)
+    push_chat(duplicate=True)   the same notification twice (at-least-once delivery)
+    push_chat(source_broadcaster=...)  a shared-chat message from another channel
+    drop_next_posts()           Send Chat Message answers 200 with is_sent=false + drop_reason
+    fail_next() / stall_next()  5xx answers / slow answers on OAuth, Helix and the /ws upgrade
+    refuse_refresh, revoke_user_tokens()   refresh refused / the user disconnected the app
+    expire_device_code(), decline_device(), device_code_lifetime   device-code flow endings
 """
 
 from __future__ import annotations
@@ -40,6 +53,21 @@ __all__ = ["FakeTwitch", "FakeUser", "TokenInfo", "patch_twitchio", "rfc3339"]
 
 # Per-request storage key for the parsed JSON body (aiohttp >= 3.13 warns on str keys).
 _JSON_KEY = web.RequestKey("json", object) if hasattr(web, "RequestKey") else "json"
+
+# The "error" field of Twitch's error bodies.
+_PHRASES = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    409: "Conflict",
+    422: "Unprocessable Entity",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+}
 
 
 def rfc3339(dt: datetime.datetime | None = None) -> str:
@@ -110,8 +138,10 @@ class Session:
     requested_keepalive: int
     connected_at: float = field(default_factory=time.monotonic)
     closed_at: float | None = None
-    close_code: int | None = None
+    close_code: int | None = None  # the code the fake closed with, else the client's
     keepalive_task: asyncio.Task[None] | None = None
+    unused_task: asyncio.Task[None] | None = None  # the 4003 "connection unused" timer
+    silenced: bool = False  # FakeTwitch.silence(): no more keepalives on this socket
 
     @property
     def open(self) -> bool:
@@ -123,8 +153,10 @@ class _DeviceCode:
     device_code: str
     user_code: str
     scopes: list[str]
+    expires_at: float  # time.monotonic() deadline (expires_in from POST /oauth2/device)
     user_id: str | None = None  # set by FakeTwitch.authorize_device()
     used: bool = False
+    rejection: str | None = None  # set by FakeTwitch.decline_device(): the poll's message
 
 
 @dataclass
@@ -149,6 +181,11 @@ class FakeTwitch:
         Like real Twitch, a message sent via POST chat/messages comes back as a
         channel.chat.message notification (chatter == sender), so the bot sees its own
         messages and must ignore them.
+    device_interval:
+        The `interval` POST /oauth2/device answers (seconds between token polls).
+    device_code_lifetime:
+        The `expires_in` POST /oauth2/device answers (Twitch: 1800). A device code polled
+        after that many seconds (monotonic) answers 400 "invalid device code".
     """
 
     def __init__(
@@ -159,16 +196,26 @@ class FakeTwitch:
         keepalive_interval: float | None = 1.0,
         echo_sent_messages: bool = True,
         device_interval: int = 5,
+        device_code_lifetime: int = 1800,
     ) -> None:
         self.client_id = client_id
         self.client_secret = client_secret
         self.keepalive_interval = keepalive_interval
         self.echo_sent_messages = echo_sent_messages
         self.device_interval = device_interval
+        self.device_code_lifetime = device_code_lifetime
         # Answer the next N websocket upgrade attempts with HTTP 503 (Twitch down / network
-        # trouble) to exercise twitchio's reconnect backoff. Counted in refused_ws_attempts.
+        # trouble) to exercise twitchio's reconnect backoff. Counted in refused_ws_attempts
+        # (so is every upgrade answered by fail_next/queue_response on "/ws").
         self.refuse_websockets = 0
         self.refused_ws_attempts = 0
+        # Close a socket that holds no enabled subscription this many seconds after its
+        # welcome (or after a revocation took its last one) with 4003 "connection unused".
+        # None = never. Real Twitch: 10 s.
+        self.unused_session_timeout: float | None = None
+        # True: the refresh_token grant answers 400 "Invalid refresh token" even for a valid
+        # refresh token (which stays valid, so a test can switch this back off).
+        self.refuse_refresh = False
 
         self.users: dict[str, FakeUser] = {}
         self.tokens: dict[str, TokenInfo] = {}  # access token -> info
@@ -178,6 +225,8 @@ class FakeTwitch:
         # --- recordings (read these from tests) ---
         self.requests: list[RecordedRequest] = []
         self.chat_messages: list[dict[str, Any]] = []  # POST chat/messages bodies (+ "_token_user")
+        # POST chat/messages answered is_sent=false by drop_next_posts() (+ "drop_reason").
+        self.dropped_messages: list[dict[str, Any]] = []
         self.subscription_posts: list[dict[str, Any]] = []  # every POST eventsub/subscriptions body
         self.subscriptions: dict[
             str, dict[str, Any]
@@ -185,6 +234,8 @@ class FakeTwitch:
         self.sessions: list[Session] = []  # every websocket connection, in order
 
         self._canned: dict[tuple[str, str], list[_CannedResponse]] = {}
+        self._stalls: dict[tuple[str, str], list[float]] = {}
+        self._drops: list[dict[str, str]] = []
         self._ids = itertools.count(1)
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
@@ -231,6 +282,7 @@ class FakeTwitch:
         # Close websockets ourselves first: runner.cleanup() would otherwise wait on them.
         for s in self.sessions:
             if s.open:
+                s.close_code = 1001
                 await s.ws.close(code=1001, message=b"server shutdown")
         if self._runner:
             await self._runner.cleanup()
@@ -283,12 +335,102 @@ class FakeTwitch:
             _CannedResponse(status, body, headers or {})
         )
 
+    def fail_next(
+        self, method: str, path: str, status: int = 500, n: int = 1, *, message: str | None = None
+    ) -> None:
+        """Answer the next `n` requests to `method path` with HTTP `status` and Twitch's error
+        body (Helix: {"error", "status", "message"}; id.twitch.tv: {"status", "message"}),
+        instead of handling them. Works for any route: "/oauth2/validate", "/oauth2/token"
+        (refresh and device polling alike), "POST /helix/eventsub/subscriptions",
+        "/helix/chat/messages", ... For "GET /ws" the websocket upgrade is refused with that
+        status (no body) and counted in `refused_ws_attempts`.
+
+        Note twitchio retries a 503 once, after 3 s, before giving up."""
+        # Twitch API reference "Response Codes": 500 Internal Server Error, 503 Service
+        # Unavailable; the body is Twitch's usual error object.
+        text = message if message is not None else _PHRASES.get(status, "Error")
+        body: Any
+        if path == "/ws":
+            body = None
+        elif path.startswith("/oauth2/"):
+            body = {"status": status, "message": text}
+        else:
+            body = {"error": _PHRASES.get(status, "Error"), "status": status, "message": text}
+        for _ in range(n):
+            self.queue_response(method, path, status, body)
+
+    def stall_next(self, method: str, path: str, seconds: float, n: int = 1) -> None:
+        """Make the next `n` requests to `method path` wait `seconds` before they are handled
+        normally (or answered by fail_next/queue_response): Twitch being slow, so a client's
+        timeout fires. Works for every route, including the "GET /ws" upgrade (the
+        handshake is held, so ws_connect times out)."""
+        self._stalls.setdefault((method.upper(), path), []).extend([seconds] * n)
+
+    def drop_next_posts(self, code: str, message: str, n: int = 1) -> None:
+        """The next `n` otherwise valid POST /helix/chat/messages are not delivered: Twitch
+        answers 200 with {"data": [{"message_id": "", "is_sent": false,
+        "drop_reason": {"code": code, "message": message}}]} (Send Chat Message reference,
+        Response Body). They are recorded in `dropped_messages`, not in `chat_messages`, and
+        not echoed back as chat.
+
+        Twitch's Send Chat Message reference documents drop_reason only as {code, message}
+        and lists no codes; the codes seen in practice are the chat NOTICE msg-ids Twitch
+        documents ("IRC msg-id reference"), e.g.:
+
+            msg_duplicate       "Your message was not sent because it is identical to the
+                                 previous one you sent, less than 30 seconds ago."
+            msg_ratelimit       "Your message was not sent because you are sending messages
+                                 too quickly."
+            msg_slowmode        "This room is in slow mode and you are sending messages too
+                                 quickly. You will be able to talk again in 5 seconds."
+            msg_followersonly   "This room is in 10 minutes followers-only mode. Follow
+                                 streamer to join the community!"
+            msg_subsonly, msg_emoteonly, msg_verified_email, msg_banned, msg_timedout,
+            msg_channel_suspended, msg_rejected (AutoMod)
+        """
+        self._drops.extend({"code": code, "message": message} for _ in range(n))
+
     def authorize_device(self, user_code: str, user_id: str) -> None:
         """The human side of the device-code flow: user `user_id` enters `user_code`."""
+        self._device_by_user_code(user_code).user_id = user_id
+
+    def expire_device_code(self, user_code: str) -> None:
+        """Let the device code behind `user_code` run out now (as after `expires_in`): the
+        token poll answers 400 {"status": 400, "message": "invalid device code"}."""
+        self._device_by_user_code(user_code).expires_at = 0.0
+
+    def decline_device(self, user_code: str, *, message: str = "invalid device code") -> None:
+        """The person at twitch.tv/activate declines (clicks "Cancel") instead of
+        authorizing. Twitch's device-flow doc documents no answer for this; after a decline
+        the code is no longer usable, which Twitch answers like any unusable code: 400
+        "invalid device code" (the one rejection twitchio's DeviceCodeRejection knows besides
+        "invalid refresh token"). Pass `message` to try another answer (twitchio turns an
+        unknown one into a ValueError, not a DeviceCodeFlowException)."""
+        self._device_by_user_code(user_code).rejection = message
+
+    def revoke_user_tokens(self, user_id: str) -> int:
+        """The user disconnects the app in their Twitch settings (Connections): every access
+        and refresh token of that user stops working. validate -> 401 "invalid access token",
+        Helix -> 401 "Invalid OAuth token", refresh -> 400 "Invalid refresh token".
+        Returns how many access tokens were invalidated. (Twitch also revokes the user's
+        EventSub subscriptions with status authorization_revoked; call
+        `revoke_subscriptions()` for that.)"""
+        # Authentication guide "Tokens don't last forever": a user disconnecting the app
+        # invalidates its access and refresh tokens.
+        n = 0
+        for info in self.tokens.values():
+            if info.user_id == user_id and not info.revoked:
+                info.revoked = True
+                n += 1
+        for refresh, info in list(self.refresh_tokens.items()):
+            if info.user_id == user_id:
+                del self.refresh_tokens[refresh]
+        return n
+
+    def _device_by_user_code(self, user_code: str) -> _DeviceCode:
         for dc in self.device_codes.values():
             if dc.user_code == user_code:
-                dc.user_id = user_id
-                return
+                return dc
         raise KeyError(user_code)
 
     # ------------------------------------------------------------------ waiting
@@ -317,6 +459,8 @@ class FakeTwitch:
         color: str = "#1E90FF",
         message_id: str | None = None,
         reply: dict[str, Any] | None = None,
+        source_broadcaster: FakeUser | None = None,
+        source_badges: list[dict[str, str]] | None = None,
     ) -> dict[str, Any]:
         """A channel.chat.message `event` object, field for field as Twitch sends it.
 
@@ -325,20 +469,28 @@ class FakeTwitch:
         color, badges[*].set_id/.id/.info, message_type, cheer, reply,
         channel_points_custom_reward_id, channel_points_animation_id, source_broadcaster_user_id.
         It .get()s: source_message_id, source_badges, is_source_only.
+
+        source_broadcaster: the message was sent in that channel and reaches `broadcaster`'s
+        chat through a shared-chat session: source_broadcaster_user_id/_login/_name name it,
+        source_message_id is the message's ID over there, source_badges the chatter's badges
+        over there (default []). All four are null for a message sent in the channel itself.
         """
+        # EventSub subscription types reference, channel.chat.message: the source_* fields are
+        # null unless the message comes from another channel of a shared-chat session.
+        shared = source_broadcaster is not None
         return {
             "broadcaster_user_id": broadcaster.id,
             "broadcaster_user_login": broadcaster.login,
             "broadcaster_user_name": broadcaster.display_name,
-            "source_broadcaster_user_id": None,  # non-None = shared chat -> Bot ignores it
-            "source_broadcaster_user_login": None,
-            "source_broadcaster_user_name": None,
+            "source_broadcaster_user_id": source_broadcaster.id if shared else None,
+            "source_broadcaster_user_login": source_broadcaster.login if shared else None,
+            "source_broadcaster_user_name": source_broadcaster.display_name if shared else None,
             "chatter_user_id": chatter.id,
             "chatter_user_login": chatter.login,
             "chatter_user_name": chatter.display_name,
             "message_id": message_id or str(uuid.uuid4()),
-            "source_message_id": None,
-            "is_source_only": None,
+            "source_message_id": str(uuid.uuid4()) if shared else None,
+            "is_source_only": False if shared else None,
             "message": {
                 "text": text,
                 "fragments": [
@@ -353,7 +505,7 @@ class FakeTwitch:
             },
             "color": color,
             "badges": badges if badges is not None else [],
-            "source_badges": None,
+            "source_badges": (source_badges or []) if shared else None,
             "message_type": "text",
             "cheer": None,
             "reply": reply,
@@ -362,10 +514,18 @@ class FakeTwitch:
         }
 
     async def push_notification(
-        self, sub_type: str, event: dict[str, Any], *, match: Callable[[dict], bool]
+        self,
+        sub_type: str,
+        event: dict[str, Any],
+        *,
+        match: Callable[[dict], bool],
+        duplicate: bool = False,
     ) -> int:
         """Send `event` to every open session holding an enabled subscription of `sub_type`
-        for which match(condition) is true. Returns how many frames were sent."""
+        for which match(condition) is true. Returns how many notifications were sent.
+
+        duplicate: send each frame twice, byte for byte (same metadata.message_id), as
+        Twitch's at-least-once delivery may."""
         sent = 0
         for sub in list(self.subscriptions.values()):
             if sub["type"] != sub_type or sub["status"] != "enabled" or not match(sub["condition"]):
@@ -383,7 +543,13 @@ class FakeTwitch:
                 },
                 "payload": {"subscription": sub, "event": event},
             }
-            await session.ws.send_str(json.dumps(frame))
+            text = json.dumps(frame)
+            await session.ws.send_str(text)
+            if duplicate:
+                # WebSocket reference, metadata.message_id: "Twitch sends messages at least
+                # once ... you may receive a notification twice ... the message ID will be
+                # the same."
+                await session.ws.send_str(text)
             sent += 1
         return sent
 
@@ -394,15 +560,30 @@ class FakeTwitch:
         broadcaster: FakeUser,
         chatter: FakeUser,
         badges: list[dict[str, str]] | None = None,
+        duplicate: bool = False,
+        source_broadcaster: FakeUser | None = None,
         **kw: Any,
     ) -> str:
         """A chatter says `text` in `broadcaster`'s chat. Returns the message_id.
-        Raises if no open session is subscribed (the bot would never see it)."""
-        event = self.chat_event(text, broadcaster=broadcaster, chatter=chatter, badges=badges, **kw)
+        Raises if no open session is subscribed (the bot would never see it).
+
+        duplicate: the notification arrives twice, identical (at-least-once delivery).
+        source_broadcaster: the chatter said it in that channel, and it reaches
+        `broadcaster`'s chat through a shared-chat session (see chat_event); it still
+        arrives on the subscription for `broadcaster`."""
+        event = self.chat_event(
+            text,
+            broadcaster=broadcaster,
+            chatter=chatter,
+            badges=badges,
+            source_broadcaster=source_broadcaster,
+            **kw,
+        )
         n = await self.push_notification(
             "channel.chat.message",
             event,
             match=lambda c: c.get("broadcaster_user_id") == broadcaster.id,
+            duplicate=duplicate,
         )
         if not n:
             raise AssertionError(
@@ -417,6 +598,7 @@ class FakeTwitch:
         code except 4001 (client sent a message) and 4003 (connection unused): those close
         for good."""
         for s in self.open_sessions():
+            s.close_code = code
             await s.ws.close(code=code, message=message)
 
     async def send_session_reconnect(self) -> None:
@@ -437,6 +619,70 @@ class FakeTwitch:
             }
             await s.ws.send_str(json.dumps(frame))
 
+    async def revoke_subscriptions(
+        self,
+        status: str = "authorization_revoked",
+        match: Callable[[dict[str, Any]], bool] | None = None,
+    ) -> int:
+        """Twitch revokes subscriptions: every enabled subscription for which match(sub) is
+        true (all, if match is None) gets `status` and its session one `revocation` frame:
+        metadata message_type "revocation" + subscription_type/_version, payload
+        {"subscription": <the subscription, with the new status>}. Returns how many frames
+        were sent. The socket stays open (Twitch does not close it for a revocation), but a
+        session left with no enabled subscription is subject to `unused_session_timeout`.
+
+        Documented statuses: "authorization_revoked" (the user revoked the token the
+        subscription relied on), "user_removed" (the user no longer exists),
+        "version_removed" (type/version no longer supported). twitchio 3.3.2 also knows
+        "notification_failures_exceeded" and "chat_user_banned" (RevocationReason); any
+        other status makes its SubscriptionRevoked raise ValueError."""
+        # Handling WebSocket Events, "Revocation message": sent once, then no more messages
+        # for that subscription; the frame carries the subscription object with its status.
+        sent = 0
+        emptied: set[str] = set()
+        for sub in list(self.subscriptions.values()):
+            if sub["status"] != "enabled" or (match is not None and not match(sub)):
+                continue
+            sub["status"] = status
+            session = self._session(sub["transport"].get("session_id", ""))
+            if session is None or not session.open:
+                continue
+            frame = {
+                "metadata": {
+                    **self._meta("revocation"),
+                    "subscription_type": sub["type"],
+                    "subscription_version": sub["version"],
+                },
+                "payload": {"subscription": dict(sub)},
+            }
+            with contextlib.suppress(ConnectionResetError, RuntimeError):
+                await session.ws.send_str(json.dumps(frame))
+                sent += 1
+            emptied.add(session.id)
+        for sid in emptied:
+            session = self._session(sid)
+            if session is not None and session.open and not self._enabled_subs(sid):
+                self._arm_unused(session)
+        await self._notify()
+        return sent
+
+    def silence(self) -> int:
+        """A dead network path: keepalives stop on every open socket, which stays open (no
+        close frame). twitchio notices after keepalive_timeout_seconds + 5 s and reconnects;
+        new sockets get keepalives as usual. (`keepalive_interval = None` instead stops
+        them for every socket, new ones included.) Returns how many sockets went quiet.
+        Notifications pushed meanwhile are still delivered: push none to mimic the dead
+        path fully."""
+        # Handling WebSocket Events, "Keepalive message": no event or keepalive for longer
+        # than keepalive_timeout_seconds means the connection is lost.
+        n = 0
+        for s in self.open_sessions():
+            s.silenced = True
+            if s.keepalive_task:
+                s.keepalive_task.cancel()
+            n += 1
+        return n
+
     # ------------------------------------------------------------------ internals
     def _meta(self, message_type: str) -> dict[str, Any]:
         return {
@@ -448,21 +694,48 @@ class FakeTwitch:
     def _session(self, session_id: str) -> Session | None:
         return next((s for s in self.sessions if s.id == session_id), None)
 
+    def _enabled_subs(self, session_id: str) -> list[dict[str, Any]]:
+        return [
+            sub
+            for sub in self.subscriptions.values()
+            if sub["status"] == "enabled" and sub["transport"].get("session_id") == session_id
+        ]
+
+    def _arm_unused(self, session: Session) -> None:
+        """(Re)start the 4003 timer of a session, if unused_session_timeout is set."""
+        if self.unused_session_timeout is None:
+            return
+        if session.unused_task:
+            session.unused_task.cancel()
+        session.unused_task = asyncio.create_task(
+            self._close_if_unused(session, self.unused_session_timeout)
+        )
+
+    async def _close_if_unused(self, session: Session, after: float) -> None:
+        # Handling WebSocket Events, close code 4003 "Connection unused": "you must create a
+        # subscription within 10 seconds or the connection is closed".
+        await asyncio.sleep(after)
+        if session.open and not self._enabled_subs(session.id):
+            session.close_code = 4003
+            with contextlib.suppress(ConnectionResetError, RuntimeError):
+                await session.ws.close(code=4003, message=b"connection unused")
+
     @staticmethod
     def _error(status: int, message: str) -> web.Response:
-        # Twitch's error body; twitchio reads e.extra["message"] in several places
-        # (401 refresh logic, 409 subscribe, device-code polling).
-        phrase = {
-            400: "Bad Request",
-            401: "Unauthorized",
-            403: "Forbidden",
-            404: "Not Found",
-            409: "Conflict",
-            429: "Too Many Requests",
-        }.get(status, "Error")
+        # Helix's error body; twitchio reads e.extra["message"] in several places
+        # (401 refresh logic, 409 subscribe).
         return web.json_response(
-            {"error": phrase, "status": status, "message": message}, status=status
+            {"error": _PHRASES.get(status, "Error"), "status": status, "message": message},
+            status=status,
         )
+
+    @staticmethod
+    def _id_error(status: int, message: str) -> web.Response:
+        # id.twitch.tv's error body has no "error" field ("Validating Tokens":
+        # {"status": 401, "message": "invalid access token"}; device flow:
+        # {"status": 400, "message": "authorization_pending"}). twitchio reads
+        # e.extra["message"] (device-code polling, DeviceCodeRejection).
+        return web.json_response({"status": status, "message": message}, status=status)
 
     @web.middleware
     async def _record_and_can(self, request: web.Request, handler: Any) -> web.StreamResponse:
@@ -477,6 +750,9 @@ class FakeTwitch:
             authorization=request.headers.get("Authorization"),
         )
         request[_JSON_KEY] = body
+        stalls = self._stalls.get((request.method, request.path))
+        if stalls:
+            await asyncio.sleep(stalls.pop(0))
         canned = self._canned.get((request.method, request.path))
         if canned:
             c = canned.pop(0)
@@ -485,6 +761,9 @@ class FakeTwitch:
                 if c.body is not None
                 else web.Response(status=c.status, headers=c.headers)
             )
+            if request.path == "/ws":
+                self.refused_ws_attempts += 1
+                await self._notify()
         else:
             resp = await handler(request)
         rec.status = resp.status
@@ -538,12 +817,12 @@ class FakeTwitch:
     async def _oauth_token(self, request: web.Request) -> web.Response:
         p = self._params(request, dict(await request.post()))
         if p.get("client_id") != self.client_id:
-            return self._error(400, "invalid client")
+            return self._id_error(400, "invalid client")
         grant = p.get("grant_type")
 
         if grant == "client_credentials":
             if self.client_secret is None or p.get("client_secret") != self.client_secret:
-                return self._error(403, "invalid client secret")
+                return self._id_error(403, "invalid client secret")
             info = self._mint(None, [], expires_in=5_000_000)
             # ClientCredentialsPayload: access_token, expires_in, token_type
             return web.json_response(
@@ -555,9 +834,13 @@ class FakeTwitch:
             )
 
         if grant == "refresh_token":
+            if self.refuse_refresh:
+                # Refreshing Access Tokens: a refresh that fails answers 400 "Invalid refresh
+                # token" (tokens stop refreshing e.g. after a password change).
+                return self._id_error(400, "Invalid refresh token")
             old = self.refresh_tokens.pop(p.get("refresh_token", ""), None)
             if old is None:
-                return self._error(400, "Invalid refresh token")
+                return self._id_error(400, "Invalid refresh token")
             old.revoked = True  # Twitch invalidates the old access token on refresh
             assert old.user_id is not None
             new = self._mint(old.user_id, old.scopes)
@@ -566,24 +849,31 @@ class FakeTwitch:
         if grant == "urn:ietf:params:oauth:grant-type:device_code":
             dc = self.device_codes.get(p.get("device_code", ""))
             if dc is None or dc.used:
-                return self._error(400, "invalid device code")
+                return self._id_error(400, "invalid device code")
+            if dc.rejection is not None:
+                return self._id_error(400, dc.rejection)
+            if time.monotonic() >= dc.expires_at:
+                # Getting OAuth Access Tokens, device code grant flow: the code lives
+                # `expires_in` seconds; after that it is an invalid device code.
+                return self._id_error(400, "invalid device code")
             if dc.user_id is None:
                 # twitchio compares message.lower() to "authorization_pending", then
                 # sleeps `interval`.
-                return self._error(400, "authorization_pending")
+                return self._id_error(400, "authorization_pending")
             dc.used = True
             return web.json_response(self._token_body(self._mint(dc.user_id, dc.scopes)))
 
-        return self._error(400, f"unsupported grant_type {grant!r}")
+        return self._id_error(400, f"unsupported grant_type {grant!r}")
 
     async def _oauth_device(self, request: web.Request) -> web.Response:
         p = self._params(request, dict(await request.post()))
         if p.get("client_id") != self.client_id:
-            return self._error(400, "invalid client")
+            return self._id_error(400, "invalid client")
         dc = _DeviceCode(
             device_code=secrets.token_urlsafe(24),
             user_code=secrets.token_hex(4).upper(),
             scopes=p.get("scopes", "").split(),  # twitchio sends "a%3Ab+c%3Ad" -> "a:b c:d"
+            expires_at=time.monotonic() + self.device_code_lifetime,
         )
         self.device_codes[dc.device_code] = dc
         await self._notify()
@@ -591,7 +881,7 @@ class FakeTwitch:
         return web.json_response(
             {
                 "device_code": dc.device_code,
-                "expires_in": 1800,
+                "expires_in": self.device_code_lifetime,
                 "interval": self.device_interval,
                 "user_code": dc.user_code,
                 "verification_uri": f"https://www.twitch.tv/activate?public=true&device-code={dc.user_code}",
@@ -601,7 +891,7 @@ class FakeTwitch:
     async def _oauth_validate(self, request: web.Request) -> web.Response:
         info = self._bearer(request)
         if info is None or not info.valid:
-            return self._error(401, "invalid access token")
+            return self._id_error(401, "invalid access token")
         # ValidateTokenPayload indexes client_id, scopes, expires_in; .get()s login, user_id.
         # An app token = no login/user_id (that is how twitchio tells them apart).
         body: dict[str, Any] = {
@@ -660,6 +950,15 @@ class FakeTwitch:
                     400, "websocket transport session does not exist or has already disconnected"
                 )
         condition = body.get("condition", {})
+        if (
+            body.get("type") == "channel.chat.message"
+            and not auth.is_app
+            and "user:read:chat" not in auth.scopes
+        ):
+            # Create EventSub Subscription, 403: "The access token is missing the required
+            # scopes" (channel.chat.message: user:read:chat); Twitch's message text is
+            # "subscription missing proper authorization".
+            return self._error(403, "subscription missing proper authorization")
         if body.get("type") == "channel.chat.message" and condition.get("user_id") != auth.user_id:
             return self._error(403, "user_id in condition must match the user access token")
         for sub in self.subscriptions.values():
@@ -725,8 +1024,25 @@ class FakeTwitch:
             return auth
         body = request[_JSON_KEY] or {}
         sender = str(body.get("sender_id"))
+        if not auth.is_app and "user:write:chat" not in auth.scopes:
+            # Send Chat Message, 401 Unauthorized: "The user access token must include the
+            # user:write:chat scope." (Twitch's message text: "Missing scope: ...".)
+            return self._error(401, "Missing scope: user:write:chat")
         if not auth.is_app and auth.user_id != sender:
             return self._error(403, "sender_id must match the user ID in the user access token")
+        if self._drops:
+            # Send Chat Message, Response Body: 200, is_sent false, drop_reason {code, message}.
+            drop = self._drops.pop(0)
+            self.dropped_messages.append(
+                {
+                    **body,
+                    "_token": "app" if auth.is_app else f"user:{auth.user_id}",
+                    "drop_reason": drop,
+                }
+            )
+            return web.json_response(
+                {"data": [{"message_id": "", "is_sent": False, "drop_reason": drop}]}
+            )
         msg_id = str(uuid.uuid4())
         record = {
             **body,
@@ -799,18 +1115,24 @@ class FakeTwitch:
         await ws.send_str(json.dumps(welcome))
         if self.keepalive_interval is not None:
             session.keepalive_task = asyncio.create_task(self._keepalive(session))
+        if not self._enabled_subs(session.id):  # a migrated session keeps its subscriptions
+            self._arm_unused(session)
         await self._notify()
         try:
             async for msg in ws:
                 if msg.type == WSMsgType.TEXT:
                     # Twitch: clients must not send messages -> close 4001.
+                    session.close_code = 4001
                     await ws.close(code=4001, message=b"client sent inbound traffic")
                     break
         finally:
             if session.keepalive_task:
                 session.keepalive_task.cancel()
+            if session.unused_task:
+                session.unused_task.cancel()
             session.closed_at = time.monotonic()
-            session.close_code = ws.close_code
+            if session.close_code is None:  # the client closed (or the server's close failed)
+                session.close_code = ws.close_code
             # Twitch disables a websocket's subscriptions when it disconnects.
             for sub in self.subscriptions.values():
                 if sub["transport"].get("session_id") == session.id and sub["status"] == "enabled":
@@ -823,7 +1145,7 @@ class FakeTwitch:
         with contextlib.suppress(ConnectionResetError, RuntimeError):
             while not session.ws.closed:
                 await asyncio.sleep(self.keepalive_interval)
-                if self.keepalive_interval is None:  # switched off mid-test
+                if self.keepalive_interval is None or session.silenced:  # switched off mid-test
                     return
                 await session.ws.send_str(
                     json.dumps({"metadata": self._meta("session_keepalive"), "payload": {}})
