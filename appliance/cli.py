@@ -147,9 +147,13 @@ def cmd_button(args) -> int:
 
 
 def cmd_chat(args) -> int:
+    config = load_config(args.config)
+    if args.configured:
+        # 1 skips the unit cleanly: a Teletype without Twitch never starts the bridge.
+        return 0 if config.chat.channel else 1
     from appliance.twitch import run_chat
 
-    return run_chat(load_config(args.config))
+    return run_chat(config)
 
 
 def cmd_twitch_login(args) -> int:
@@ -205,6 +209,11 @@ def parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("chat", help="the Twitch chat bridge: !gpt2 and the last chat lines")
     p.add_argument("--config", type=Path)
+    p.add_argument(
+        "--configured",
+        action="store_true",
+        help="only say (exit 0 or 1) whether [chat] names a channel (the unit's ExecCondition=)",
+    )
     p.set_defaults(run=cmd_chat)
 
     p = commands.add_parser(

@@ -270,8 +270,8 @@ _SECTION_NOTES = {
     "keyboard": "The Teletype's own keyboard.",
     "engine": "The engine: one process owns the model and the printer; a local API.",
     "button": "The front-panel button and its LED (GPIO numbers, BCM).",
-    "chat": "Twitch chat. Set channel, bot and client_id, then run "
-    "`sudo -u teletype teletype twitch-login` once (README: Twitch).",
+    "chat": "Twitch chat. Set channel, bot and client_id; the Teletype then prints a "
+    "sign-in code for the bot account (README: Twitch).",
     "moderation": "The blocklist: words that never reach the paper or the chat.",
 }
 

@@ -1,0 +1,322 @@
+"""The chat bridge on Twitch's real terms: a fake Twitch that revokes, drops, repeats and errs.
+
+Each test here failed on the bridge before its health checks: it kept
+running with no subscription, or stopped for good on a passing error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from appliance.tokens import load_tokens, token_path
+from appliance.twitch import TeletypeBot, run_bot
+from tests.engine_process import EngineProcess, NotifySocket
+from tests.fake_twitch import FakeTwitch, patch_twitchio
+from tests.test_chat import CLIENT_ID, Stage, _config, _sign_in, _users, stage
+from tests.wire import check_ascii
+
+
+@pytest.fixture(autouse=True)
+def quick_health(monkeypatch):
+    # The same checks as on the Pi (every 15 s, Twitch asked every minute,
+    # 90 s to repair), at a pace a test can wait for.
+    monkeypatch.setattr(TeletypeBot, "check_every", 0.2, raising=False)
+    monkeypatch.setattr(TeletypeBot, "ask_twitch_every", 3, raising=False)
+    monkeypatch.setattr(TeletypeBot, "repair_for", 20.0, raising=False)
+
+
+@pytest.fixture
+def engine(tmp_path, teletype):
+    process = EngineProcess(tmp_path, str(teletype.link), max_chars=40).start()
+    yield process
+    process.close()
+
+
+def _enabled(fake: FakeTwitch) -> list[dict]:
+    return [s for s in fake.subscriptions.values() if s["status"] == "enabled"]
+
+
+async def _hears(s: Stage, text: str, timeout: float = 20.0) -> None:
+    """A chat line reaches the engine's history: the bridge can hear chat."""
+    await s.say("alice", text)
+    deadline = asyncio.get_running_loop().time() + timeout
+    while text not in [ln["text"] for ln in await s.history()]:
+        assert asyncio.get_running_loop().time() < deadline, f"{text!r} never arrived"
+        await asyncio.sleep(0.1)
+
+
+async def _repaired(s: Stage, sessions_before: int) -> None:
+    """A new session with an enabled subscription on it."""
+    await s.fake.wait_until(
+        lambda: (
+            len(s.fake.sessions) > sessions_before
+            and any(
+                sub["transport"].get("session_id") == s.fake.sessions[-1].id
+                for sub in _enabled(s.fake)
+            )
+        ),
+        timeout=30,
+    )
+
+
+def test_a_revoked_subscription_is_repaired(tmp_path, engine):
+    async def scenario():
+        async with stage(tmp_path, engine) as s:
+            before = len(s.fake.sessions)
+            assert await s.fake.revoke_subscriptions() == 1
+            await _repaired(s, before)
+            await _hears(s, "after the revocation")
+
+    asyncio.run(scenario())
+
+
+def test_a_resubscribe_that_fails_after_a_reconnect_is_repaired(tmp_path, engine):
+    async def scenario():
+        async with stage(tmp_path, engine) as s:
+            before = len(s.fake.sessions)
+            s.fake.fail_next("POST", "/helix/eventsub/subscriptions", 500)
+            await s.fake.close_sessions(4000)  # twitchio reconnects; its resubscribe fails
+            await _repaired(s, before)
+            await _hears(s, "after the failed resubscribe")
+
+    asyncio.run(scenario())
+
+
+def test_a_socket_closed_as_unused_4003_is_repaired(tmp_path, engine):
+    async def scenario():
+        async with stage(tmp_path, engine) as s:
+            before = len(s.fake.sessions)
+            await s.fake.close_sessions(4003, b"connection unused")  # twitchio gives up on it
+            await _repaired(s, before)
+            await _hears(s, "after 4003")
+
+    asyncio.run(scenario())
+
+
+def test_twitch_errors_at_start_are_retried_not_fatal(tmp_path, engine):
+    config = _config(tmp_path)
+
+    async def scenario():
+        async with FakeTwitch(client_id=CLIENT_ID, client_secret=None) as fake:
+            _users(fake)
+            _sign_in(fake, config)
+            fake.fail_next("GET", "/oauth2/validate", 503, n=2)
+            fake.fail_next("GET", "/helix/users", 500)
+            with patch_twitchio(fake):
+                bot = asyncio.create_task(run_bot(config))
+                try:
+                    await fake.wait_until(lambda: _enabled(fake) or bot.done(), timeout=60)
+                    assert not bot.done(), bot.exception() if bot.done() else None
+                finally:
+                    bot.cancel()
+                    await asyncio.gather(bot, return_exceptions=True)
+            return load_tokens(token_path(Path(config.engine.state_dir)))
+
+    assert asyncio.run(scenario()).login == "teletypebot"  # the tokens were kept
+
+
+def test_shared_chat_lines_are_ignored_and_repeats_handled_once(tmp_path, engine):
+    async def scenario():
+        async with stage(tmp_path, engine) as s:
+            await s.fake.push_chat(
+                "from the other room",
+                broadcaster=s.users["streamer"],
+                chatter=s.users["bob"],
+                source_broadcaster=s.users["carol"],
+            )
+            await s.fake.push_chat(
+                "said once, delivered twice",
+                broadcaster=s.users["streamer"],
+                chatter=s.users["bob"],
+                duplicate=True,
+            )
+            await _hears(s, "a line after them")
+            return [ln["text"] for ln in await s.history()]
+
+    texts = asyncio.run(scenario())
+    assert "from the other room" not in texts
+    assert texts.count("said once, delivered twice") == 1
+
+
+def test_a_post_held_back_for_slow_mode_is_sent_again(tmp_path, engine):
+    async def scenario():
+        async with stage(tmp_path, engine) as s:
+            s.fake.drop_next_posts("msg_slowmode", "This room is in slow mode.")
+            await s.say("alice", "!help")
+            return await s.posted(r"!gpt2", timeout=30), s.fake.dropped_messages
+
+    post, dropped = asyncio.run(scenario())
+    assert len(dropped) == 1 and dropped[0]["message"] == post
+
+
+def test_a_post_dropped_by_a_room_rule_is_logged_and_the_bridge_goes_on(tmp_path, engine, caplog):
+    async def scenario():
+        async with stage(tmp_path, engine) as s:
+            s.fake.drop_next_posts("msg_followersonly", "This room is in followers-only mode.")
+            await s.say("alice", "!help")
+            await s.fake.wait_until(lambda: s.fake.dropped_messages, timeout=20)
+            await _hears(s, "still listening")
+            return s.fake.chat_messages
+
+    with caplog.at_level("INFO"):
+        posted = asyncio.run(scenario())
+    assert posted == []  # not sent again: it would be dropped again
+    assert "msg_followersonly" in caplog.text and "moderator" in caplog.text
+
+
+def _paper_codes(teletype) -> list[str]:
+    paper = check_ascii(teletype.collect(quiet=0.5)).text
+    return re.findall(r"ENTER THE CODE ([A-Z0-9]+)", paper)
+
+
+def test_no_tokens_the_code_is_printed_and_renewed_and_chat_follows(tmp_path, engine, teletype):
+    config = _config(tmp_path)
+
+    async def scenario():
+        async with FakeTwitch(client_id=CLIENT_ID, client_secret=None, device_interval=0) as fake:
+            users = _users(fake)
+            with patch_twitchio(fake):
+                bot = asyncio.create_task(run_bot(config))
+                try:
+                    await fake.wait_until(lambda: len(fake.device_codes) == 1, timeout=20)
+                    first = next(iter(fake.device_codes.values())).user_code
+                    await _until(lambda: first in _paper_codes(teletype))
+                    fake.expire_device_code(first)
+                    await fake.wait_until(lambda: len(fake.device_codes) == 2, timeout=20)
+                    second = list(fake.device_codes.values())[-1].user_code
+                    fake.decline_device(second)
+                    await fake.wait_until(lambda: len(fake.device_codes) == 3, timeout=20)
+                    third = list(fake.device_codes.values())[-1].user_code
+                    await _until(lambda: third in _paper_codes(teletype))
+                    fake.authorize_device(third, users["teletypebot"].id)
+                    await fake.wait_until(lambda: _enabled(fake) or bot.done(), timeout=30)
+                    assert not bot.done()
+                finally:
+                    bot.cancel()
+                    await asyncio.gather(bot, return_exceptions=True)
+            return first, second, third
+
+    codes = asyncio.run(scenario())
+    paper = check_ascii(teletype.collect(quiet=0.5))
+    assert paper.problems == []
+    assert [c for c in _paper_codes(teletype)] == list(codes)
+    assert "DECLINED" in paper.text
+    assert load_tokens(token_path(Path(config.engine.state_dir))).login == "teletypebot"
+
+
+def test_a_refused_refresh_means_a_new_sign_in_on_paper(tmp_path, engine, teletype):
+    async def scenario():
+        async with stage(tmp_path, engine) as s:
+            s.fake.device_interval = 0
+            s.fake.revoke_user_tokens(s.users["teletypebot"].id)  # access removed in settings
+            await s.fake.wait_until(lambda: s.fake.device_codes, timeout=30)
+            code = next(iter(s.fake.device_codes.values())).user_code
+            await _until(lambda: code in _paper_codes(teletype))
+            before = len(s.fake.sessions)
+            s.fake.authorize_device(code, s.users["teletypebot"].id)
+            await _repaired(s, before)
+            await _hears(s, "signed in again")
+
+    asyncio.run(scenario())
+
+
+async def _until(predicate, timeout: float = 30.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await asyncio.to_thread(predicate):
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.2)
+
+
+# --- the process, through everything at once ----------------------------------------
+
+
+def test_teletype_chat_survives_a_misbehaving_twitch_and_logs_no_token(tmp_path, engine):
+    """`teletype chat` as systemd runs it, while the fake revokes, closes, drops,
+    repeats and errs: every chat line reaches the history once, every !gpt2 is
+    answered or told why not, the watchdog is pinged, and no token is logged."""
+    config = _config(tmp_path)
+    config_file = tmp_path / "chat.toml"
+    config_file.write_text(
+        f'[chat]\nchannel = "streamer"\nbot = "teletypebot"\nclient_id = "{CLIENT_ID}"\n'
+        "global_cooldown = 0\nuser_cooldown = 0\n"
+        f'[engine]\nruntime_dir = "{tmp_path / "run"}"\nstate_dir = "{tmp_path / "bot-state"}"\n'
+    )
+    notify = NotifySocket(tmp_path / "chat-notify.sock")
+
+    async def scenario():
+        async with FakeTwitch(client_id=CLIENT_ID, client_secret=None) as fake:
+            users = _users(fake)
+            tokens = _sign_in(fake, config)
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                str(Path(__file__).with_name("twitch_at.py")),
+                fake.base,
+                "chat",
+                "--config",
+                str(config_file),
+                env={
+                    **os.environ,
+                    "NOTIFY_SOCKET": str(notify.path),
+                    "WATCHDOG_USEC": "2000000",
+                },
+                stderr=asyncio.subprocess.PIPE,
+            )
+            said: list[str] = []
+
+            async def say(text: str, **kw) -> None:
+                said.append(text)
+                await fake.push_chat(
+                    text, broadcaster=users["streamer"], chatter=users["alice"], **kw
+                )
+
+            try:
+                await asyncio.to_thread(notify.wait_for, "READY=1", 30)
+                await say("line one")
+                await say("line two, delivered twice", duplicate=True)
+                await say("!gpt2")
+                fake.drop_next_posts("msg_slowmode", "This room is in slow mode.")
+                await fake.wait_until(lambda: len(fake.chat_messages) >= 1, timeout=60)
+                before = len(fake.sessions)
+                await fake.revoke_subscriptions()
+                await fake.wait_until(lambda: len(fake.sessions) > before and _enabled(fake), 60)
+                await say("line three, after the revocation")
+                before = len(fake.sessions)
+                fake.fail_next("POST", "/helix/eventsub/subscriptions", 500)
+                await fake.close_sessions(4000)
+                await fake.wait_until(lambda: len(fake.sessions) > before and _enabled(fake), 60)
+                await say("!gpt2 again")
+                await fake.wait_until(lambda: len(fake.chat_messages) >= 2, timeout=60)
+                lines = [
+                    ln["text"]
+                    for ln in (await asyncio.to_thread(engine.json, "GET", "/v1/history"))[1][
+                        "lines"
+                    ]
+                ]
+                process.terminate()
+                _, err = await asyncio.wait_for(process.communicate(), 30)
+            finally:
+                if process.returncode is None:
+                    process.kill()
+                    await process.wait()
+            fresh = load_tokens(token_path(Path(config.engine.state_dir)))
+            secrets = {tokens.token, tokens.refresh, fresh.token, fresh.refresh}
+            return lines, fake.chat_messages, process.returncode, err.decode(), secrets
+
+    try:
+        lines, posts, code, err, secrets = asyncio.run(scenario())
+    finally:
+        notify.close()
+    assert code == 0, err
+    chat_lines = ["line one", "line two, delivered twice", "line three, after the revocation"]
+    assert [ln for ln in lines if not ln.startswith("!")] == chat_lines
+    assert all(p["message"].startswith("@Alice") for p in posts) and len(posts) == 2
+    assert notify.count("WATCHDOG=1") >= 3
+    for value in secrets:
+        assert value not in err
+    assert "Traceback" not in err
