@@ -75,8 +75,10 @@ class Outbox:
             self.sent_at.append(self.clock())
             try:
                 delivered = await self.send(text)
-            except RateLimited:
-                log.warning("Twitch says too many messages; waiting %.0f s", delay)
+            except RateLimited as e:
+                # A 429, or a message held back for a reason that passes (slow mode).
+                why = str(e) or "too many messages"
+                log.warning("Twitch says %s; trying again in %.0f s", why, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.window)
                 continue

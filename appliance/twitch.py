@@ -289,10 +289,14 @@ class TeletypeBot(_TokenFileMixin, commands.Bot):
     async def _repair(self) -> None:
         """Subscribe again: twitchio opens a new session for it when there is none."""
         sockets = self._websockets.get(self.bot_id, {})  # type: ignore[attr-defined]
-        for ws in list(sockets.values()):
-            if not ws.connected or not ws.subscription_count:
+        for key, ws in list(sockets.items()):
+            if not ws.connected:
                 with contextlib.suppress(Exception):
                     await ws.close()
+                # twitchio 3.3 files a reconnected socket under its old session
+                # id, and a close removes only the new one: a dead socket left
+                # in the table would be picked for the next subscription.
+                sockets.pop(key, None)
         try:
             await self._subscribe()
         except twitchio.HTTPException as e:
@@ -491,7 +495,10 @@ async def _run_once(bot: TeletypeBot) -> None:
     """Log in with the saved tokens, subscribe, and run until something ends it."""
     try:
         flow = await bot.login_dcf(load_token=True, save_token=False)
-    except twitchio.InvalidTokenException:
+    except twitchio.InvalidTokenException as e:
+        # twitchio calls any failed check of a token invalid, a 503 too.
+        if e.status == 429 or e.status >= 500:
+            raise TransientTwitch(f"Twitch answered HTTP {e.status} to the token check") from None
         raise TokensRefused("Twitch refused the saved tokens and their refresh") from None
     except twitchio.HTTPException as e:
         raise _twitch_failure(e) from None

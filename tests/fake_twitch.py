@@ -364,6 +364,7 @@ class FakeTwitch:
         normally (or answered by fail_next/queue_response): Twitch being slow, so a client's
         timeout fires. Works for every route, including the "GET /ws" upgrade (the
         handshake is held, so ws_connect times out)."""
+        # No Twitch doc page: latency is a property of the network path, not an API shape.
         self._stalls.setdefault((method.upper(), path), []).extend([seconds] * n)
 
     def drop_next_posts(self, code: str, message: str, n: int = 1) -> None:

@@ -172,7 +172,7 @@ def test_a_post_dropped_by_a_room_rule_is_logged_and_the_bridge_goes_on(tmp_path
 
 def _paper_codes(teletype) -> list[str]:
     paper = check_ascii(teletype.collect(quiet=0.5)).text
-    return re.findall(r"ENTER THE CODE ([A-Z0-9]+)", paper)
+    return re.findall(r"ENTER\s+THE\s+CODE\s+([A-Z0-9]+)", paper)
 
 
 def test_no_tokens_the_code_is_printed_and_renewed_and_chat_follows(tmp_path, engine, teletype):
@@ -190,7 +190,8 @@ def test_no_tokens_the_code_is_printed_and_renewed_and_chat_follows(tmp_path, en
                     fake.expire_device_code(first)
                     await fake.wait_until(lambda: len(fake.device_codes) == 2, timeout=20)
                     second = list(fake.device_codes.values())[-1].user_code
-                    fake.decline_device(second)
+                    # RFC 8628's answer to "Cancel" (Twitch documents none of its own).
+                    fake.decline_device(second, message="access_denied")
                     await fake.wait_until(lambda: len(fake.device_codes) == 3, timeout=20)
                     third = list(fake.device_codes.values())[-1].user_code
                     await _until(lambda: third in _paper_codes(teletype))
