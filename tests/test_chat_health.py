@@ -321,3 +321,69 @@ def test_teletype_chat_survives_a_misbehaving_twitch_and_logs_no_token(tmp_path,
     for value in secrets:
         assert value not in err
     assert "Traceback" not in err
+
+
+# --- secrets and sign-in errors ---------------------------------------------------------
+
+
+def test_no_token_reaches_a_log_line_whatever_twitchio_puts_in_it():
+    import logging
+
+    from appliance.logs import RedactSecrets, secret
+
+    secret("u0123456789abcdefabcdef01")
+    records = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(self.format(record))
+
+    handler = Keep()
+    handler.addFilter(RedactSecrets())
+    log = logging.getLogger("test.redaction")
+    log.addHandler(handler)
+    try:
+        # twitchio 3.3.2's own shapes: the refresh token in a URL's query, the
+        # token quoted in an InvalidTokenException, a header in a debug line.
+        log.warning(
+            "Request failed: POST https://id.twitch.tv/oauth2/token?grant_type=refresh_token"
+            "&refresh_token=rNEWNEWNEWNEW123456&client_id=abc (400)"
+        )
+        log.warning('Please re-authenticate user with token: "%s"', "u0123456789abcdefabcdef01")
+        try:
+            raise ValueError("Authorization: Bearer u0123456789abcdefabcdef01 was refused")
+        except ValueError:
+            log.exception("failed")
+    finally:
+        log.removeHandler(handler)
+    text = "\n".join(records)
+    assert "rNEWNEWNEWNEW123456" not in text
+    assert "u0123456789abcdefabcdef01" not in text
+    assert text.count("[redacted]") >= 3
+
+
+def test_twitch_login_with_a_code_that_expires_is_one_line(tmp_path):
+    from appliance.tokens import TokenError
+    from appliance.twitch import login
+
+    config = _config(tmp_path)
+    shown = []
+
+    async def scenario():
+        async with FakeTwitch(client_id=CLIENT_ID, client_secret=None, device_interval=0) as fake:
+            _users(fake)
+
+            async def show(url: str, code: str) -> None:
+                shown.append(code)
+                asyncio.get_running_loop().call_later(0.2, fake.expire_device_code, code)
+
+            with patch_twitchio(fake):
+                try:
+                    await login(config, show)
+                except TokenError as e:
+                    return e
+        return None
+
+    error = asyncio.run(scenario())
+    assert isinstance(error, TokenError) and len(shown) == 1
+    assert "expired" in str(error) and "\n" not in str(error)
