@@ -548,6 +548,9 @@ async def sign_in_on_paper(
         with contextlib.suppress(EngineUnavailable):
             await engine.print_text("THE TWITCH SIGN-IN WAS DECLINED.\n", source="system")
 
+    # READY now, not once Twitch answers: a Pi's Wi-Fi may come up minutes
+    # later, and systemd would kill a start that takes that long.
+    health.good("waiting for sign-in: asking Twitch for a code")
     while True:
         signed = await sign_in(settings.client_id, list(SCOPES), show, on_declined=declined)
         if settings.bot and signed.login.lower() != settings.bot.lower():

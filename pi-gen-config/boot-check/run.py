@@ -401,6 +401,12 @@ class Results:
         return ok
 
 
+def chat_waiting(guest) -> str | None:
+    """The chat unit's status once it is up and waiting for a sign-in, else None."""
+    show = guest.out("systemctl show -p ActiveState,StatusText --value teletype-chat")
+    return show if show.startswith("active") and "waiting for sign-in" in show else None
+
+
 def paper_problems(data: bytes, cr_fills: int = 2) -> list[str]:
     report = check_ascii(data, parity="even", cr_fills=cr_fills, allow_bell=True)
     return report.problems
@@ -712,7 +718,14 @@ def main() -> int:
     print("\n== a changed teletype.toml takes effect at the next boot", flush=True)
     clean = guest.shutdown()
     r.check("h. the guest shuts down cleanly", clean, tail(guest.console))
-    edit_boot_partition(disk, work, lambda text: set_setting(text, "teletype", "cr_fills", "3"))
+
+    def new_settings(text: str) -> str:
+        text = set_setting(text, "teletype", "cr_fills", "3")
+        # Twitch set up, but no sign-in yet and (here) no network at all.
+        text = set_setting(text, "chat", "channel", '"mychannel"')
+        return set_setting(text, "chat", "client_id", '"abcdefghij0123456789"')
+
+    edit_boot_partition(disk, work, new_settings)
     guest = boot()
     if r.check("h. boots again", guest.wait_agent(), tail(guest.console)):
         wait_for(lambda: engine_ready(guest), 300)
@@ -722,6 +735,14 @@ def main() -> int:
             "h. the paper shows the new setting (three fills after each CR)",
             b"\r\0\0\0" in bytes(b & 0x7F for b in data) and not problems,
             "\n".join(problems[:10]) + f"\n{data[:200]!r}",
+        )
+        r.check(
+            "h. with [chat] set the chat unit runs, waiting for a sign-in (no network: "
+            "retried, not exit 78)",
+            wait_for(lambda: chat_waiting(guest) is not None, 240),
+            guest.out("systemctl show -p ActiveState,Result,StatusText,NRestarts teletype-chat")
+            + "\n"
+            + journal_tail(guest, "teletype-chat"),
         )
     guest.shutdown()
 
