@@ -387,3 +387,52 @@ def test_twitch_login_with_a_code_that_expires_is_one_line(tmp_path):
     error = asyncio.run(scenario())
     assert isinstance(error, TokenError) and len(shown) == 1
     assert "expired" in str(error) and "\n" not in str(error)
+
+
+def test_the_watchdog_is_pinged_only_while_chat_works_and_a_lost_cause_exits(
+    tmp_path, engine, monkeypatch
+):
+    from appliance.twitch import Unhealthy
+
+    notify = NotifySocket(tmp_path / "notify.sock")
+    monkeypatch.setenv("NOTIFY_SOCKET", str(notify.path))
+    monkeypatch.setenv("WATCHDOG_USEC", "400000")  # a ping every 0.2 s while healthy
+    monkeypatch.setattr(TeletypeBot, "repair_for", 3.0, raising=False)
+    config = _config(tmp_path)
+
+    async def pings_during(seconds: float) -> int:
+        before = notify.count("WATCHDOG=1")
+        await asyncio.sleep(seconds)
+        return notify.count("WATCHDOG=1") - before
+
+    async def scenario():
+        async with FakeTwitch(client_id=CLIENT_ID, client_secret=None) as fake:
+            _users(fake)
+            _sign_in(fake, config)
+            with patch_twitchio(fake):
+                bot = asyncio.create_task(run_bot(config))
+                try:
+                    await fake.wait_until(lambda: _enabled(fake), timeout=30)
+                    healthy = await pings_during(1.5)
+                    # Twitch takes the subscription away and will not give it back.
+                    fake.fail_next("POST", "/helix/eventsub/subscriptions", 500, n=1000)
+                    await fake.revoke_subscriptions()
+                    await asyncio.sleep(0.5)  # a check or two notices
+                    broken = await pings_during(1.5)
+                    status = [m for m in notify.messages if "STATUS=" in m][-1]
+                    ended = await asyncio.wait_for(asyncio.shield(bot), 30)
+                except Unhealthy as e:
+                    return healthy, broken, status, e
+                finally:
+                    bot.cancel()
+                    await asyncio.gather(bot, return_exceptions=True)
+            return healthy, broken, status, ended
+
+    try:
+        healthy, broken, status, outcome = asyncio.run(scenario())
+    finally:
+        notify.close()
+    assert healthy >= 4
+    assert broken == 0
+    assert "reconnecting" in status
+    assert isinstance(outcome, Unhealthy)  # exit 1: systemd starts the bridge afresh
