@@ -465,6 +465,7 @@ async def run_bot(config: Config) -> None:
     health = Health()
     pinger = asyncio.create_task(_pet_watchdog(health), name="watchdog")
     failures = 0
+    broken_since: float | None = None
     try:
         while True:
             if not keeper.path.exists():
@@ -472,7 +473,7 @@ async def run_bot(config: Config) -> None:
             bot = TeletypeBot(settings, keeper, engine, health)
             try:
                 await _run_once(bot)
-                failures = 0
+                failures, broken_since = 0, None
             except TokensRefused as e:
                 log.warning("%s: signing in again", e)
                 health.bad("token refused: sign in again (a code follows on paper)")
@@ -480,10 +481,14 @@ async def run_bot(config: Config) -> None:
                 continue
             except TransientTwitch as e:
                 failures += 1
-                wait = min(60, 2**failures)
-                health.bad(f"reconnecting: {e}; again in {wait} s")
-                if failures > 8:
+                now = asyncio.get_running_loop().time()
+                broken_since = now if broken_since is None else broken_since
+                # Within the time the bot may spend repairing, and so well
+                # before the unit's watchdog would kill us mid-sentence.
+                if now - broken_since > TeletypeBot.repair_for:
                     raise Unhealthy(f"Twitch kept failing: {e}") from None
+                wait = min(30, 2**failures)
+                health.bad(f"reconnecting: {e}; again in {wait} s")
                 await asyncio.sleep(wait)
             finally:
                 await bot.close()
