@@ -403,8 +403,10 @@ class Results:
 
 def chat_waiting(guest) -> str | None:
     """The chat unit's status once it is up and waiting for a sign-in, else None."""
-    show = guest.out("systemctl show -p ActiveState,StatusText --value teletype-chat")
-    return show if show.startswith("active") and "waiting for sign-in" in show else None
+    show = guest.out("systemctl show -p ActiveState,StatusText teletype-chat")
+    settings = dict(line.split("=", 1) for line in show.splitlines() if "=" in line)
+    waiting = settings.get("StatusText", "").startswith("waiting for sign-in")
+    return show if settings.get("ActiveState") == "active" and waiting else None
 
 
 def paper_problems(data: bytes, cr_fills: int = 2) -> list[str]:
