@@ -108,11 +108,11 @@ class Engine:
 
     # --- submitting -------------------------------------------------------------
 
-    def new_job(self, prompt: str | None, use_history: bool, extra: str = "",
+    def new_job(self, prompt: str | None, use_history: bool,
                 max_chars: int | None = None, seed: int | None = None, print: bool = True,
                 source: str = "api") -> Job:  # fmt: skip
         history = self.history if use_history or not prompt else None
-        text = self.replies.prompt(history, f"{prompt or ''} {extra}")
+        text = self.replies.prompt(history, prompt or "")
         m = self.config.model
         seed = m.seed if seed is None else seed
         return Job(text, max_chars or m.max_chars, None if seed < 0 else seed, print, source)

@@ -52,6 +52,17 @@ def clean_text(text: str) -> str:
     return " ".join("".join(kept).split())
 
 
+def clean_prompt(text: str) -> str:
+    """A prompt of one's own: its lines and tabs kept, lone surrogates and other
+    control characters gone; blank if nothing but white space is left."""
+    kept = "".join(
+        ch
+        for ch in text.replace("\r\n", "\n")
+        if ch in "\n\t" or unicodedata.category(ch) not in ("Cc", "Cs")
+    )
+    return kept if kept.strip() else ""
+
+
 def chat_line(name: object, text: object) -> ChatLine:
     """A chat line fit for the history, or BadChatLine saying why not."""
     if not isinstance(name, str) or not isinstance(text, str):

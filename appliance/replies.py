@@ -16,7 +16,7 @@ from threading import Event
 from appliance.config import Config
 from appliance.errors import Withheld
 from appliance.generator import sampling_from
-from appliance.history import History, clean_text, reply_prompt
+from appliance.history import History, clean_prompt, reply_prompt
 from appliance.moderation import Blocklist, Hit, blocklist_from, moderated
 
 
@@ -31,7 +31,9 @@ class Replies:
         """What the model continues: the chat history and the extra words, or the
         extra words alone (a prompt of one's own) when there is no history to use."""
         if history is None:
-            return clean_text(extra) or self.config.history.opening
+            # A prompt of one's own keeps its lines (a manual's numbered items);
+            # only what cannot be encoded or printed goes.
+            return clean_prompt(extra) or self.config.history.opening
         return reply_prompt(history, extra, self.config.history.opening)
 
     def stream(

@@ -528,3 +528,14 @@ def test_a_flood_of_idle_connections_leaves_the_local_clients_answered(tmp_path)
     log = engine.output()
     assert "Traceback" not in log and "out of system resource" not in log
     assert 1 <= log.count("refused") <= 2, log[-2000:]
+
+
+def test_a_prompt_of_ones_own_keeps_its_lines_and_loses_only_what_cannot_print():
+    from appliance.config import Config
+    from appliance.replies import Replies
+
+    replies = Replies(Config(), generator=None)
+    assert replies.prompt(None, "1. THE KEYBOARD\r\n2. THE\x1b PRINTER\ud800") == (
+        "1. THE KEYBOARD\n2. THE PRINTER"
+    )
+    assert replies.prompt(None, " \x00\n") == Config().history.opening
