@@ -436,3 +436,18 @@ def test_the_watchdog_is_pinged_only_while_chat_works_and_a_lost_cause_exits(
     assert broken == 0
     assert "reconnecting" in status
     assert isinstance(outcome, Unhealthy)  # exit 1: systemd starts the bridge afresh
+
+
+def test_a_planned_session_reconnect_keeps_chat_flowing(tmp_path, engine):
+    # Twitch's `session_reconnect`: the client opens the new URL and the
+    # subscriptions move with it, no new POST (twitchio does this itself).
+    async def scenario():
+        async with stage(tmp_path, engine) as s:
+            before = len(s.fake.sessions)
+            posts = len(s.fake.subscription_posts)
+            await s.fake.send_session_reconnect()
+            await _repaired(s, before)
+            await _hears(s, "after the migration")
+            return len(s.fake.subscription_posts) - posts
+
+    assert asyncio.run(scenario()) == 0
