@@ -19,10 +19,13 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: Path, data: bytes, mode: int = 0o640) -> None:
+def write_atomic(
+    path: Path, data: bytes, mode: int = 0o640, owner: tuple[int, int] | None = None
+) -> None:
     """Replace the file with `data`: after a power cut it holds the old bytes or the new.
 
-    Written beside under a name starting with ".<name>." and renamed;
+    Written beside under a name starting with ".<name>." and renamed, with
+    exactly `mode` (and `owner`, uid and gid, if given) before the rename;
     `remove_leftovers` clears what a write cut short left behind.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -33,6 +36,9 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o640) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, mode)  # in case a leftover was there with looser bits, or the umask
+        if owner is not None:
+            os.chown(tmp, *owner)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -13,7 +13,7 @@ import random
 import re
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,17 +77,6 @@ def sampling_from(model_config) -> Sampling:
     """The sampler settings of the [model] config section."""
     m = model_config
     return Sampling(m.temperature, m.top_p, m.top_k, m.repeat_penalty)
-
-
-@dataclass(frozen=True)
-class ChatLine:
-    name: str
-    text: str
-
-
-def chat_prompt(lines: Sequence[ChatLine]) -> str:
-    """The last chat lines as `name: text`, one a line, as the seed's bot sent them."""
-    return "".join(f"{line.name}: {line.text}\n" for line in lines)
 
 
 def looping(words: list[str], times: int = 3, longest: int = 4) -> bool:

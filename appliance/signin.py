@@ -13,6 +13,7 @@ exception twitchio cannot name, and a flaky network in a traceback.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -71,7 +72,7 @@ async def _transient(what: str, attempt: int, error: object) -> None:
 
 async def request_code(session, client_id: str, scopes: list[str]) -> tuple[DeviceCode, str, int]:
     """A new device code: (what to show, the device code, the polling interval)."""
-    for attempt in range(10**9):
+    for attempt in itertools.count():
         try:
             status, body = await _post(
                 session, "oauth2/device", {"client_id": client_id, "scopes": " ".join(scopes)}
@@ -89,7 +90,7 @@ async def request_code(session, client_id: str, scopes: list[str]) -> tuple[Devi
                 "is a Public client"
             )
         await _transient("sign-in", attempt, f"HTTP {status}")
-    raise AssertionError("unreachable")
+    raise AssertionError("itertools.count() never ends")
 
 
 async def wait_for_approval(
@@ -128,7 +129,7 @@ async def wait_for_approval(
 
 async def who(session, token: str) -> tuple[str, str] | None:
     """(user id, login) of a user token; None if Twitch says it is not valid."""
-    for attempt in range(10**9):
+    for attempt in itertools.count():
         try:
             async with session.get(
                 _id_base() + "oauth2/validate", headers={"Authorization": f"OAuth {token}"}
@@ -142,7 +143,7 @@ async def who(session, token: str) -> tuple[str, str] | None:
         except (aiohttp.ClientError, TimeoutError) as e:
             error = type(e).__name__
         await _transient("token check", attempt, error)
-    raise AssertionError("unreachable")
+    raise AssertionError("itertools.count() never ends")
 
 
 async def sign_in(

@@ -14,7 +14,7 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from appliance.durable import fsync_dir
+from appliance.durable import write_atomic
 from appliance.errors import EX_CONFIG, ApplianceError
 
 TOKEN_FILE = "twitch-tokens.json"
@@ -62,25 +62,14 @@ def load_tokens(path: Path) -> TwitchTokens:
 
 
 def save_tokens(path: Path, tokens: TwitchTokens) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(asdict(tokens), f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o600)  # in case the file was there with looser bits
-        if os.geteuid() == 0:
-            # `sudo teletype twitch-login` (root, not the service user): the
-            # file must belong to whoever owns the state directory, or the
-            # service could not read it.
-            owner = path.parent.stat()
-            os.chown(tmp, owner.st_uid, owner.st_gid)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    # As for the history: the rename lives in the directory. A refresh token
-    # works once, so losing the new pair to a power cut means signing in again.
-    fsync_dir(path.parent)
+    owner = None
+    if os.geteuid() == 0:
+        # `sudo teletype twitch-login` (root, not the service user): the file
+        # must belong to whoever owns the state directory, or the service
+        # could not read it.
+        directory = path.parent
+        directory.mkdir(parents=True, exist_ok=True)
+        owner = (directory.stat().st_uid, directory.stat().st_gid)
+    # Atomic and durable, as the history: a refresh token works once, so
+    # losing the new pair to a power cut means signing in again.
+    write_atomic(path, json.dumps(asdict(tokens)).encode("utf-8"), 0o600, owner)

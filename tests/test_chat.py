@@ -687,6 +687,23 @@ def test_fit_for_chat_never_goes_past_the_limit(text, limit):
 # --- `teletype chat` as systemd runs it ---------------------------------------------
 
 
+async def start_chat_process(
+    fake: FakeTwitch, config_file: Path, notify, **env: str
+) -> asyncio.subprocess.Process:
+    """`teletype chat` as systemd starts it (a notify socket, its stderr kept), with
+    only Twitch's address changed: the fake's."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(Path(__file__).with_name("twitch_at.py")),
+        fake.base,
+        "chat",
+        "--config",
+        str(config_file),
+        env={**os.environ, "NOTIFY_SOCKET": str(notify.path), **env},
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
 def test_teletype_chat_process_notifies_ready_and_stops_on_sigterm(tmp_path, engine):
     """The console command itself, with a notify socket; only Twitch's address is ours."""
     from tests.engine_process import NotifySocket
@@ -703,16 +720,7 @@ def test_teletype_chat_process_notifies_ready_and_stops_on_sigterm(tmp_path, eng
         async with FakeTwitch(client_id=CLIENT_ID, client_secret=None) as fake:
             users = _users(fake)
             _sign_in(fake, config)
-            process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                str(Path(__file__).with_name("twitch_at.py")),
-                fake.base,
-                "chat",
-                "--config",
-                str(config_file),
-                env={**os.environ, "NOTIFY_SOCKET": str(notify.path)},
-                stderr=asyncio.subprocess.PIPE,
-            )
+            process = await start_chat_process(fake, config_file, notify)
             try:
                 await asyncio.to_thread(notify.wait_for, "READY=1", 30)
                 await fake.push_chat("hello from chat", broadcaster=users["streamer"],

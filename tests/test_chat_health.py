@@ -7,9 +7,7 @@ running with no subscription, or stopped for good on a passing error.
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,7 +16,15 @@ from appliance.tokens import load_tokens, token_path
 from appliance.twitch import TeletypeBot, run_bot
 from tests.engine_process import EngineProcess, NotifySocket
 from tests.fake_twitch import FakeTwitch, patch_twitchio
-from tests.test_chat import CLIENT_ID, Stage, _config, _sign_in, _users, stage
+from tests.test_chat import (
+    CLIENT_ID,
+    Stage,
+    _config,
+    _sign_in,
+    _users,
+    stage,
+    start_chat_process,
+)
 from tests.wire import check_ascii
 
 
@@ -254,20 +260,7 @@ def test_teletype_chat_survives_a_misbehaving_twitch_and_logs_no_token(tmp_path,
         async with FakeTwitch(client_id=CLIENT_ID, client_secret=None) as fake:
             users = _users(fake)
             tokens = _sign_in(fake, config)
-            process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                str(Path(__file__).with_name("twitch_at.py")),
-                fake.base,
-                "chat",
-                "--config",
-                str(config_file),
-                env={
-                    **os.environ,
-                    "NOTIFY_SOCKET": str(notify.path),
-                    "WATCHDOG_USEC": "2000000",
-                },
-                stderr=asyncio.subprocess.PIPE,
-            )
+            process = await start_chat_process(fake, config_file, notify, WATCHDOG_USEC="2000000")
             said: list[str] = []
 
             async def say(text: str, **kw) -> None:
