@@ -156,6 +156,18 @@ def cmd_chat(args) -> int:
     return run_chat(config)
 
 
+def cmd_network(args) -> int:
+    from appliance.logs import setup_logging
+    from appliance.network import RESULT_PATH, Machine, run_network
+
+    setup_logging("teletype-network")
+    if args.root is None or args.root.resolve() == Path("/"):
+        return run_network(args.config, args.apply, Machine(), RESULT_PATH)
+    # A card's root mounted here: its files only, and its own teletype.toml.
+    config = args.config or args.root / "boot/firmware/teletype.toml"
+    return run_network(config, args.apply, Machine(root=args.root, live=False), None)
+
+
 def cmd_twitch_login(args) -> int:
     from appliance.twitch import run_login
 
@@ -221,6 +233,18 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--config", type=Path)
     p.set_defaults(run=cmd_twitch_login)
+
+    p = commands.add_parser(
+        "network", help="check teletype.toml's [network] (Wi-Fi, hostname, SSH); --apply as root"
+    )
+    p.add_argument("--config", type=Path)
+    p.add_argument(
+        "--apply",
+        action="store_true",
+        help="apply it, and move the Wi-Fi password off the card (teletype-network.service)",
+    )
+    p.add_argument("--root", type=Path, help="a root file system mounted elsewhere (default /)")
+    p.set_defaults(run=cmd_network)
 
     p = commands.add_parser("config", help="print the effective configuration (secrets masked)")
     p.add_argument("--config", type=Path)

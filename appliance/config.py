@@ -129,6 +129,11 @@ class EngineConfig:
     )
     runtime_dir: str = _opt("", "the API socket; empty for $RUNTIME_DIRECTORY or /tmp")
     bell_interval: float = _opt(10.0, "seconds between two rings of the bell", min=0.0, max=3600)
+    status_on_paper: bool = _opt(
+        True,
+        "print the Pi's name, addresses, model and Twitch state at the first start and "
+        "whenever the network changes",
+    )
 
 
 @dataclass(frozen=True)
@@ -141,6 +146,10 @@ class Config:
     button: ButtonConfig = field(default_factory=ButtonConfig)
     chat: ChatConfig = field(default_factory=ChatConfig)
     moderation: ModerationConfig = field(default_factory=ModerationConfig)
+    # [network] as written: appliance.network checks and applies it, as root,
+    # at boot. A mistake there is printed on paper and must not stop the
+    # engine, so nothing here rejects it.
+    network: dict[str, Any] = field(default_factory=dict)
     # Where the values came from ("defaults" or a path), for messages.
     source: str = "defaults"
 
@@ -150,7 +159,9 @@ class Config:
         return dataclasses.replace(self, **{section: dataclasses.replace(current, **values)})
 
 
-SECTIONS = {f.name: f.type for f in dataclasses.fields(Config) if f.name != "source"}
+SECTIONS = {
+    f.name: f.type for f in dataclasses.fields(Config) if f.name not in ("source", "network")
+}
 
 
 def _section_types() -> dict[str, type]:
@@ -188,8 +199,12 @@ def parse_config(data: bytes, source: str) -> Config:
     section_types = _section_types()
     sections: dict[str, Any] = {}
     for name, values in raw.items():
+        if name == "network":
+            sections[name] = values if isinstance(values, dict) else {}
+            continue
         if name not in section_types:
-            raise ConfigError(f"{source}: unknown section [{name}]{_did_you_mean(name, SECTIONS)}")
+            known = [*SECTIONS, "network"]
+            raise ConfigError(f"{source}: unknown section [{name}]{_did_you_mean(name, known)}")
         if not isinstance(values, dict):
             raise ConfigError(f"{source}: {name} must be a section ([{name}]), not a value")
         sections[name] = _build_section(section_types[name], name, values, source)
@@ -247,6 +262,13 @@ def render_config(config: Config) -> str:
             value = getattr(section, f.name)
             shown = '"********"' if f.metadata.get("secret") and value else _toml_value(value)
             lines.append(f"{f.name} = {shown}  # {f.metadata.get('help', '')}")
+    if config.network:
+        from appliance.network import KEYS
+
+        lines.append("\n[network]  # applied at boot by teletype-network.service")
+        for key, value in config.network.items():
+            shown = '"********"' if key == "password" and value else _toml_value(value)
+            lines.append(f"{key} = {shown}  # {KEYS.get(key, ('', 'unknown key'))[1]}")
     return "\n".join(lines) + "\n"
 
 
@@ -275,6 +297,14 @@ _SECTION_NOTES = {
     "moderation": "The blocklist: words that never reach the paper or the chat.",
 }
 
+NETWORK_NOTE = """\
+[network]
+# Wi-Fi, the Pi's name and SSH, applied at boot before the network starts
+# (teletype-network.service; it is how to set them up without Raspberry Pi
+# Imager). The password is then moved into NetworkManager and taken out of
+# this file: the card's boot partition is readable by anyone who has it.
+# A mistake is printed on the Teletype and nothing is changed."""
+
 
 def render_template() -> str:
     """The user's teletype.toml: every section, every key commented out at its default."""
@@ -289,6 +319,12 @@ def render_template() -> str:
             help_text = f.metadata.get("help", "")
             lines.append(f"# {f.name} = {_toml_value(getattr(section, f.name))}  # {help_text}")
         lines.append("")
+    from appliance.network import KEYS
+
+    lines.append(NETWORK_NOTE)
+    for key, (example, help_text) in KEYS.items():
+        lines.append(f"# {key} = {example}  # {help_text}")
+    lines.append("")
     return "\n".join(lines)
 
 

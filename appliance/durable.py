@@ -20,23 +20,25 @@ def fsync_dir(directory: Path) -> None:
 
 
 def write_atomic(
-    path: Path, data: bytes, mode: int = 0o640, owner: tuple[int, int] | None = None
+    path: Path, data: bytes, mode: int | None = 0o640, owner: tuple[int, int] | None = None
 ) -> None:
     """Replace the file with `data`: after a power cut it holds the old bytes or the new.
 
     Written beside under a name starting with ".<name>." and renamed, with
     exactly `mode` (and `owner`, uid and gid, if given) before the rename;
-    `remove_leftovers` clears what a write cut short left behind.
+    `remove_leftovers` clears what a write cut short left behind. Mode None
+    for a FAT file system (the boot partition), which refuses chmod.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if mode is None else mode)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, mode)  # in case a leftover was there with looser bits, or the umask
+        if mode is not None:
+            os.chmod(tmp, mode)  # in case a leftover was there with looser bits, or the umask
         if owner is not None:
             os.chown(tmp, *owner)
         os.replace(tmp, path)

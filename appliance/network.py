@@ -1,0 +1,663 @@
+"""teletype.toml's [network]: Wi-Fi, hostname and SSH from the card alone.
+
+A root oneshot (teletype-network.service) runs `teletype network --apply`
+at every boot, before NetworkManager starts. It reads [network] from
+teletype.toml on the boot partition and:
+
+- writes a NetworkManager connection (a keyfile in
+  /etc/NetworkManager/system-connections, readable by root only) for the
+  Wi-Fi, sets the Wi-Fi country and takes the radio out of its soft block;
+- sets the hostname (/etc/hostname, /etc/hosts, and the running kernel's);
+- turns OpenSSH's server on or off and gives the first user the public key;
+- then takes the Wi-Fi password out of teletype.toml, leaving a comment:
+  the boot partition is FAT, and anyone with the card can read it.
+
+Every setting is checked before anything is changed: a wrong one is one
+line in the journal and on paper (the engine prints what the oneshot left
+in RESULT_PATH) and nothing is applied. Running it again with the same
+settings changes nothing, so it does no harm at each boot.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime
+import json
+import logging
+import os
+import pwd
+import re
+import shutil
+import socket
+import subprocess
+import tomllib
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from appliance.durable import write_atomic
+from appliance.errors import ConfigError
+from appliance.logs import secret
+
+log = logging.getLogger("teletype.network")
+
+# What the oneshot found, for the engine to print (never a secret in it).
+RESULT_PATH = Path("/run/teletype-network/result.json")
+CONNECTION_ID = "teletype-wifi"
+CONNECTIONS = Path("etc/NetworkManager/system-connections")
+CONNECTION_FILE = CONNECTIONS / f"{CONNECTION_ID}.nmconnection"
+# NetworkManager's own switch for the Wi-Fi radio. pi-gen writes it off on an
+# image built without a Wi-Fi country (ours: the country is the user's).
+NM_STATE = Path("var/lib/NetworkManager/NetworkManager.state")
+# Set once the radio was switched on for a Wi-Fi that Imager set up: later,
+# the owner's own `nmcli radio wifi off` is left alone.
+IMAGER_RADIO_DONE = Path("var/lib/teletype-network/imager-radio-on")
+FIRST_USER_UID = 1000  # Raspberry Pi OS's first user: the one Imager or userconf.txt makes
+SSH_UNIT = "ssh.service"
+# tzdata's list of ISO 3166 country codes, the Wi-Fi regulatory domains.
+COUNTRIES = Path("/usr/share/zoneinfo/iso3166.tab")
+KEY_TYPES = (
+    "ssh-ed25519",
+    "ssh-rsa",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "sk-ssh-ed25519@openssh.com",
+    "sk-ecdsa-sha2-nistp256@openssh.com",
+)
+
+# Each key: (example shown in the template, help). The template shows them
+# commented out, as it does every other section's.
+KEYS: dict[str, tuple[str, str]] = {
+    "country": ('"GB"', "Wi-Fi country, two letters (ISO 3166: GB, US, DE...); the radio stays "
+                "off until it is set"),
+    "ssid": ('""', "the Wi-Fi network's name"),
+    "password": ('""', "its password (8 to 63 characters; \"\" for an open network); moved "
+                 "off this card at the next boot"),
+    "hidden": ("false", "the network does not announce its name"),
+    "hostname": ('"teletype"', "the Pi's name on the network (then NAME.local)"),
+    "ssh": ("false", "OpenSSH's server on or off (not set: as Imager or the ssh file left it)"),
+    "ssh_key": ('""', "a public key (one line of ~/.ssh/id_ed25519.pub) allowed to log in"),
+    "ssh_user": ('""', "whose key it is; empty for the first user (the one Imager or "
+                 "userconf.txt made)"),
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class NetworkSettings:
+    """[network], checked. None: not set, leave that part of the system as it is."""
+
+    country: str | None = None
+    ssid: str | None = None
+    password: str | None = None  # None: not in the file (moved before, or never there)
+    hidden: bool = False
+    hostname: str | None = None
+    ssh: bool | None = None
+    ssh_keys: tuple[str, ...] = ()
+    ssh_user: str | None = None
+
+    @property
+    def empty(self) -> bool:
+        return self == NetworkSettings()
+
+
+class NetworkProblem(ConfigError):
+    """A [network] setting that cannot be applied; nothing was changed."""
+
+
+# --- reading and checking ------------------------------------------------------------
+
+
+def parse_network(raw: Any, source: str) -> NetworkSettings:
+    """[network] from the parsed TOML; NetworkProblem naming the key and the file."""
+    if raw is None:
+        return NetworkSettings()
+    if not isinstance(raw, dict):
+        raise NetworkProblem(f"{source}: network must be a section ([network]), not a value")
+    for key in raw:
+        if key not in KEYS:
+            known = ", ".join(KEYS)
+            raise NetworkProblem(f"{source}: unknown key network.{key} (known: {known})")
+
+    def text(key: str) -> str | None:
+        value = raw.get(key)
+        if value is not None and not isinstance(value, str):
+            raise NetworkProblem(f"{source}: network.{key} must be a string in quotes")
+        return value
+
+    def flag(key: str) -> bool | None:
+        value = raw.get(key)
+        if value is not None and not isinstance(value, bool):
+            raise NetworkProblem(f"{source}: network.{key} must be true or false")
+        return value
+
+    where = f"{source}: network"
+    country = _check_country(where, text("country"))
+    ssid = text("ssid") or None
+    password = text("password")
+    if ssid is not None:
+        if len(ssid.encode()) > 32:
+            raise NetworkProblem(f"{where}.ssid is longer than Wi-Fi allows (32 bytes)")
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in ssid):
+            raise NetworkProblem(f"{where}.ssid has a control character in it")
+        if country is None:
+            raise NetworkProblem(
+                f"{where}.country is needed with network.ssid: the Pi keeps its Wi-Fi off "
+                "until it knows the country (two letters, e.g. GB or US)"
+            )
+    if password is not None:
+        if ssid is None:
+            raise NetworkProblem(f"{where}.password is set, but network.ssid is not")
+        _check_password(where, password)
+    hostname = text("hostname")
+    if hostname is not None:
+        hostname = hostname.strip().lower()
+        if not re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", hostname):
+            raise NetworkProblem(
+                f"{where}.hostname {hostname!r} is not a host name: letters, digits and "
+                "hyphens, 63 at most, not starting or ending with a hyphen"
+            )
+    keys = raw.get("ssh_key", "")
+    if isinstance(keys, str):
+        keys = [keys] if keys.strip() else []
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        raise NetworkProblem(f"{where}.ssh_key must be a string (or a list of them)")
+    ssh_keys = tuple(_check_public_key(where, k) for k in keys)
+    ssh_user = text("ssh_user") or None
+    if ssh_user is not None and not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", ssh_user):
+        raise NetworkProblem(f"{where}.ssh_user {ssh_user!r} is not a user name")
+    return NetworkSettings(
+        country=country,
+        ssid=ssid,
+        password=password,
+        hidden=bool(flag("hidden")),
+        hostname=hostname,
+        ssh=flag("ssh"),
+        ssh_keys=ssh_keys,
+        ssh_user=ssh_user,
+    )
+
+
+def _check_country(where: str, country: str | None) -> str | None:
+    if country is None or not country.strip():
+        return None
+    code = country.strip().upper()
+    known = _countries()
+    if code == "UK":
+        raise NetworkProblem(f"{where}.country is 'UK': the code for the United Kingdom is GB")
+    if not re.fullmatch(r"[A-Z]{2}", code) or (known and code not in known):
+        raise NetworkProblem(
+            f"{where}.country {country!r} is not a country code (two letters, ISO 3166: "
+            "GB, US, DE...)"
+        )
+    return code
+
+
+def _countries() -> set[str]:
+    try:
+        lines = COUNTRIES.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return set()  # no tzdata: two letters will do
+    return {line.split("\t")[0] for line in lines if line and not line.startswith("#")}
+
+
+def _check_password(where: str, password: str) -> None:
+    if password == "":
+        return  # an open network
+    if len(password) == 64 and all(c in "0123456789abcdefABCDEF" for c in password):
+        return  # the key itself, as wpa_passphrase prints it
+    if not all(0x20 <= ord(c) <= 0x7E for c in password):
+        raise NetworkProblem(
+            f"{where}.password may hold only printable ASCII characters (WPA's rule)"
+        )
+    if not 8 <= len(password) <= 63:
+        raise NetworkProblem(
+            f"{where}.password must be 8 to 63 characters long (WPA's rule), not {len(password)}"
+        )
+
+
+def _check_public_key(where: str, line: str) -> str:
+    words = line.strip().split()
+    if len(words) < 2 or words[0] not in KEY_TYPES:
+        raise NetworkProblem(
+            f"{where}.ssh_key is not an SSH public key (one line of a .pub file, starting "
+            "with ssh-ed25519, ssh-rsa or ecdsa-sha2-...; never the private key)"
+        )
+    try:
+        blob = base64.b64decode(words[1], validate=True)
+    except (binascii.Error, ValueError):
+        raise NetworkProblem(f"{where}.ssh_key: the key's base64 is broken") from None
+    # The blob starts with its own type, as a length-prefixed string.
+    size = int.from_bytes(blob[:4], "big")
+    if blob[4 : 4 + size] != words[0].encode():
+        raise NetworkProblem(f"{where}.ssh_key: the key does not match its type {words[0]}")
+    return " ".join(words)
+
+
+# --- the password off the card -------------------------------------------------------
+
+
+def without_password(data: bytes, source: str, today: datetime.date) -> bytes | None:
+    """teletype.toml with [network]'s password line made a comment; None if it has none.
+
+    Only that line changes: the user's comments, the byte-order mark and
+    the line ends stay. NetworkProblem if the password is not on a line of
+    its own in [network] (it must not be left behind half-removed).
+    """
+    bom = data.startswith(b"\xef\xbb\xbf")
+    text = data.decode("utf-8-sig")
+    before = tomllib.loads(text)
+    if "password" not in before.get("network", {}):
+        return None
+    lines = text.splitlines(keepends=True)
+    section = None
+    found = []
+    for i, line in enumerate(lines):
+        header = re.match(r"\s*\[\s*([A-Za-z0-9_.\"' -]+?)\s*\]\s*(#.*)?$", line)
+        if header and not line.lstrip().startswith("[["):
+            section = header.group(1)
+        elif section == "network" and re.match(r"\s*(password|\"password\")\s*=", line):
+            found.append(i)
+    comment = (
+        f"# password: moved to NetworkManager ({CONNECTION_ID}) on {today.isoformat()}; "
+        'write password = "..." here again to change it'
+    )
+    if len(found) == 1:
+        i = found[0]
+        end = lines[i][len(lines[i].rstrip("\r\n")) :]
+        lines[i] = comment + end
+        after_text = "".join(lines)
+        try:
+            after = tomllib.loads(after_text)
+        except tomllib.TOMLDecodeError:
+            after = None
+        expected = json.loads(json.dumps(before, default=str))
+        del expected["network"]["password"]
+        if after is not None and json.loads(json.dumps(after, default=str)) == expected:
+            return (b"\xef\xbb\xbf" if bom else b"") + after_text.encode()
+    raise NetworkProblem(
+        f"{source}: network.password must be on one line of its own under [network] "
+        '(password = "..."), so that it can be taken off the card'
+    )
+
+
+# --- the NetworkManager connection ---------------------------------------------------
+
+
+def keyfile(settings: NetworkSettings, password: str, connection_uuid: str) -> str:
+    """The Wi-Fi as a NetworkManager keyfile (its own format for saved connections)."""
+    assert settings.ssid is not None
+    lines = [
+        "# Made by teletype-network.service from teletype.toml's [network].",
+        "[connection]",
+        f"id={CONNECTION_ID}",
+        f"uuid={connection_uuid}",
+        "type=wifi",
+        "autoconnect=true",
+        "",
+        "[wifi]",
+        "mode=infrastructure",
+        f"ssid={_keyfile_ssid(settings.ssid)}",
+    ]
+    if settings.hidden:
+        lines.append("hidden=true")
+    if password:
+        lines += ["", "[wifi-security]", "key-mgmt=wpa-psk", f"psk={_keyfile_string(password)}"]
+    lines += ["", "[ipv4]", "method=auto", "", "[ipv6]", "addr-gen-mode=default", "method=auto"]
+    return "\n".join(lines) + "\n"
+
+
+def _keyfile_string(value: str) -> str:
+    # GKeyFile's escapes: a backslash, and a space that would be trimmed.
+    value = value.replace("\\", "\\\\")
+    if value.startswith(" "):
+        value = "\\s" + value[1:]
+    return value
+
+
+def _keyfile_ssid(ssid: str) -> str:
+    """Plain when NetworkManager reads it back unchanged, else its list of bytes."""
+    plain = re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9 ._@+!$%&()*,/:<=>?^{|}~-]*", ssid)
+    if plain and not ssid.endswith(" "):
+        return ssid
+    return "".join(f"{b};" for b in ssid.encode())
+
+
+def read_keyfile(path: Path) -> dict[str, dict[str, str]]:
+    sections: dict[str, dict[str, str]] = {}
+    current: dict[str, str] | None = None
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("[") and line.endswith("]"):
+            current = sections.setdefault(line[1:-1], {})
+        elif "=" in line and current is not None and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            current[key.strip()] = value
+    return sections
+
+
+def _unescape(value: str) -> str:
+    return re.sub(r"\\(.)", lambda m: {"s": " ", "\\": "\\"}.get(m.group(1), m.group(1)), value)
+
+
+# --- applying ------------------------------------------------------------------------
+
+
+@dataclass
+class Machine:
+    """Where the settings go: a root directory, and whether it is the running system.
+
+    On the running system (root "/") the oneshot also tells the kernel its
+    new name and asks systemd to start sshd now; for a root mounted
+    elsewhere only its files change (systemctl --root).
+    """
+
+    root: Path = Path("/")
+    live: bool = True
+    run: Callable[[list[str]], Any] = field(default=lambda argv: subprocess.run(argv, check=True))
+
+    def path(self, relative: str | Path) -> Path:
+        return self.root / Path(relative)
+
+
+def apply(settings: NetworkSettings, machine: Machine) -> list[str]:
+    """Everything [network] asks for; what was changed, one phrase each."""
+    changed: list[str] = []
+    user = _ssh_user(settings, machine) if settings.ssh_keys else None
+    wifi = _wifi_connection(settings, machine)  # checked before anything is written
+    if wifi is not None:
+        path, text = wifi
+        write_atomic(path, text.encode(), mode=0o600, owner=(0, 0) if machine.live else None)
+        changed.append(f"Wi-Fi connection {CONNECTION_ID} for {settings.ssid!r}")
+    if settings.country is not None and _set_country(settings.country, machine):
+        changed.append(f"Wi-Fi country {settings.country}")
+    if settings.ssid is not None and _radio_on(machine):
+        changed.append("Wi-Fi radio on (NetworkManager)")
+    if settings.hostname is not None and _set_hostname(settings.hostname, machine):
+        changed.append(f"hostname {settings.hostname}")
+    if user is not None and _authorise(user, settings.ssh_keys, machine):
+        changed.append(f"SSH key for {user.pw_name}")
+    if settings.ssh is not None and _switch_ssh(settings.ssh, machine):
+        changed.append(f"SSH {'on' if settings.ssh else 'off'}")
+    return changed
+
+
+def _wifi_connection(settings: NetworkSettings, machine: Machine) -> tuple[Path, str] | None:
+    """The keyfile to write, or None when the one there is already right."""
+    if settings.ssid is None:
+        return None
+    path = machine.path(CONNECTION_FILE)
+    existing = read_keyfile(path) if path.is_file() else {}
+    same_network = (
+        existing.get("wifi", {}).get("ssid") == _keyfile_ssid(settings.ssid)
+        and existing.get("connection", {}).get("id") == CONNECTION_ID
+    )
+    password = settings.password
+    if password is None:
+        if not same_network:
+            raise NetworkProblem(
+                f"network.password is not set for the Wi-Fi {settings.ssid!r} "
+                '(password = "" for an open network)'
+            )
+        psk = existing.get("wifi-security", {}).get("psk")
+        password = _unescape(psk) if psk is not None else ""
+    connection_uuid = existing.get("connection", {}).get("uuid") or str(uuid.uuid4())
+    text = keyfile(settings, password, connection_uuid)
+    if path.is_file() and path.read_text(encoding="utf-8") == text:
+        return None
+    return path, text
+
+
+def _set_country(country: str, machine: Machine) -> bool:
+    """The regulatory domain at every boot (the kernel's command line, as raspi-config
+    sets it) and now; the Wi-Fi radio out of the soft block Raspberry Pi OS keeps it in
+    until the country is known."""
+    changed = False
+    cmdline = machine.path("boot/firmware/cmdline.txt")
+    if cmdline.is_file():
+        words = cmdline.read_text(encoding="utf-8").split()
+        wanted = f"cfg80211.ieee80211_regdom={country}"
+        kept = [w for w in words if not w.startswith("cfg80211.ieee80211_regdom=")]
+        if wanted not in words or len(kept) != len(words) - 1:
+            write_atomic(cmdline, (" ".join([*kept, wanted]) + "\n").encode(), mode=None)
+            changed = True
+    for state in sorted(machine.path("var/lib/systemd/rfkill").glob("*:wlan")):
+        if state.read_text().strip() != "0":
+            write_atomic(state, b"0\n", mode=0o644)
+            changed = True
+    if machine.live and shutil.which("iw"):
+        try:
+            machine.run(["iw", "reg", "set", country])
+        except (OSError, subprocess.CalledProcessError) as e:
+            log.info("iw reg set %s: %s (the next boot sets it)", country, e)
+    return changed
+
+
+def _radio_on(machine: Machine) -> bool:
+    """NetworkManager's WirelessEnabled=true, written before it starts (it reads it then)."""
+    path = machine.path(NM_STATE)
+    if not path.is_file():
+        return False
+    lines = path.read_text().splitlines()
+    if not any(line.replace(" ", "") == "WirelessEnabled=false" for line in lines):
+        return False
+    lines = ["WirelessEnabled=true" if line.replace(" ", "") == "WirelessEnabled=false" else line
+             for line in lines]  # fmt: skip
+    write_atomic(path, ("\n".join(lines) + "\n").encode(), mode=0o644)
+    return True
+
+
+def radio_for_imager(machine: Machine) -> bool:
+    """Raspberry Pi Imager's Wi-Fi works on this image too.
+
+    Imager's first-boot script writes a NetworkManager connection and the
+    country while NetworkManager is not running, so it cannot switch
+    NetworkManager's radio on, and on an image built without a country
+    (ours) the radio stays off. Once, when there is a Wi-Fi connection and
+    a country, it is switched on here.
+    """
+    done = machine.path(IMAGER_RADIO_DONE)
+    if done.exists():
+        return False
+    cmdline = machine.path("boot/firmware/cmdline.txt")
+    country = cmdline.is_file() and "cfg80211.ieee80211_regdom=" in cmdline.read_text()
+    folder = machine.path(CONNECTIONS)
+    others = [p for p in sorted(folder.glob("*.nmconnection")) if p.name != CONNECTION_FILE.name]
+    wifi = any("type=wifi" in p.read_text(errors="replace").replace(" ", "") for p in others)
+    if not (country and wifi):
+        return False
+    switched = _radio_on(machine)
+    write_atomic(done, b"", mode=0o644)
+    return switched
+
+
+def _set_hostname(name: str, machine: Machine) -> bool:
+    changed = False
+    path = machine.path("etc/hostname")
+    if not path.is_file() or path.read_text().strip() != name:
+        write_atomic(path, f"{name}\n".encode(), mode=0o644)
+        changed = True
+    # Debian's way for the name to resolve without a network: 127.0.1.1.
+    hosts = machine.path("etc/hosts")
+    lines = hosts.read_text().splitlines() if hosts.is_file() else ["127.0.0.1\tlocalhost"]
+    wanted = f"127.0.1.1\t{name}"
+    ours = [i for i, line in enumerate(lines) if line.split()[:1] == ["127.0.1.1"]]
+    if [lines[i] for i in ours] != [wanted]:
+        kept = [line for i, line in enumerate(lines) if i not in ours]
+        at = (
+            ours[0]
+            if ours
+            else next(
+                (i + 1 for i, line in enumerate(kept) if line.startswith("127.0.0.1")), len(kept)
+            )
+        )
+        kept.insert(at, wanted)
+        write_atomic(hosts, ("\n".join(kept) + "\n").encode(), mode=0o644)
+        changed = True
+    if machine.live and socket.gethostname() != name:
+        socket.sethostname(name)
+        changed = True
+    return changed
+
+
+def _ssh_user(settings: NetworkSettings, machine: Machine) -> pwd.struct_passwd:
+    passwd = _read_passwd(machine.path("etc/passwd"))
+    if settings.ssh_user is not None:
+        user = next((u for u in passwd if u.pw_name == settings.ssh_user), None)
+        if user is None:
+            raise NetworkProblem(f"network.ssh_user: there is no user {settings.ssh_user!r}")
+        return user
+    user = next((u for u in passwd if u.pw_uid == FIRST_USER_UID), None)
+    if user is None:
+        raise NetworkProblem(
+            "network.ssh_key: there is no first user to give it to yet (make one with "
+            "Raspberry Pi Imager or userconf.txt, or name one in network.ssh_user)"
+        )
+    return user
+
+
+def _read_passwd(path: Path) -> list[pwd.struct_passwd]:
+    users = []
+    for line in path.read_text().splitlines():
+        parts = line.split(":")
+        if len(parts) == 7:
+            name, password, uid, gid, gecos, home, shell = parts
+            users.append(
+                pwd.struct_passwd((name, password, int(uid), int(gid), gecos, home, shell))
+            )
+    return users
+
+
+def _authorise(user: pwd.struct_passwd, keys: tuple[str, ...], machine: Machine) -> bool:
+    home = machine.path(user.pw_dir.lstrip("/"))
+    ssh_dir = home / ".ssh"
+    path = ssh_dir / "authorized_keys"
+    have = path.read_text().splitlines() if path.is_file() else []
+    present = {" ".join(line.split()[:2]) for line in have if line.strip()}
+    missing = [k for k in keys if " ".join(k.split()[:2]) not in present]
+    if not missing:
+        return False
+    owner = (user.pw_uid, user.pw_gid)
+    if not ssh_dir.is_dir():
+        ssh_dir.mkdir(mode=0o700, parents=True)
+        if machine.live:
+            os.chown(ssh_dir, *owner)
+    write_atomic(path, ("\n".join([*have, *missing]) + "\n").encode(), mode=0o600,
+                 owner=owner if machine.live else None)  # fmt: skip
+    return True
+
+
+def _switch_ssh(on: bool, machine: Machine) -> bool:
+    root = [] if machine.live else [f"--root={machine.root}"]
+    wants = machine.path("etc/systemd/system/multi-user.target.wants") / SSH_UNIT
+    if wants.exists() == on:
+        return False
+    machine.run(["systemctl", *root, "enable" if on else "disable", SSH_UNIT])
+    if machine.live:
+        # --no-block: sshd is ordered after this unit, and waits for it.
+        machine.run(["systemctl", "--no-block", "start" if on else "stop", SSH_UNIT])
+    return True
+
+
+# --- the oneshot ---------------------------------------------------------------------
+
+
+def run_network(config_path: Path | None, apply_now: bool, machine: Machine,
+                result_path: Path | None = RESULT_PATH) -> int:  # fmt: skip
+    """`teletype network [--apply]`: check [network], and apply it with --apply."""
+    from appliance.config import find_config
+
+    today = datetime.date.today()
+    path = find_config(config_path)
+    outcome: dict[str, Any] = {"problem": None, "changed": [], "wifi": None, "source": str(path)}
+    try:
+        if path is None:
+            settings = NetworkSettings()
+        else:
+            data = path.read_bytes()
+            try:
+                raw = tomllib.loads(data.decode("utf-8-sig"))
+            except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+                raise NetworkProblem(f"{path}: not valid TOML ({e}); [network] not applied") from e
+            settings = parse_network(raw.get("network"), str(path))
+        if settings.password:
+            secret(settings.password)  # never in a log line, whatever goes wrong
+        outcome["wifi"] = settings.ssid
+        if not apply_now:
+            print(describe(settings))
+            return 0
+        if radio_for_imager(machine):
+            outcome["changed"].append("Wi-Fi radio on for Raspberry Pi Imager's Wi-Fi")
+        if settings.empty:
+            log.info("no [network] in %s: nothing to apply", path or "any teletype.toml")
+        else:
+            # Worked out before anything changes: a password that cannot be
+            # taken off the card is a problem like any other.
+            scrubbed = None
+            if path is not None and settings.password is not None:
+                scrubbed = without_password(data, str(path), today)
+            outcome["changed"] += apply(settings, machine)
+            if scrubbed is not None:
+                write_atomic(path, scrubbed, mode=None)
+                outcome["changed"].append(f"Wi-Fi password moved off {path}")
+            for what in outcome["changed"]:
+                log.info("applied: %s", what)
+        if not outcome["changed"] and not settings.empty:
+            log.info("[network] already applied: nothing changed")
+    except NetworkProblem as e:
+        # What only the system can tell (no such user) comes without the file's name.
+        outcome["problem"] = str(e) if str(e).startswith(f"{path}:") else f"{path}: {e}"
+        log.error("[network] not applied: %s", outcome["problem"])
+        if not apply_now:
+            raise
+    except (OSError, subprocess.CalledProcessError) as e:
+        # Checked settings that the system would not take (a full card, a
+        # systemctl that failed): said, and tried again at the next boot.
+        outcome["problem"] = f"applying [network] failed: {e}"
+        log.error("%s", outcome["problem"])
+    finally:
+        if apply_now and result_path is not None:
+            _write_result(result_path, outcome)
+    return 78 if outcome["problem"] else 0
+
+
+def _write_result(path: Path, outcome: dict[str, Any]) -> None:
+    try:
+        write_atomic(path, json.dumps(outcome).encode(), mode=0o644)
+    except OSError as e:
+        log.warning("cannot leave the result for the engine in %s: %s", path, e)
+
+
+def describe(settings: NetworkSettings) -> str:
+    """What --apply would do, secrets left out."""
+    if settings.empty:
+        return "[network] is not set: nothing to apply"
+    out = []
+    if settings.ssid:
+        how = (
+            "password in the file"
+            if settings.password
+            else ("open network" if settings.password == "" else "password moved to NetworkManager")
+        )
+        out.append(f"Wi-Fi: {settings.ssid!r} ({how}), country {settings.country}")
+    if settings.hostname:
+        out.append(f"hostname: {settings.hostname} ({settings.hostname}.local)")
+    if settings.ssh is not None:
+        out.append(f"SSH: {'on' if settings.ssh else 'off'}")
+    for key in settings.ssh_keys:
+        out.append(
+            f"SSH key for {settings.ssh_user or 'the first user'}: {key.split()[0]} "
+            f"{' '.join(key.split()[2:])}".rstrip()
+        )
+    return "\n".join(out)
+
+
+def read_result(path: Path = RESULT_PATH) -> dict[str, Any] | None:
+    """What the oneshot left this boot, for the engine's status block; None if nothing."""
+    try:
+        outcome = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return outcome if isinstance(outcome, dict) else None

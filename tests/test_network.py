@@ -1,0 +1,372 @@
+"""teletype.toml's [network], applied to a root file system as teletype-network.service does.
+
+The root is a directory laid out as Raspberry Pi OS's (etc/, home/, the
+boot partition at boot/firmware); `teletype network --apply --root DIR`
+changes its files only, with the real systemctl (--root) for SSH. What
+NetworkManager makes of the connection is checked in the emulated Pi
+(make boot-check), where NetworkManager runs.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import json
+import shutil
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from appliance.cli import main
+from appliance.config import parse_config, render_config, render_template
+from appliance.network import (
+    CONNECTION_FILE,
+    IMAGER_RADIO_DONE,
+    NM_STATE,
+    NetworkProblem,
+    keyfile,
+    parse_network,
+    read_keyfile,
+    without_password,
+)
+
+ED25519 = (
+    "ssh-ed25519 "
+    + base64.b64encode(
+        len(b"ssh-ed25519").to_bytes(4, "big")
+        + b"ssh-ed25519"
+        + (32).to_bytes(4, "big")
+        + bytes(32)
+    ).decode()
+)
+KEY = f"{ED25519} maker@laptop"
+PASSWORD = "correct horse battery"
+
+NETWORK = f"""\
+[teletype]
+cr_fills = 3  # the user's own comment stays
+
+[network]
+# Wi-Fi at home
+country = "GB"
+ssid = "Teletype Lab"
+password = "{PASSWORD}"
+hostname = "asr33"
+ssh = true
+ssh_key = "{KEY}"
+
+[engine]
+queue_size = 4
+"""
+
+
+def card(tmp_path: Path, toml: str = NETWORK) -> Path:
+    """A root as a fresh Raspberry Pi OS card has it, after the first user was made."""
+    root = tmp_path / "root"
+    for d in ("etc/NetworkManager/system-connections", "home/maker", "boot/firmware",
+              "var/lib/systemd/rfkill", "var/lib/NetworkManager", "lib/systemd/system",
+              "etc/systemd/system/multi-user.target.wants"):  # fmt: skip
+        (root / d).mkdir(parents=True, exist_ok=True)
+    (root / "etc/passwd").write_text(
+        "root:x:0:0:root:/root:/bin/bash\n"
+        "maker:x:1000:1000:,,,:/home/maker:/bin/bash\n"
+        "teletype:x:999:999::/var/lib/teletype-gpt2:/usr/sbin/nologin\n"
+    )
+    (root / "etc/hostname").write_text("teletype\n")
+    (root / "etc/hosts").write_text(
+        "127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost\n\n127.0.1.1\t\tteletype\n"
+    )
+    (root / "boot/firmware/cmdline.txt").write_text(
+        "console=tty1 root=PARTUUID=7e1e7e33-02 rootfstype=ext4 fsck.repair=yes rootwait\n"
+    )
+    (root / "var/lib/systemd/rfkill/platform-3f300000.mmcnr:wlan").write_text("1\n")
+    (root / "var/lib/NetworkManager/NetworkManager.state").write_text(
+        "[main]\nWirelessEnabled=false\n"
+    )
+    (root / "lib/systemd/system/ssh.service").write_text(
+        "[Unit]\nDescription=OpenBSD Secure Shell server\n[Service]\nExecStart=/usr/sbin/sshd -D\n"
+        "[Install]\nWantedBy=multi-user.target\n"
+    )
+    (root / "boot/firmware/teletype.toml").write_bytes(toml.encode())
+    return root
+
+
+def apply(root: Path) -> int:
+    return main(["network", "--apply", "--root", str(root)])
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): (p.read_bytes() if p.is_file() else b"<dir>")
+        for p in sorted(root.rglob("*"))
+    }
+
+
+needs_systemctl = pytest.mark.skipif(
+    shutil.which("systemctl") is None, reason="systemctl --root enables ssh (package: systemd)"
+)
+
+
+# --- the whole of it --------------------------------------------------------------------
+
+
+@needs_systemctl
+def test_network_settings_are_applied_and_the_password_leaves_the_card(tmp_path):
+    root = card(tmp_path)
+    assert apply(root) == 0
+
+    connection = root / CONNECTION_FILE
+    assert connection.stat().st_mode & 0o777 == 0o600  # NetworkManager ignores a looser one
+    saved = read_keyfile(connection)
+    assert saved["connection"]["id"] == "teletype-wifi"
+    assert saved["connection"]["type"] == "wifi"
+    assert saved["wifi"]["ssid"] == "Teletype Lab"
+    assert saved["wifi-security"] == {"key-mgmt": "wpa-psk", "psk": PASSWORD}
+    assert saved["ipv4"]["method"] == "auto"
+
+    toml = (root / "boot/firmware/teletype.toml").read_text()
+    assert PASSWORD not in toml
+    assert "# password: moved to NetworkManager (teletype-wifi)" in toml
+    # Only that line changed: the user's comments and the other settings stay.
+    moved = next(line for line in toml.splitlines() if line.startswith("# password: moved"))
+    assert toml.replace(moved, f'password = "{PASSWORD}"') == NETWORK
+    assert "password" not in tomllib.loads(toml)["network"]
+
+    assert (root / "etc/hostname").read_text() == "asr33\n"
+    hosts = (root / "etc/hosts").read_text().splitlines()
+    assert "127.0.1.1\tasr33" in hosts and not any("teletype" in h for h in hosts)
+    assert hosts[0] == "127.0.0.1\tlocalhost"
+
+    cmdline = (root / "boot/firmware/cmdline.txt").read_text()
+    assert cmdline.split()[-1] == "cfg80211.ieee80211_regdom=GB"
+    assert len(cmdline.splitlines()) == 1 and "rootwait" in cmdline
+    assert (root / "var/lib/systemd/rfkill/platform-3f300000.mmcnr:wlan").read_text() == "0\n"
+    assert "WirelessEnabled=true" in (root / NM_STATE).read_text()
+
+    keys = root / "home/maker/.ssh/authorized_keys"
+    assert keys.read_text() == KEY + "\n"
+    assert keys.stat().st_mode & 0o777 == 0o600
+    assert (root / "home/maker/.ssh").stat().st_mode & 0o777 == 0o700
+    assert (root / "etc/systemd/system/multi-user.target.wants/ssh.service").is_symlink()
+
+
+@needs_systemctl
+def test_applying_again_changes_nothing_and_keeps_the_moved_password(tmp_path):
+    root = card(tmp_path)
+    assert apply(root) == 0
+    before = snapshot(root)
+    times = {p: (root / p).stat().st_mtime_ns for p in before if (root / p).is_file()}
+    assert apply(root) == 0
+    assert snapshot(root) == before
+    assert times == {p: (root / p).stat().st_mtime_ns for p in times}
+
+
+@needs_systemctl
+def test_a_new_password_for_the_same_network_replaces_the_old_one(tmp_path):
+    root = card(tmp_path)
+    assert apply(root) == 0
+    uuid_before = read_keyfile(root / CONNECTION_FILE)["connection"]["uuid"]
+    toml = root / "boot/firmware/teletype.toml"
+    text = toml.read_text()
+    toml.write_text(text.replace("# password: moved", 'password = "a brand new one"\n# moved'))
+    assert apply(root) == 0
+    saved = read_keyfile(root / CONNECTION_FILE)
+    assert saved["wifi-security"]["psk"] == "a brand new one"
+    assert saved["connection"]["uuid"] == uuid_before  # the same connection, changed
+    assert "a brand new one" not in toml.read_text()
+
+
+@needs_systemctl
+def test_ssh_off_disables_the_server(tmp_path):
+    root = card(tmp_path)
+    assert apply(root) == 0
+    toml = root / "boot/firmware/teletype.toml"
+    toml.write_text(toml.read_text().replace("ssh = true", "ssh = false"))
+    assert apply(root) == 0
+    assert not (root / "etc/systemd/system/multi-user.target.wants/ssh.service").exists()
+
+
+def test_a_card_without_network_settings_is_left_alone(tmp_path):
+    root = card(tmp_path, "[engine]\nqueue_size = 4\n")
+    before = snapshot(root)
+    assert apply(root) == 0
+    assert snapshot(root) == before
+
+
+# --- wrong settings: one line, nothing changed -----------------------------------------
+
+
+WRONG = [
+    ('country = "UK"', "network.country is 'UK': the code for the United Kingdom is GB"),
+    ('country = "XX"', "network.country 'XX' is not a country code"),
+    ('country = ""', "network.country is needed with network.ssid"),
+    ('password = "short"', "network.password must be 8 to 63 characters long"),
+    ('password = "pässwörd-with-umlauts"', "network.password may hold only printable ASCII"),
+    ('ssid = "' + "x" * 33 + '"', "network.ssid is longer than Wi-Fi allows"),
+    ('hostname = "my_teletype"', "network.hostname 'my_teletype' is not a host name"),
+    ('hostname = "-teletype"', "network.hostname '-teletype' is not a host name"),
+    ("ssh = 1", "network.ssh must be true or false"),
+    ('ssh_key = "-----BEGIN OPENSSH PRIVATE KEY-----"', "network.ssh_key is not an SSH public key"),
+    ('ssh_key = "ssh-ed25519 AAAA!!!!"', "network.ssh_key: the key's base64 is broken"),
+    ('ssh_key = "ssh-rsa ' + ED25519.split()[1] + '"', "does not match its type ssh-rsa"),
+    ('ssh_user = "nobody-here"', "network.ssh_user: there is no user 'nobody-here'"),
+    ('wifi = "Teletype Lab"', "unknown key network.wifi"),
+]
+
+
+@pytest.mark.parametrize(("line", "message"), WRONG, ids=[w[0][:24] for w in WRONG])
+def test_a_wrong_setting_is_one_line_naming_it_and_nothing_is_changed(tmp_path, capsys, line,
+                                                                        message):  # fmt: skip
+    key = line.split(" =")[0]
+    toml = NETWORK
+    if f"\n{key} =" in toml:
+        toml = "\n".join(line if x.startswith(f"{key} =") else x for x in toml.splitlines()) + "\n"
+    else:
+        toml = toml.replace("[network]\n", f"[network]\n{line}\n")
+    root = card(tmp_path, toml)
+    before = snapshot(root)
+    result = tmp_path / "result.json"
+    from appliance.network import Machine, run_network
+
+    code = run_network(root / "boot/firmware/teletype.toml", True, Machine(root, live=False),
+                       result)  # fmt: skip
+    assert code == 78
+    assert snapshot(root) == before  # not half-applied: not applied at all
+    problem = json.loads(result.read_text())["problem"]
+    assert message in problem
+    assert str(root / "boot/firmware/teletype.toml") in problem
+    assert PASSWORD not in problem and PASSWORD not in capsys.readouterr().err
+    assert "\n" not in problem
+
+
+def test_an_ssh_key_with_no_user_to_take_it_is_refused_before_anything_changes(tmp_path):
+    root = card(tmp_path)
+    passwd = root / "etc/passwd"
+    passwd.write_text("".join(x for x in passwd.read_text().splitlines(True) if "1000" not in x))
+    before = snapshot(root)
+    assert apply(root) == 78
+    assert snapshot(root) == before
+
+
+def test_the_check_without_apply_names_the_problem_and_shows_no_secret(tmp_path, capsys):
+    root = card(tmp_path)
+    assert main(["network", "--config", str(root / "boot/firmware/teletype.toml")]) == 0
+    out = capsys.readouterr().out
+    assert "Wi-Fi: 'Teletype Lab' (password in the file), country GB" in out
+    assert "hostname: asr33 (asr33.local)" in out and "SSH: on" in out
+    assert PASSWORD not in out and ED25519.split()[1] not in out
+    (root / "boot/firmware/teletype.toml").write_text('[network]\ncountry = "UK"\n')
+    assert main(["network", "--config", str(root / "boot/firmware/teletype.toml")]) == 78
+    assert "the code for the United Kingdom is GB" in capsys.readouterr().err
+
+
+# --- the password's line ----------------------------------------------------------------
+
+
+def test_the_password_line_goes_and_every_other_byte_stays():
+    today = datetime.date(2026, 11, 28)
+    original = ('\ufeff[network]\r\nssid = "x"\r\npassword = "12345678" # mine\r\n'
+                "hidden = true\r\n").encode()  # fmt: skip
+    changed = without_password(original, "t.toml", today)
+    assert changed is not None
+    assert changed.startswith(b"\xef\xbb\xbf")  # Notepad's byte-order mark kept
+    lines = changed.split(b"\r\n")
+    assert lines[2].startswith(b"# password: moved to NetworkManager (teletype-wifi) on 2026-11-28")
+    assert changed.replace(lines[2], b'password = "12345678" # mine') == original
+    assert without_password(changed, "t.toml", today) is None
+
+
+@pytest.mark.parametrize(
+    "toml",
+    [
+        'network = { ssid = "x", password = "12345678" }\n',
+        '[network]\nssid = "x"\npassword = """\n12345678"""\n',
+        'network.ssid = "x"\nnetwork.password = "12345678"\n',
+    ],
+    ids=["inline table", "multi-line string", "dotted keys"],
+)
+def test_a_password_that_cannot_be_taken_out_cleanly_is_refused(toml):
+    with pytest.raises(NetworkProblem, match="must be on one line of its own under"):
+        without_password(toml.encode(), "t.toml", datetime.date(2026, 11, 28))
+
+
+# --- NetworkManager's keyfile ----------------------------------------------------------
+
+
+def test_the_keyfile_escapes_what_networkmanager_would_misread():
+    settings = parse_network(
+        {"country": "DE", "ssid": "Café; Gäste", "password": " back\\slash ", "hidden": True}, "t"
+    )
+    text = keyfile(settings, settings.password or "", "0" * 8 + "-0000-4000-8000-" + "0" * 12)
+    wifi = dict(line.split("=", 1) for line in text.split("[wifi]")[1].split("\n\n")[0].split()
+                if "=" in line)  # fmt: skip
+    # An SSID NetworkManager would not read back as written goes as its bytes.
+    assert wifi["ssid"] == "".join(f"{b};" for b in "Café; Gäste".encode())
+    assert wifi["hidden"] == "true"
+    assert "psk=\\sback\\\\slash \n" in text
+
+
+def test_an_open_network_has_no_security_section(tmp_path):
+    settings = parse_network({"country": "US", "ssid": "Museum Guest", "password": ""}, "t")
+    assert "[wifi-security]" not in keyfile(settings, "", "u")
+
+
+# --- Raspberry Pi Imager's Wi-Fi on this image -------------------------------------------
+
+
+def test_imagers_wifi_gets_networkmanagers_radio_switched_on_once(tmp_path):
+    root = card(tmp_path, "[engine]\nqueue_size = 4\n")
+    # What Imager's first-boot script leaves: a connection and the country.
+    (root / "etc/NetworkManager/system-connections/preconfigured.nmconnection").write_text(
+        "[connection]\nid=preconfigured\ntype=wifi\n[wifi]\nssid=Home\n"
+    )
+    cmdline = root / "boot/firmware/cmdline.txt"
+    cmdline.write_text(cmdline.read_text().strip() + " cfg80211.ieee80211_regdom=FR\n")
+    assert apply(root) == 0
+    assert "WirelessEnabled=true" in (root / NM_STATE).read_text()
+    assert (root / IMAGER_RADIO_DONE).exists()
+    # The owner turns the radio off later: that is theirs to decide.
+    (root / NM_STATE).write_text("[main]\nWirelessEnabled=false\n")
+    assert apply(root) == 0
+    assert "WirelessEnabled=false" in (root / NM_STATE).read_text()
+
+
+# --- the settings file ---------------------------------------------------------------------
+
+
+def test_the_template_shows_network_and_a_wrong_network_never_stops_the_engine():
+    template = render_template()
+    assert "\n[network]\n" in template
+    for key in ("country", "ssid", "password", "hidden", "hostname", "ssh", "ssh_key", "ssh_user"):
+        assert f"\n# {key} = " in template
+    assert tomllib.loads(template) == {s: {} for s in tomllib.loads(template)}
+    # The engine, the button and the chat bridge read the same file: a
+    # mistake in [network] is the oneshot's to report, on paper.
+    config = parse_config(b'[network]\ncountry = "UK"\npassword = "12345678"\n', "t.toml")
+    shown = render_config(config)
+    assert 'password = "********"' in shown and "12345678" not in shown
+
+
+def test_the_unit_runs_the_command_before_networkmanager_and_sshd():
+    unit = (Path(__file__).parent.parent / "appliance/systemd/teletype-network.service").read_text()
+    assert "ExecStart=/opt/teletype-gpt2/venv/bin/teletype network --apply" in unit
+    before = " ".join(x.split("=", 1)[1] for x in unit.splitlines() if x.startswith("Before="))
+    for unit_name in ("network-pre.target", "NetworkManager.service", "ssh.service",
+                      "avahi-daemon.service", "teletype-engine.service"):  # fmt: skip
+        assert unit_name in before.split()
+    assert "RequiresMountsFor=/boot/firmware" in unit
+
+
+def test_the_result_for_the_engine_holds_no_secret(tmp_path):
+    root = card(tmp_path)
+    result = tmp_path / "result.json"
+    from appliance.network import Machine, run_network
+
+    if shutil.which("systemctl") is None:
+        pytest.skip("systemctl --root enables ssh (package: systemd)")
+    run_network(root / "boot/firmware/teletype.toml", True, Machine(root, live=False), result)
+    text = result.read_text()
+    assert PASSWORD not in text and ED25519.split()[1] not in text
+    assert result.stat().st_mode & 0o777 == 0o644  # the engine (not root) reads it
+    assert "Wi-Fi connection teletype-wifi" in text
