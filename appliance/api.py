@@ -35,6 +35,7 @@ from appliance.schema import (
     NOT_BLANK,
     ROUTES,
     ChatLineRequest,
+    ChatStateRequest,
     GenerateRequest,
     PrintRequest,
     encode,
@@ -296,6 +297,14 @@ async def bell(request: web.Request) -> web.Response:
 
 async def status(request: web.Request) -> web.Response:
     return _json(request.app["engine"].status())
+
+
+async def chat_state(request: web.Request) -> web.Response:
+    body = await _body(request, ChatStateRequest, required=True)
+    engine = request.app["engine"]
+    engine.chat_state = " ".join(body.state.split())
+    engine.emit("chat", {"state": engine.chat_state})
+    return web.Response(status=204)
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -109,6 +109,10 @@ class EngineClient:
         """(200, ...) when it rang; (429, ...) when it rang too recently."""
         return await self._call("POST", "/v1/bell")
 
+    async def report_chat_state(self, state: str) -> None:
+        """Tell the engine what the chat bridge is doing (for /v1/status and the paper)."""
+        await self._call("PUT", "/v1/chat", {"state": state})
+
     async def events(self) -> AsyncIterator[tuple[str, dict]]:
         """The engine's events as (kind, data), until the connection ends.
 

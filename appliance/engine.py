@@ -59,6 +59,7 @@ class Engine:
         self.jobs_finished = 0
         self._last_bell = -1e9
         self.port_state = "unknown"
+        self.chat_state: str | None = None  # what the chat bridge last said it is doing
         self.loop: asyncio.AbstractEventLoop | None = None
         self.stopping = threading.Event()
         self.closed = asyncio.Event()  # set at shutdown: event streams end, waiters get 503
@@ -375,6 +376,11 @@ class Engine:
             "profile": self.config.teletype.profile,
             "characters_per_second": round(self.cps, 2),
             "port": {"name": self.printer.port.name, "state": self.port_state},
+            # A bridge that reports is set up, whatever this engine's config says.
+            "chat": {
+                "configured": bool(self.config.chat.channel) or self.chat_state is not None,
+                "state": self.chat_state,
+            },
         }
 
     def emit(self, kind: str, payload) -> None:

@@ -97,6 +97,11 @@ class PortOut(Struct):
     state: str  # open, offline, unknown
 
 
+class ChatOut(Struct):
+    configured: bool  # [chat] names a channel
+    state: str | None  # the bridge's own words (a sign-in code while it waits); None: not heard
+
+
 class StatusOut(Struct):
     queue: int
     queue_max: int
@@ -108,6 +113,13 @@ class StatusOut(Struct):
     profile: str
     characters_per_second: float
     port: PortOut
+    chat: ChatOut
+
+
+class ChatStateRequest(Struct, forbid_unknown_fields=True):
+    """What the chat bridge is doing, in a line (shown in /v1/status and on paper)."""
+
+    state: Annotated[str, Meta(min_length=1, max_length=300, pattern=NOT_BLANK)]
 
 
 class ErrorOut(Struct):
@@ -219,6 +231,12 @@ ROUTES = [
     Route(
         "status", "GET", "/v1/status", "Queue, the job printing, progress, ETA, model and port",
         responses={200: ("the engine's state", StatusOut)},
+    ),
+    Route(
+        "chat_state", "PUT", "/v1/chat",
+        "The chat bridge says what it is doing (subscribed, waiting for a sign-in...)",
+        body=ChatStateRequest, body_required=True,
+        responses=dict([(204, ("noted", None)), _BAD]),
     ),
     Route(
         "events", "GET", "/v1/events",

@@ -150,6 +150,10 @@ async def _serve(config: Config, generator, printer, port_state: str) -> int:
 
     notify.ready(f"ready; printer {engine.port_state}")
     keepers = [asyncio.create_task(_report_status(engine))]
+    if config.engine.status_on_paper:
+        from appliance.whereabouts import keep_announcing
+
+        keepers.append(asyncio.create_task(keep_announcing(engine, state_dir(config))))
     interval = notify.watchdog_interval()
     if interval:
         keepers.append(asyncio.create_task(_watchdog(interval)))

@@ -464,6 +464,7 @@ async def run_bot(config: Config) -> None:
     engine = engine_client(config)
     health = Health()
     pinger = asyncio.create_task(_pet_watchdog(health), name="watchdog")
+    reporter = asyncio.create_task(_tell_the_engine(health, engine), name="chat state")
     failures = 0
     broken_since: float | None = None
     try:
@@ -494,6 +495,7 @@ async def run_bot(config: Config) -> None:
                 await bot.close()
     finally:
         pinger.cancel()
+        reporter.cancel()
 
 
 async def _run_once(bot: TeletypeBot) -> None:
@@ -530,6 +532,23 @@ async def _pet_watchdog(health: Health) -> None:
         if health.healthy:
             notify.watchdog()
         await asyncio.sleep(interval)
+
+
+async def _tell_the_engine(health: Health, engine: EngineClient, every: float = 2.0,
+                           again_after: float = 60.0) -> None:  # fmt: skip
+    """The bridge's state to the engine (its /v1/status and the paper's status block):
+    on every change, and once a minute, for an engine that restarted meanwhile."""
+    told, when = "", 0.0
+    loop = asyncio.get_running_loop()
+    while True:
+        state = health.state
+        if state and (state != told or loop.time() - when >= again_after):
+            try:
+                await engine.report_chat_state(state)
+                told, when = state, loop.time()
+            except EngineUnavailable:
+                pass  # the engine is restarting: again at the next turn
+        await asyncio.sleep(every)
 
 
 async def sign_in_on_paper(

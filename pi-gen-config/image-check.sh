@@ -219,7 +219,8 @@ in_root() { chroot "$rootfs" /bin/bash -ec "$*"; }
 check "user teletype exists, in dialout and gpio" \
 	in_root 'id -nG teletype | tr " " "\n" | grep -qx dialout && id -nG teletype | tr " " "\n" | grep -qx gpio'
 check "teletype --version runs from the venv" in_root '/usr/local/bin/teletype --version | grep -q teletype-gpt2'
-for unit in teletype.target teletype-engine.service teletype-button.service teletype-chat.service; do
+for unit in teletype.target teletype-engine.service teletype-button.service teletype-chat.service \
+	teletype-network.service; do
 	check "$unit enabled" in_root "systemctl is-enabled $unit | grep -qx enabled"
 done
 verify() {

@@ -78,6 +78,10 @@ class EngineProcess:
         self.tmp = tmp
         self.http_port = free_port()
         self.config = tmp / "teletype.toml"
+        if "status_on_paper" not in engine_extra:
+            # The status block is a test of its own (test_whereabouts.py); it
+            # would come between the replies the other tests read off paper.
+            engine_extra += "\nstatus_on_paper = false"
         self.config.write_text(
             f"""
 [teletype]

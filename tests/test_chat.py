@@ -684,6 +684,22 @@ def test_fit_for_chat_never_goes_past_the_limit(text, limit):
     assert cut == flat or flat.startswith(cut.removesuffix("..."))
 
 
+def test_the_bridge_tells_the_engine_how_chat_is(tmp_path, engine):
+    """For /v1/status and the status block on paper: the bridge's own words."""
+
+    async def scenario():
+        async with stage(tmp_path, engine) as s:
+            for _ in range(100):
+                status = (await s.engine_call("GET", "/v1/status"))[1]
+                if status.get("chat", {}).get("state"):
+                    return status["chat"]
+                await asyncio.sleep(0.1)
+            return status.get("chat")
+
+    chat = asyncio.run(scenario())
+    assert chat == {"configured": True, "state": "subscribed to #streamer as teletypebot"}
+
+
 # --- `teletype chat` as systemd runs it ---------------------------------------------
 
 

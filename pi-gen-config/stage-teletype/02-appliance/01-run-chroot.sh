@@ -19,4 +19,4 @@ units=$("${venv}/bin/python" -c \
 	'import appliance, pathlib; print(pathlib.Path(appliance.__file__).parent / "systemd")')
 install -m 644 "${units}"/*.service "${units}"/*.target /etc/systemd/system/
 systemctl enable teletype.target teletype-engine.service teletype-button.service \
-	teletype-chat.service
+	teletype-chat.service teletype-network.service

@@ -1,0 +1,238 @@
+"""The status block: where the appliance is, on paper, at the first start and on a change.
+
+The engine here is the real one (the embedded model, a printer); only the
+machine's edge is ours to set in the in-process tests: its hostname and
+its list of addresses. The process test runs `teletype serve` as systemd
+does, on a pty, with the machine's own addresses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from appliance.config import parse_config
+from appliance.whereabouts import (
+    Whereabouts,
+    interface_addresses,
+    keep_announcing,
+    reachable,
+    status_block,
+)
+from tests.engine_process import EngineProcess
+from tests.wire import check_ascii
+
+TOKEN = "a-very-secret-api-token-1234"
+
+
+def config_for(tmp_path: Path, extra: str = ""):
+    text = (
+        f'[teletype]\nport = "file:{tmp_path / "paper.txt"}"\n'
+        f'[engine]\ntcp_host = "0.0.0.0"\ntoken = "{TOKEN}"\n{extra}'
+    )
+    return parse_config(text.encode(), "test.toml")
+
+
+# --- the block -----------------------------------------------------------------------
+
+
+def test_the_block_says_name_addresses_model_twitch_and_api_and_nothing_secret(tmp_path):
+    config = config_for(tmp_path, '[chat]\nchannel = "streamer"\nclient_id = "abcdefghij"\n')
+    where = Whereabouts("teletype", ("192.168.1.23", "2001:db8::23"))
+    waiting = (
+        "waiting for sign-in: open https://www.twitch.tv/activate and enter the code ABCD-EFGH"
+    )
+    block = status_block(where, config, "/usr/share/teletype-gpt2/models/tiny.q8_0.gguf",
+                         waiting, local_name=True)  # fmt: skip
+    assert block.splitlines() == [
+        "TELETYPE GPT-2 STATUS",
+        "NAME: TELETYPE (TELETYPE.LOCAL)",
+        "ADDRESS: 192.168.1.23",
+        "ADDRESS: 2001:DB8::23",
+        "MODEL: TINY.Q8_0.GGUF",
+        "TWITCH: WAITING FOR SIGN-IN: OPEN HTTPS://WWW.TWITCH.TV/ACTIVATE AND ENTER THE CODE "
+        "ABCD-EFGH",
+        "API: HTTP://TELETYPE.LOCAL:5599/ WITH THE TOKEN IN TELETYPE.TOML",
+    ]
+    assert TOKEN.upper() not in block and "ABCDEFGHIJ" not in block  # no token, no client id
+
+
+def test_the_block_without_network_twitch_or_lan_api_says_so(tmp_path):
+    config = parse_config(b"", "test.toml")
+    problem = "/boot/firmware/teletype.toml: network.country is 'UK': the code ... is GB"
+    block = status_block(Whereabouts("teletype", (), problem), config, "m.gguf", None, False)
+    lines = block.splitlines()
+    assert lines[1] == "NAME: TELETYPE"  # no avahi, no .local
+    assert lines[2].startswith("ADDRESS: NONE YET")
+    assert lines[3] == f"NETWORK SETTINGS NOT APPLIED: {problem.upper()}"
+    assert "TWITCH: NOT SET UP ([CHAT] IN TELETYPE.TOML)" in lines
+    assert lines[-1] == "API: ON THIS PI ONLY, 127.0.0.1:5599 (ENGINE.TCP_HOST FOR THE NETWORK)"
+
+
+def test_only_addresses_others_can_reach_are_shown():
+    found = [
+        *[("lo", "127.0.0.1"), ("lo", "::1"), ("wlan0", "192.168.1.23")],
+        *[("wlan0", "fe80::1%wlan0"), ("wlan0", "2001:db8::23"), ("eth0", "10.0.0.5")],
+    ]
+    assert reachable(found) == ["10.0.0.5", "192.168.1.23", "2001:db8::23"]
+
+
+def test_the_machines_addresses_come_from_the_kernel():
+    found = interface_addresses()
+    assert ("lo", "127.0.0.1") in found  # every Linux machine has its loopback
+
+
+def test_what_counts_as_a_change():
+    base = Whereabouts("teletype", ("192.168.1.23", "2001:db8:0:1::23"))
+    same = base.fingerprint("boot-1")
+    # A privacy address that rotates within its /64 is the same network.
+    assert Whereabouts("teletype", ("192.168.1.23", "2001:db8:0:1::99")).fingerprint("b") == same
+    assert Whereabouts("teletype", ("192.168.1.24", "2001:db8:0:1::23")).fingerprint("b") != same
+    assert Whereabouts("teletype", ("192.168.1.23", "2001:db8:0:2::23")).fingerprint("b") != same
+    assert Whereabouts("asr33", base.addresses).fingerprint("b") != same
+    # A problem is said once a boot, not once ever.
+    wrong = Whereabouts("teletype", base.addresses, "wrong")
+    assert wrong.fingerprint("boot-1") != wrong.fingerprint("boot-2")
+
+
+# --- the engine prints it ------------------------------------------------------------------
+
+
+class Machine:
+    """The edge of the machine: its name and its addresses, as a test sets them."""
+
+    def __init__(self, hostname: str, addresses: list[str]):
+        self.hostname = hostname
+        self.addresses = addresses
+
+    def name(self) -> str:
+        return self.hostname
+
+    def interfaces(self) -> list[tuple[str, str]]:
+        return [("lo", "127.0.0.1"), *(("wlan0", a) for a in self.addresses)]
+
+
+def run_engine(tmp_path: Path, machine: Machine, seconds: float, result: Path | None = None,
+               chat_state: str | None = None, config_extra: str = "") -> str:  # fmt: skip
+    """The real engine, announcing with short timings for `seconds`; what it printed."""
+    from appliance.engine import Engine
+    from appliance.generator import load_generator
+    from appliance.teletype import build_printer
+
+    config = config_for(tmp_path, config_extra)
+    paper = tmp_path / "paper.txt"
+    paper.unlink(missing_ok=True)
+    generator = load_generator(config.model)
+    printer = build_printer(config.teletype)
+    printer.port.open()
+    engine = Engine(config, generator, printer, tmp_path / "state")
+    engine.chat_state = chat_state
+
+    async def run() -> None:
+        engine.loop = asyncio.get_running_loop()
+        worker = asyncio.create_task(engine.run_worker())
+        announcer = asyncio.create_task(
+            keep_announcing(engine, tmp_path / "state", addresses=machine.interfaces,
+                            hostname=machine.name, result_path=result or tmp_path / "none.json",
+                            every=0.05, settle=0.3, wait_for_network=1.0, wait_for_chat=0.5)
+        )  # fmt: skip
+        await asyncio.sleep(seconds)
+        while engine.current or engine.waiting:
+            await asyncio.sleep(0.1)
+        announcer.cancel()
+        worker.cancel()
+        await asyncio.gather(announcer, worker, return_exceptions=True)
+
+    try:
+        asyncio.run(run())
+    finally:
+        printer.close()
+        generator.close()
+    return paper.read_bytes().decode("ascii", "replace") if paper.exists() else ""
+
+
+def blocks(paper: str) -> int:
+    return paper.count("TELETYPE GPT-2 STATUS")
+
+
+def test_first_start_prints_the_block_and_a_restart_on_the_same_network_does_not(tmp_path):
+    machine = Machine("teletype", ["192.168.1.23"])
+    first = run_engine(tmp_path, machine, 1.5)
+    assert blocks(first) == 1
+    assert "ADDRESS: 192.168.1.23" in first
+    assert "NAME: TELETYPE" in first
+    again = run_engine(tmp_path, machine, 1.5)
+    assert blocks(again) == 0
+
+
+def test_a_new_address_or_name_is_printed_once_it_has_settled(tmp_path):
+    machine = Machine("teletype", ["192.168.1.23"])
+    run_engine(tmp_path, machine, 1.0)
+    machine.addresses = ["10.0.0.7"]
+    moved = run_engine(tmp_path, machine, 1.5)
+    assert blocks(moved) == 1 and "ADDRESS: 10.0.0.7" in moved
+    machine.hostname = "asr33"
+    renamed = run_engine(tmp_path, machine, 1.5)
+    assert blocks(renamed) == 1 and "NAME: ASR33" in renamed
+
+
+def test_no_network_waits_for_an_address_before_saying_none(tmp_path):
+    machine = Machine("teletype", [])
+    # Within wait_for_network (1 s) nothing; after it, the block says so.
+    early = run_engine(tmp_path, machine, 0.6)
+    assert blocks(early) == 0
+    late = run_engine(tmp_path, machine, 2.0)
+    assert blocks(late) == 1 and "ADDRESS: NONE YET" in late
+
+
+def test_the_bridges_state_is_in_the_block(tmp_path):
+    paper = run_engine(tmp_path, Machine("teletype", ["192.168.1.23"]), 1.5,
+                       chat_state="subscribed to #streamer as teletypebot",
+                       config_extra='[chat]\nchannel = "streamer"\n')  # fmt: skip
+    assert "TWITCH: SUBSCRIBED TO #STREAMER AS TELETYPEBOT" in paper
+
+
+def test_network_settings_not_applied_are_one_line_on_paper_once_a_boot(tmp_path):
+    result = tmp_path / "result.json"
+    problem = "/boot/firmware/teletype.toml: network.password must be 8 to 63 characters long"
+    result.write_text(json.dumps({"problem": problem, "changed": [], "wifi": "Lab"}))
+    machine = Machine("teletype", ["192.168.1.23"])
+    paper = run_engine(tmp_path, machine, 1.5, result=result)
+    assert paper.count("NOT APPLIED") == 1
+    assert "NETWORK.PASSWORD MUST BE 8 TO 63" in " ".join(paper.split())  # word-wrapped at 72
+    assert blocks(run_engine(tmp_path, machine, 1.5, result=result)) == 0  # same boot
+
+
+# --- `teletype serve`, as systemd runs it --------------------------------------------------
+
+
+@pytest.mark.parametrize("on", [True, False], ids=["status_on_paper", "turned off"])
+def test_the_engine_process_prints_the_block_unless_turned_off(tmp_path, teletype, on):
+    setting = f"status_on_paper = {'true' if on else 'false'}"
+    engine = EngineProcess(tmp_path, str(teletype.link), engine_extra=setting)
+    engine.start()
+    try:
+        if on:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:  # settled (15 s), then printed at 10 cps
+                if engine.json("GET", "/v1/status")[1]["jobs_finished"]:
+                    break
+                time.sleep(0.5)
+        else:
+            time.sleep(25)  # past the settle time (15 s) of a machine with an address
+        paper = teletype.collect(quiet=1.0)
+        status = engine.json("GET", "/v1/status")[1]
+    finally:
+        engine.close()
+    report = check_ascii(paper)
+    assert report.problems == []
+    assert ("TELETYPE GPT-2 STATUS" in report.text) == on
+    if on:
+        assert re.search(r"NAME: \S+", report.text)
+        assert f"API: ON THIS PI ONLY, 127.0.0.1:{engine.http_port}" in report.text
+        assert status["jobs_finished"] == 1
