@@ -7,6 +7,8 @@
 #   MODEL    a GGUF for `make eval`                             (the embedded model)
 #   PYTEST   extra arguments for pytest                         (none)
 #   PIGEN_COMMIT  the pi-gen commit `make image` builds with      (the 2026-06-18 Bookworm arm64 release)
+#   IMAGE_URL_BASE  where `make image`'s files will be served, for Imager's repository
+#                   (none: file:// URLs on this machine)
 
 PYTHON ?= python3
 VENV   := .venv
@@ -23,7 +25,7 @@ CONVERT := $(BIN)/python -m convert
 corpus_arg = $(if $(CORPUS),--corpus $(CORPUS),)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup system-deps demo test lint bench model model-sweep gguf quantize eval clean \
+.PHONY: help setup system-deps test-deps demo test lint bench model model-sweep gguf quantize eval clean \
 	wheels-arm64 wheels-arm64-deps image-check image-check-deps boot-check boot-check-deps \
 	image wiring
 
@@ -83,8 +85,21 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: lint
+test: lint test-deps
 	$(BIN)/python -m pytest $(PYTEST)
+
+# What tests/test_imager_repo.py makes a small SD card with (as root with apt
+# they are installed; otherwise those tests skip, naming the package).
+test-deps:
+	@missing=""; \
+	command -v mcopy >/dev/null || missing="$$missing mtools"; \
+	PATH="$$PATH:/usr/sbin:/sbin" command -v mkfs.vfat >/dev/null || missing="$$missing dosfstools"; \
+	PATH="$$PATH:/usr/sbin:/sbin" command -v sfdisk >/dev/null || missing="$$missing fdisk"; \
+	PATH="$$PATH:/usr/sbin:/sbin" command -v debugfs >/dev/null || missing="$$missing e2fsprogs"; \
+	command -v xz >/dev/null || missing="$$missing xz-utils"; \
+	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && apt-get install -y -qq $$missing; \
+	elif [ -n "$$missing" ]; then echo "some tests will skip without:$$missing"; fi
 
 bench: setup
 	$(BIN)/python bench/run.py
@@ -171,8 +186,18 @@ image: wheels-arm64
 	# A failed build leaves pi-gen's container behind, and the next one would refuse to start.
 	-docker rm -v pigen_work >/dev/null 2>&1
 	cd build/pi-gen && ./build-docker.sh
-	cd build/pi-gen/deploy && for f in *.img.xz; do sha256sum "$$f" > "$$f.sha256"; done
-	@ls -l build/pi-gen/deploy/*.img.xz*
+	# pi-gen's image_DATE-teletype-gpt2.img.xz becomes build/image/teletype-gpt2-DATE.img.xz,
+	# with its sha256 and a Raspberry Pi Imager repository (which offers Imager's
+	# settings for it: user, Wi-Fi, SSH) once the image is shown to handle them.
+	rm -rf build/image && mkdir -p build/image
+	set -e; built=$$(ls -t build/pi-gen/deploy/image_*-teletype-gpt2.img.xz | head -1); \
+	  date=$$(basename "$$built" | sed -E 's/^image_([0-9-]+)-.*/\1/'); \
+	  name=teletype-gpt2-$$date.img.xz; \
+	  cp "$$built" build/image/$$name; \
+	  (cd build/image && sha256sum $$name > $$name.sha256); \
+	  $(PYTHON) pi-gen-config/imager-repo.py build/image/$$name --out build/image --release-date $$date \
+	    $(if $(IMAGE_URL_BASE),--url $(IMAGE_URL_BASE)/$$name --icon-url $(IMAGE_URL_BASE)/teletype-gpt2.png,)
+	@ls -l build/image
 
 wiring: setup
 	$(BIN)/python firmware/draw_wiring.py
