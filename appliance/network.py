@@ -79,7 +79,8 @@ KEYS: dict[str, tuple[str, str]] = {
                  "off this card at the next boot"),
     "hidden": ("false", "the network does not announce its name"),
     "hostname": ('"teletype"', "the Pi's name on the network (then NAME.local)"),
-    "ssh": ("false", "OpenSSH's server on or off (not set: as Imager or the ssh file left it)"),
+    "ssh": ("true", "OpenSSH's server on or off (not set: on with an ssh_key, else as Imager "
+            "or the ssh file left it)"),
     "ssh_key": ('""', "a public key (one line of ~/.ssh/id_ed25519.pub) allowed to log in"),
     "ssh_user": ('""', "whose key it is; empty for the first user (the one Imager or "
                  "userconf.txt made)"),
@@ -169,13 +170,16 @@ def parse_network(raw: Any, source: str) -> NetworkSettings:
     ssh_user = text("ssh_user") or None
     if ssh_user is not None and not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", ssh_user):
         raise NetworkProblem(f"{where}.ssh_user {ssh_user!r} is not a user name")
+    ssh = flag("ssh")
+    if ssh is None and ssh_keys:
+        ssh = True  # a key is given to log in with it
     return NetworkSettings(
         country=country,
         ssid=ssid,
         password=password,
         hidden=bool(flag("hidden")),
         hostname=hostname,
-        ssh=flag("ssh"),
+        ssh=ssh,
         ssh_keys=ssh_keys,
         ssh_user=ssh_user,
     )

@@ -3,6 +3,7 @@
 
     imager-repo.py IMAGE.img.xz --out DIR [--url URL] [--icon-url URL]
                    [--release-date YYYY-MM-DD] [--website URL]
+    imager-repo.py --check-only DISK.img
 
 Raspberry Pi Imager 2.x offers its OS customisation (user, Wi-Fi, SSH,
 hostname, keyboard, time zone) only for an image that a repository lists with
@@ -226,7 +227,12 @@ def write_atomic(path: Path, data: bytes) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("image", type=Path, help="the card image, IMAGE.img.xz")
-    parser.add_argument("--out", type=Path, required=True, help="folder for manifest and icon")
+    parser.add_argument("--out", type=Path, help="folder for manifest and icon")
+    parser.add_argument(
+        "--check-only",
+        action="store_true",
+        help="IMAGE is an uncompressed card: only say what it lacks for Imager (make boot-check)",
+    )
     parser.add_argument("--url", type=absolute_url, help="the image's URL (default: file://)")
     parser.add_argument("--icon-url", type=absolute_url, help="the icon's (default: file://)")
     parser.add_argument("--website", type=absolute_url, help="a page about the image")
@@ -239,6 +245,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.image.is_file():
         parser.error(f"{args.image} is not a file")
+    if args.check_only:
+        try:
+            check(args.image)
+        except Refused as refused:
+            for line in refused.args[0]:
+                print(f"imager-repo: {args.image}: {line}", file=sys.stderr)
+            return 1
+        print(f"{args.image}: has what Imager's systemd customisation runs")
+        return 0
+    if args.out is None:
+        parser.error("--out is needed (the folder for the manifest and the icon)")
     args.out.mkdir(parents=True, exist_ok=True)
     out = args.out.resolve()
 

@@ -239,3 +239,13 @@ def test_card_lacking_a_piece_is_refused(tmp_path, card_args, named):
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and named in lines[0], done.stderr
     assert list(out.iterdir()) == []  # no manifest, no icon, no leftover image
+
+
+def test_check_only_reads_an_uncompressed_card_and_writes_nothing(card, tmp_path):
+    raw, _ = card
+    done = imager_repo("--check-only", raw)
+    assert done.returncode == 0 and "has what Imager's systemd customisation runs" in done.stdout
+    lacking, _ = make_card(tmp_path / "lacking", root_files=ROOT_FILES[1:])
+    done = imager_repo("--check-only", lacking)
+    assert done.returncode == 1 and ROOT_FILES[0] in done.stderr
+    assert not list((tmp_path / "lacking").glob("*.rpi-imager-manifest"))

@@ -187,6 +187,12 @@ def test_ssh_off_disables_the_server(tmp_path):
     assert not (root / "etc/systemd/system/multi-user.target.wants/ssh.service").exists()
 
 
+def test_a_key_alone_turns_ssh_on_and_ssh_false_keeps_it_off():
+    assert parse_network({"ssh_key": KEY}, "t").ssh is True
+    assert parse_network({"ssh_key": KEY, "ssh": False}, "t").ssh is False
+    assert parse_network({"hostname": "asr33"}, "t").ssh is None  # left as Imager left it
+
+
 def test_a_card_without_network_settings_is_left_alone(tmp_path):
     root = card(tmp_path, "[engine]\nqueue_size = 4\n")
     before = snapshot(root)

@@ -11,7 +11,8 @@
 # initramfs, for QEMU to start (it stands in for the Pi's firmware).
 #
 # The only things added to the root are what a real card has that a
-# debootstrapped directory lacks (fstab, a machine id left for first boot)
+# debootstrapped directory lacks (fstab, a machine id left for first boot,
+# the first user)
 # and the boot check's agent (guest/), which is how the host looks inside.
 # No loop mounts: mkfs.ext4 -d fills the root, mtools the FAT.
 set -euo pipefail
@@ -44,6 +45,11 @@ FSTAB
 echo teletype >"$staging/etc/hostname"
 # Empty, as on a fresh card: systemd makes one at first boot.
 : >"$staging/etc/machine-id"
+# The first user, uid 1000, as pi-gen's stage1 makes it (no password: Imager
+# or userconf.txt gives it one); [network] ssh_key goes to this user.
+if ! grep -q '^maker:' "$staging/etc/passwd"; then
+	useradd --root "$staging" --uid 1000 --user-group --create-home --shell /bin/bash maker
+fi
 
 install -D -m 755 "$here/guest/agent.py" "$staging/usr/local/lib/boot-check/agent.py"
 install -m 644 "$here/guest/boot-check-agent.service" "$staging/etc/systemd/system/"

@@ -513,6 +513,17 @@ def first_boot(guest: Guest, r: Results) -> None:
         tracebacks == "0",
         guest.out("journalctl -b --no-pager | grep -A12 Traceback | head -60"),
     )
+    # No NIC here: after a minute without an address the block says so.
+    block = status_block(guest, 0)
+    r.check(
+        "a. the Teletype prints where it is (status block: name, no network yet, model, "
+        "no Twitch, API)",
+        all(line in block for line in (
+            "NAME: TELETYPE (TELETYPE.LOCAL)", "ADDRESS: NONE YET", "MODEL: TELETYPE-TINY",
+            "TWITCH: NOT SET UP", "API: ON THIS PI ONLY, 127.0.0.1:5599",
+        )) and not paper_problems(guest.paper.since(0) if guest.paper else b""),
+        block or paper_text(guest.paper.since(0) if guest.paper else b"")[-600:],
+    )  # fmt: skip
     config = guest.out("teletype config")
     r.check(
         "a. settings read from /boot/firmware/teletype.toml",
@@ -521,6 +532,21 @@ def first_boot(guest: Guest, r: Results) -> None:
         and guest.out("findmnt -n -o FSTYPE /boot/firmware") == "vfat",
         config[:2000],
     )
+
+
+def paper_text(data: bytes) -> str:
+    return bytes(b & 0x7F for b in data).decode("ascii", "replace")
+
+
+def status_block(guest: Guest, mark: int, timeout: float = 300) -> str:
+    """The status block printed after `mark` (the Teletype saying where it is), or ''."""
+    assert guest.paper is not None
+    paper = guest.paper
+    wait_for(lambda: "API: " in paper_text(paper.since(mark)), timeout, every=1)
+    wait_for(lambda: idle(guest), 120)
+    text = paper_text(paper.wait_quiet(mark, quiet=3, timeout=30))
+    start = text.find("TELETYPE GPT-2 STATUS")
+    return text[start:] if start >= 0 else ""
 
 
 def check_reply(r: Results, name: str, data: bytes, guest: Guest, unit: str) -> None:
@@ -654,6 +680,115 @@ def power_cut(guest: Guest, r: Results, boot: Callable[[], Guest]) -> Guest:
     return guest
 
 
+WIFI_SSID, WIFI_PASSWORD = "Teletype Lab", "paper tape 1963"
+
+
+class SshKey:
+    def __init__(self, private: str, public: str):
+        self.private, self.public = private, public
+
+
+def ssh_key(work: Path) -> SshKey:
+    """A key pair made here, as the maker makes one on their laptop."""
+    path = work / "maker_ed25519"
+    path.unlink(missing_ok=True)
+    path.with_suffix(".pub").unlink(missing_ok=True)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "maker@laptop",
+                    "-f", str(path)], check=True)  # fmt: skip
+    return SshKey(path.read_text(), path.with_suffix(".pub").read_text().strip())
+
+
+def network_settings(guest: Guest, r: Results, key: SshKey) -> None:
+    """[network] from the card: applied before the network started, the secret moved."""
+    unit = guest.out("systemctl show -p ActiveState,Result --value teletype-network")
+    r.check(
+        f"j. teletype-network applied [network] at boot ({' '.join(unit.split())})",
+        sorted(unit.split()) == ["active", "success"],
+        journal_tail(guest, "teletype-network"),
+    )
+    connections = guest.out("nmcli -t -f NAME,TYPE,FILENAME connection show")
+    psk = guest.out("nmcli -s -g 802-11-wireless-security.psk connection show teletype-wifi")
+    ssid = guest.out("nmcli -g 802-11-wireless.ssid connection show teletype-wifi")
+    r.check(
+        "j. NetworkManager has the Wi-Fi connection from [network] (SSID and password)",
+        "teletype-wifi:802-11-wireless:" in connections and psk == WIFI_PASSWORD
+        and ssid == WIFI_SSID,
+        f"{connections}\nssid {ssid!r}\n" + journal_tail(guest, "NetworkManager"),
+    )  # fmt: skip
+    on_card = guest.out("cat /boot/firmware/teletype.toml")
+    r.check(
+        "j. the Wi-Fi password is gone from the boot partition, a comment in its place",
+        WIFI_PASSWORD not in on_card and "# password: moved to NetworkManager" in on_card,
+        on_card[-800:],
+    )
+    names = guest.out("hostname; cat /etc/hostname; getent hosts asr33")
+    r.check(
+        "j. the host name is asr33 (kernel, /etc/hostname, /etc/hosts)",
+        names.split()[:2] == ["asr33", "asr33"] and "127.0.1.1" in names,
+        names,
+    )
+    guest.sh("install -m 600 /dev/stdin /root/maker_ed25519 <<'KEY'\n" + key.private + "KEY\n")
+    login = guest.out(
+        "systemctl is-enabled ssh; systemctl is-active ssh; ssh -i /root/maker_ed25519 "
+        "-o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
+        "maker@127.0.0.1 'id -un' 2>&1 | tail -1",
+        timeout=120,
+    )
+    r.check(
+        "j. SSH is on and the key from [network] logs in as the first user",
+        login.split()[-3:] == ["enabled", "active", "maker"],
+        login + "\n" + journal_tail(guest, "ssh"),
+    )
+
+
+def wrong_network_settings(guest: Guest, r: Results) -> None:
+    """A mistake in [network]: one line on paper and in the journal, nothing changed."""
+    assert guest.paper is not None
+    before = guest.out("sha256sum /etc/NetworkManager/system-connections/*; hostname")
+    guest.sh("sed -i 's/^country = .*/country = \"UK\"/; s/^hostname = .*/hostname = \"oops\"/' "
+             "/boot/firmware/teletype.toml")  # fmt: skip
+    mark = guest.paper.mark()
+    guest.sh("systemctl restart teletype-network", timeout=120)
+    unit = guest.out("systemctl show -p Result --value teletype-network")
+    said = guest.out("journalctl -b --no-pager -u teletype-network -p err | grep -c 'code for the "
+                     "United Kingdom is GB' || true")  # fmt: skip
+    after = guest.out("sha256sum /etc/NetworkManager/system-connections/*; hostname")
+    block = status_block(guest, mark, timeout=240)
+    on_paper = " ".join(block.split())
+    r.check(
+        "j. a wrong [network] (country UK) changes nothing: the unit fails, one line in the "
+        "journal and on paper",
+        unit == "exit-code" and said == "1" and before == after
+        and "NETWORK SETTINGS NOT APPLIED" in on_paper and "UNITED KINGDOM IS GB" in on_paper,
+        f"unit {unit}, journal lines {said}\nbefore {before}\nafter {after}\npaper {block}",
+    )  # fmt: skip
+
+
+def imager_format(disk: Path, r: Results) -> None:
+    """Raspberry Pi Imager's "systemd" customisation: what this card lacks of it may only be
+    Raspberry Pi OS's own packages (the root here is Debian's); what Debian and our stage
+    give (systemd.run's generator, auto_initramfs=1 kept, cmdline.txt) must be there."""
+    done = subprocess.run(
+        [sys.executable, str(HERE.parent / "imager-repo.py"), "--check-only", str(disk)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    lacking = done.stderr.strip().splitlines()
+    raspberry_pi_os = ("/raspberrypi-sys-mods/", "/userconf-pi/", "/imager_fixup")
+    r.check(
+        "k. Imager's systemd format: the card lacks only Raspberry Pi OS's own pieces "
+        f"({len(lacking)})",
+        done.returncode in (0, 1)
+        and all(any(p in line for p in raspberry_pi_os) for line in lacking),
+        done.stderr + done.stdout,
+    )
+
+
+def read_boot_partition(disk: Path, work: Path) -> str:
+    local = work / "teletype.toml.read"
+    subprocess.run(["mcopy", "-o", "-i", f"{disk}@@1M", "::teletype.toml", str(local)], check=True)
+    return local.read_text()
+
+
 def tail(path: Path, lines: int = 30) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -689,6 +824,7 @@ def main() -> int:
     ).stdout.split()[-1]  # fmt: skip
     disk = work / "disk.img"
     print(f"   {disk} ({disk.stat().st_size // 2**20} MB), PARTUUID {disk_id}-01/-02")
+    imager_format(disk, r)
     boots = itertools.count(1)
 
     cmdline = kernel_command_line((work / "bootfs" / "cmdline.txt").read_text(), disk_id)
@@ -721,16 +857,32 @@ def main() -> int:
     clean = guest.shutdown()
     r.check("h. the guest shuts down cleanly", clean, tail(guest.console))
 
+    key = ssh_key(work)
+
     def new_settings(text: str) -> str:
         text = set_setting(text, "teletype", "cr_fills", "3")
         # Twitch set up, but no sign-in yet and (here) no network at all.
         text = set_setting(text, "chat", "channel", '"mychannel"')
-        return set_setting(text, "chat", "client_id", '"abcdefghij0123456789"')
+        text = set_setting(text, "chat", "client_id", '"abcdefghij0123456789"')
+        # Headless set-up from the card alone: Wi-Fi, a name, SSH with a key.
+        for name, value in (("country", '"GB"'), ("ssid", f'"{WIFI_SSID}"'),
+                            ("password", f'"{WIFI_PASSWORD}"'), ("hostname", '"asr33"'),
+                            ("ssh", "true"), ("ssh_key", f'"{key.public}"')):  # fmt: skip
+            text = set_setting(text, "network", name, value)
+        return text
 
     edit_boot_partition(disk, work, new_settings)
     guest = boot()
     if r.check("h. boots again", guest.wait_agent(), tail(guest.console)):
         wait_for(lambda: engine_ready(guest), 300)
+        network_settings(guest, r, key)
+        block = status_block(guest, 0)
+        r.check(
+            "j. the status block says the new name, and that Twitch waits for a sign-in",
+            "NAME: ASR33 (ASR33.LOCAL)" in block and "TWITCH: WAITING FOR SIGN-IN" in block
+            and not paper_problems(guest.paper.since(0) if guest.paper else b"", cr_fills=3),
+            block or paper_text(guest.paper.since(0) if guest.paper else b"")[-600:],
+        )  # fmt: skip
         data = reply_on_paper(guest, lambda: guest.api("GET", "/asr33bot/fills", timeout=300))
         problems = paper_problems(data, cr_fills=3)
         r.check(
@@ -746,7 +898,15 @@ def main() -> int:
             + "\n"
             + journal_tail(guest, "teletype-chat"),
         )
+        wrong_network_settings(guest, r)
     guest.shutdown()
+    card = read_boot_partition(disk, work)
+    r.check(
+        "j. the card, read on another computer, holds no Wi-Fi password",
+        WIFI_PASSWORD not in card and "# password: moved to NetworkManager" in card
+        and f'ssid = "{WIFI_SSID}"' in card,
+        card[-1500:],
+    )  # fmt: skip
 
     print(f"\n   {memory_line}")
     print(f"   boot check took {time.monotonic() - started:.0f} s")
