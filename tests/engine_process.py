@@ -78,10 +78,9 @@ class EngineProcess:
         self.tmp = tmp
         self.http_port = free_port()
         self.config = tmp / "teletype.toml"
-        if "status_on_paper" not in engine_extra:
-            # The status block is a test of its own (test_whereabouts.py); it
-            # would come between the replies the other tests read off paper.
-            engine_extra += "\nstatus_on_paper = false"
+        # The status block is a test of its own (test_whereabouts.py); it
+        # would come between the replies the other tests read off paper.
+        quiet = "" if "status_on_paper" in engine_extra else "status_on_paper = false"
         self.config.write_text(
             f"""
 [teletype]
@@ -90,6 +89,7 @@ port = "{port_spec}"
 tcp_port = {self.http_port}
 state_dir = "{tmp / "state"}"
 runtime_dir = "{tmp / "run"}"
+{quiet}
 {engine_extra}
 [model]
 max_chars = {max_chars}
