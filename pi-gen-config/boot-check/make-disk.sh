@@ -12,7 +12,7 @@
 #
 # The only things added to the root are what a real card has that a
 # debootstrapped directory lacks (fstab, a machine id left for first boot,
-# the first user)
+# the first user, NetworkManager's state as pi-gen leaves it)
 # and the boot check's agent (guest/), which is how the host looks inside.
 # No loop mounts: mkfs.ext4 -d fills the root, mtools the FAT.
 set -euo pipefail
@@ -45,6 +45,10 @@ FSTAB
 echo teletype >"$staging/etc/hostname"
 # Empty, as on a fresh card: systemd makes one at first boot.
 : >"$staging/etc/machine-id"
+# NetworkManager's Wi-Fi switch off, as pi-gen's stage2 leaves it on an image
+# built without WPA_COUNTRY (ours: the country is the user's to set).
+mkdir -p "$staging/var/lib/NetworkManager"
+printf '[main]\nWirelessEnabled=false\n' >"$staging/var/lib/NetworkManager/NetworkManager.state"
 # The first user, uid 1000, as pi-gen's stage1 makes it (no password: Imager
 # or userconf.txt gives it one); [network] ssh_key goes to this user.
 if ! grep -q '^maker:' "$staging/etc/passwd"; then

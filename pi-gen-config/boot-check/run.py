@@ -715,6 +715,13 @@ def network_settings(guest: Guest, r: Results, key: SshKey) -> None:
         and ssid == WIFI_SSID,
         f"{connections}\nssid {ssid!r}\n" + journal_tail(guest, "NetworkManager"),
     )  # fmt: skip
+    radio = guest.out("nmcli radio wifi; grep WirelessEnabled "
+                      "/var/lib/NetworkManager/NetworkManager.state")  # fmt: skip
+    r.check(
+        "j. NetworkManager's Wi-Fi radio is on (the image leaves it off until a country is set)",
+        radio.split() == ["enabled", "WirelessEnabled=true"],
+        radio + "\n" + journal_tail(guest, "teletype-network"),
+    )
     on_card = guest.out("cat /boot/firmware/teletype.toml")
     r.check(
         "j. the Wi-Fi password is gone from the boot partition, a comment in its place",
