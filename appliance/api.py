@@ -302,6 +302,10 @@ async def status(request: web.Request) -> web.Response:
 async def chat_state(request: web.Request) -> web.Response:
     body = await _body(request, ChatStateRequest, required=True)
     engine = request.app["engine"]
+    # It goes on paper in the status block: the blocklist applies, as to any print.
+    hit = engine.blocklist.find(body.state)
+    if hit is not None:
+        return _error(422, f"not kept: blocked by the blocklist ({hit.term})")
     engine.chat_state = " ".join(body.state.split())
     engine.emit("chat", {"state": engine.chat_state})
     return web.Response(status=204)

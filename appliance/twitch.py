@@ -535,9 +535,10 @@ async def _pet_watchdog(health: Health) -> None:
 
 
 async def _tell_the_engine(health: Health, engine: EngineClient, every: float = 2.0,
-                           again_after: float = 60.0) -> None:  # fmt: skip
+                           again_after: float = 20.0) -> None:  # fmt: skip
     """The bridge's state to the engine (its /v1/status and the paper's status block):
-    on every change, and once a minute, for an engine that restarted meanwhile."""
+    on every change, and every 20 s for an engine that restarted meanwhile (sooner
+    than the half minute a starting engine waits for it before printing its block)."""
     told, when = "", 0.0
     loop = asyncio.get_running_loop()
     while True:
@@ -545,9 +546,10 @@ async def _tell_the_engine(health: Health, engine: EngineClient, every: float = 
         if state and (state != told or loop.time() - when >= again_after):
             try:
                 await engine.report_chat_state(state)
-                told, when = state, loop.time()
             except EngineUnavailable:
                 pass  # the engine is restarting: again at the next turn
+            else:
+                told, when = state, loop.time()
         await asyncio.sleep(every)
 
 

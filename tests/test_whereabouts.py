@@ -236,3 +236,22 @@ def test_the_engine_process_prints_the_block_unless_turned_off(tmp_path, teletyp
         assert re.search(r"NAME: \S+", report.text)
         assert f"API: ON THIS PI ONLY, 127.0.0.1:{engine.http_port}" in report.text
         assert status["jobs_finished"] == 1
+
+
+def test_the_chat_state_is_checked_like_anything_that_reaches_paper(tmp_path):
+    blocklist = tmp_path / "blocklist.txt"
+    blocklist.write_text("frobnicate\n")
+    extra = f'[moderation]\nblocklist = "{blocklist}"\n'
+    engine = EngineProcess(tmp_path, f"file:{tmp_path / 'p.txt'}", engine_extra=extra).start()
+    try:
+        assert engine.json("GET", "/v1/status")[1]["chat"] == {"configured": False, "state": None}
+        said = {"state": "subscribed to  #streamer\tas bot"}
+        assert engine.request("PUT", "/v1/chat", said)[0] == 204
+        chat = engine.json("GET", "/v1/status")[1]["chat"]
+        assert chat == {"configured": True, "state": "subscribed to #streamer as bot"}
+        assert engine.request("PUT", "/v1/chat", {"state": "we frobnicate"})[0] == 422
+        assert engine.request("PUT", "/v1/chat", {"state": " \t"})[0] == 400
+        assert engine.request("PUT", "/v1/chat", {"state": "x", "code": "1"})[0] == 400
+        assert engine.json("GET", "/v1/status")[1]["chat"] == chat
+    finally:
+        engine.close()
