@@ -119,6 +119,21 @@ class ModerationConfig:
 
 
 @dataclass(frozen=True)
+class MotorConfig:
+    pin: int = _opt(-1, "GPIO (BCM) of the motor's relay; -1 for no relay", min=-1, max=27)
+    active_high: bool = _opt(
+        True, "the relay switches on at a high pin; false for modules that switch on low"
+    )
+    spinup_seconds: float = _opt(
+        1.0, "seconds the motor runs before the first character", min=0.0, max=30.0
+    )
+    idle_seconds: float = _opt(
+        60.0, "seconds with nothing to print before the motor is switched off", min=0.1, max=86400
+    )
+    always_on: bool = _opt(False, "run the motor from the engine's start to its stop")
+
+
+@dataclass(frozen=True)
 class EngineConfig:
     queue_size: int = _opt(8, "jobs waiting for the printer; more get 429", min=1, max=100)
     tcp_host: str = _opt("127.0.0.1", "HTTP API address; empty for the Unix socket only")
@@ -146,6 +161,7 @@ class Config:
     button: ButtonConfig = field(default_factory=ButtonConfig)
     chat: ChatConfig = field(default_factory=ChatConfig)
     moderation: ModerationConfig = field(default_factory=ModerationConfig)
+    motor: MotorConfig = field(default_factory=MotorConfig)
     # [network] as written: appliance.network checks and applies it, as root,
     # at boot. A mistake there is printed on paper and must not stop the
     # engine, so nothing here rejects it.
@@ -295,6 +311,8 @@ _SECTION_NOTES = {
     "chat": "Twitch chat. Set channel, bot and client_id; the Teletype then prints a "
     "sign-in code for the bot account (README: Twitch).",
     "moderation": "The blocklist: words that never reach the paper or the chat.",
+    "motor": "The Teletype's motor on a relay (firmware/WIRING.md): on while there is "
+    "something to print, off when idle.",
 }
 
 NETWORK_NOTE = """\
@@ -311,7 +329,7 @@ def render_template() -> str:
     defaults = Config()
     lines = [TEMPLATE_HEADER]
     for name in ("teletype", "model", "history", "keyboard", "button", "chat", "moderation",
-                 "engine"):  # fmt: skip
+                 "engine", "motor"):  # fmt: skip
         section = getattr(defaults, name)
         lines.append(f"[{name}]")
         lines.append(f"# {_SECTION_NOTES[name]}")

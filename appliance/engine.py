@@ -25,6 +25,7 @@ from appliance.errors import Blocked, PortError, QueueFull, ShuttingDown, Withhe
 from appliance.history import ChatLine, PersistentHistory
 from appliance.jobs import QUEUED, RUNNING, Job
 from appliance.journal import Journal, waiting
+from appliance.motor import Motor
 from appliance.replies import Replies
 from appliance.teletype.keyboard import KeyboardReader
 from appliance.teletype.profiles import get_profile
@@ -41,8 +42,9 @@ MEASURED_REPLIES = 20
 
 
 class Engine:
-    def __init__(self, config: Config, generator, printer, state_dir: Path):
+    def __init__(self, config: Config, generator, printer, state_dir: Path, motor=None):
         self.config = config
+        self.motor = motor or Motor(config.motor)  # no relay: nothing to switch
         self.generator = generator
         self.printer = printer
         self.replies = Replies(config, generator)
@@ -141,6 +143,8 @@ class Engine:
             del self.jobs[job.id]
             raise
         self.waiting.append(job)
+        if job.print:
+            self.motor.want()  # it spins up while the model writes
         self._arrived.set()
         self._trim()
         self.emit("queued", job)
@@ -160,8 +164,21 @@ class Engine:
         if wait > 0:
             return wait
         self._last_bell = now
-        threading.Thread(target=self.printer.bell, name="bell", daemon=True).start()
+        self.motor.want()
+        spin_up = self.motor.seconds_to_ready()
+
+        def ring() -> None:
+            time.sleep(spin_up)  # the bell is a character: the motor must be up to speed
+            self.printer.bell()
+            if self.loop is not None:
+                self.loop.call_soon_threadsafe(self._quiet_now)
+
+        threading.Thread(target=ring, name="bell", daemon=True).start()
         return 0.0
+
+    def _quiet_now(self) -> None:
+        if self.current is None and not self.waiting:
+            self.motor.idle()
 
     def cancel_current(self) -> bool:
         job = self.current
@@ -182,6 +199,7 @@ class Engine:
         job.status, job.finished = "cancelled", time.time()
         self._save_journal_quietly()
         self._finished(job)
+        self._quiet_now()
         return True
 
     async def wait(self, job: Job) -> None:
@@ -229,6 +247,8 @@ class Engine:
             self._save_journal_quietly()
             self.emit("started", job)
             try:
+                if job.print:
+                    await self.motor.ready()
                 await asyncio.to_thread(self._run, job)
                 if job.status == RUNNING:
                     job.status = self._ended(job)
@@ -244,6 +264,7 @@ class Engine:
             self.jobs_finished += 1
             self._save_journal_quietly()
             self._finished(job)
+            self._quiet_now()
 
     def _finished(self, job: Job) -> None:
         self.emit("finished", job)
@@ -319,6 +340,8 @@ class Engine:
             except PortError:
                 self.stopping.wait(1.0)
                 continue
+            if data and self.loop is not None:
+                self.loop.call_soon_threadsafe(self.motor.touch)  # someone is at the machine
             for line in self.keyboard.received(data):
                 log.info("typed on the Teletype: %s", line)
                 if self.loop is not None:
@@ -376,6 +399,7 @@ class Engine:
             "profile": self.config.teletype.profile,
             "characters_per_second": round(self.cps, 2),
             "port": {"name": self.printer.port.name, "state": self.port_state},
+            "motor": self.motor.status(),
             # A bridge that reports is set up, whatever this engine's config says.
             "chat": {
                 "configured": bool(self.config.chat.channel) or self.chat_state is not None,

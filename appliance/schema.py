@@ -97,6 +97,12 @@ class PortOut(Struct):
     state: str  # open, offline, unknown
 
 
+class MotorOut(Struct):
+    state: Literal["off", "starting", "on"]
+    pin: int
+    always_on: bool
+
+
 class ChatOut(Struct):
     configured: bool  # [chat] names a channel
     state: str | None  # the bridge's own words (a sign-in code while it waits); None: not heard
@@ -113,6 +119,7 @@ class StatusOut(Struct):
     profile: str
     characters_per_second: float
     port: PortOut
+    motor: MotorOut | None  # None: no relay ([motor] pin = -1)
     chat: ChatOut
 
 

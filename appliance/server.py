@@ -113,10 +113,12 @@ async def _serve(config: Config, generator, printer, port_state: str) -> int:
         raise_file_limit,
     )
     from appliance.engine import Engine
+    from appliance.motor import open_motor
     from appliance.teletype.ports import SerialPort
 
-    engine = Engine(config, generator, printer, state_dir(config))
+    engine = Engine(config, generator, printer, state_dir(config), open_motor(config.motor))
     engine.loop = asyncio.get_running_loop()
+    engine.motor.loop = engine.loop
     engine.port_state = port_state
     app = build_app(engine, config.engine.token, allowed_hosts(config))
     # A cap on connections well under the file limit, and a deadline for a
@@ -172,6 +174,7 @@ async def _serve(config: Config, generator, printer, port_state: str) -> int:
     printer.stopping.set()
     for task in (*keepers, worker):
         task.cancel()
+    engine.motor.close()  # the line is finished: the motor may stop
     await runner.cleanup()
     socket_path(config).unlink(missing_ok=True)
     return 0

@@ -51,6 +51,8 @@ def main() -> None:
         "GPIO17 button (pin 11)",
         "GPIO27 LED    (pin 13)",
         "GND           (pin 9, 14)",
+        "GPIO22 motor relay (pin 15)",
+        "5V            (pin 2)",
         "",
         "/dev/teletype = ttyAMA0",
         "(or a USB adapter)",
@@ -94,6 +96,12 @@ def main() -> None:
         "10 characters/s",
     ], color="#f4e8e8")  # fmt: skip
 
+    box(ax, 11.6, 0.75, 4.6, 1.95, "Motor relay (GPIO22)", [
+        "module: IN <- GPIO22, VCC 5V, GND",
+        "coil: 1N4007 across it (flyback)",
+        "contacts: the motor's AC line only",
+    ], color="#eef4e8")  # fmt: skip
+
     # Send path: TXD -> U1 LED; U1 transistor in the printer loop.
     wire(ax, [(4.5, 9.2), (6.5, 9.2)], "TXD -> 330 R", "#1f5fbf")
     wire(ax, [(4.5, 8.6), (5.6, 8.6), (5.6, 6.8), (6.5, 6.8)], "GND", "#444444", at=1)
@@ -106,6 +114,9 @@ def main() -> None:
     wire(ax, [(12.8, 4.6), (11.8, 4.6), (11.8, 3.6), (10.8, 3.6)], "", "#bf3f1f")
     wire(ax, [(6.5, 4.2), (4.5, 4.2)], "U2 emitter -> RXD", "#1f5fbf")
     wire(ax, [(6.5, 3.2), (5.3, 3.2), (5.3, 7.8), (4.5, 7.8)], "3V3", "#444444", at=1, dy=0.0)
+    # The motor: GPIO22 to the relay module; its contacts switch the motor's mains.
+    wire(ax, [(4.5, 1.2), (11.6, 1.2)], "GPIO22 -> relay IN (and 5V, GND)", "#2f8f3f")
+    wire(ax, [(16.2, 1.6), (16.6, 1.6)], "", "#2f8f3f")
 
     ax.text(
         0.3, 0.35,

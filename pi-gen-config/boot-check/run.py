@@ -47,7 +47,7 @@ from tests.wire import check_ascii  # noqa: E402  (the repo's independent paper 
 # when pressed, which is a button to 3.3 V with the pull-down on.
 CPU, CORES, MEMORY_MB = "cortex-a53", 4, 512
 BOARD_REVISION = 0xA02100
-BUTTON_LINE, LED_LINE = 3, 5
+BUTTON_LINE, LED_LINE, MOTOR_LINE = 3, 5, 4
 API = "http://127.0.0.1:5599"
 BOOT_TIMEOUT = 600  # seconds of emulation, at worst, before the agent answers
 
@@ -748,6 +748,39 @@ def network_settings(guest: Guest, r: Results, key: SshKey) -> None:
     )
 
 
+def relay_level(guest: Guest) -> str:
+    """The motor relay's line as the kernel drives it: 'hi', 'lo', or '' if nobody holds it."""
+    table = guest.out("cat /sys/kernel/debug/gpio")
+    chip = re.search(r"GPIOs (\d+)-\d+, parent: platform/[0-9a-f]+\.pl061", table)
+    if chip is None:
+        return ""
+    line = re.search(rf"gpio-{int(chip.group(1)) + MOTOR_LINE} .*\) out (hi|lo)", table)
+    return line.group(1) if line else ""
+
+
+def motor_relay(guest: Guest, r: Results) -> None:
+    """[motor]: the engine switches the relay on for a print and off when idle."""
+    assert guest.paper is not None
+    wait_for(lambda: idle(guest) and relay_level(guest) == "lo", 60, every=1)
+    before = relay_level(guest)
+    mark = guest.paper.mark()
+    guest.api("POST", "/v1/print", {"text": "THE MOTOR RUNS FOR THIS LINE."})
+    guest.paper.wait_printing(mark, 60)
+    printing = relay_level(guest)
+    status = guest.api("GET", "/v1/status", timeout=20)[1]
+    motor = status.get("motor") if isinstance(status, dict) else None
+    wait_for(lambda: idle(guest), 120)
+    rested = wait_for(lambda: relay_level(guest) == "lo", 30, every=1)
+    r.check(
+        f"m. the motor's relay (PL061 line {MOTOR_LINE}) is on while printing, off when idle "
+        f"({before} -> {printing} -> {relay_level(guest)})",
+        (before, printing) == ("lo", "hi") and rested and isinstance(motor, dict)
+        and motor.get("state") == "on",
+        f"status {motor!r}\n" + guest.out("cat /sys/kernel/debug/gpio") + "\n"
+        + journal_tail(guest, "teletype-engine"),
+    )  # fmt: skip
+
+
 def wrong_network_settings(guest: Guest, r: Results) -> None:
     """A mistake in [network]: one line on paper and in the journal, nothing changed."""
     assert guest.paper is not None
@@ -871,6 +904,9 @@ def main() -> int:
         # Twitch set up, but no sign-in yet and (here) no network at all.
         text = set_setting(text, "chat", "channel", '"mychannel"')
         text = set_setting(text, "chat", "client_id", '"abcdefghij0123456789"')
+        # The motor on a relay: PL061 line 4, off after five quiet seconds.
+        text = set_setting(text, "motor", "pin", str(MOTOR_LINE))
+        text = set_setting(text, "motor", "idle_seconds", "5.0")
         # Headless set-up from the card alone: Wi-Fi, a name, SSH with a key.
         for name, value in (("country", '"GB"'), ("ssid", f'"{WIFI_SSID}"'),
                             ("password", f'"{WIFI_PASSWORD}"'), ("hostname", '"asr33"'),
@@ -905,6 +941,7 @@ def main() -> int:
             + "\n"
             + journal_tail(guest, "teletype-chat"),
         )
+        motor_relay(guest, r)
         wrong_network_settings(guest, r)
     guest.shutdown()
     card = read_boot_partition(disk, work)

@@ -1,0 +1,179 @@
+"""The motor's relay, with gpiozero's own MockFactory, switched by the real engine.
+
+The engine prints on a pty (the Teletype), whose reader notes when each
+byte arrives; a watcher samples the relay's pin every few milliseconds and
+notes when it changes. Those two clocks are what the checks compare.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from gpiozero import Device
+from gpiozero.pins.mock import MockFactory
+
+from appliance.config import parse_config
+from appliance.motor import open_motor
+
+RELAY = 22
+
+
+@pytest.fixture
+def factory():
+    Device.pin_factory = MockFactory(revision="d04170")  # a Pi 5
+    yield Device.pin_factory
+    Device.pin_factory.reset()
+    Device.pin_factory = None
+
+
+class PinWatch:
+    """(time, level) each time the pin changes, sampled every 2 ms."""
+
+    def __init__(self, pin):
+        self.pin = pin
+        self.changes: list[tuple[float, bool]] = [(time.monotonic(), bool(pin.state))]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.002):
+            level = bool(self.pin.state)
+            if level != self.changes[-1][1]:
+                self.changes.append((time.monotonic(), level))
+
+    def levels(self) -> list[bool]:
+        return [level for _, level in self.changes]
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def run_engine(tmp_path: Path, teletype, motor: str, scenario) -> dict:
+    """The engine with [motor] and its relay on the mock pin; `scenario(engine)` drives it."""
+    from appliance.engine import Engine
+    from appliance.generator import load_generator
+    from appliance.teletype import build_printer
+
+    text = f'[teletype]\nport = "{teletype.link}"\n[motor]\npin = {RELAY}\n{motor}'
+    config = parse_config(text.encode(), "test.toml")
+    generator = load_generator(config.model)
+    printer = build_printer(config.teletype)
+    printer.port.open()
+    relay = open_motor(config.motor)
+    engine = Engine(config, generator, printer, tmp_path / "state", relay)
+    watch = PinWatch(Device.pin_factory.pin(RELAY))
+    found: dict = {}
+
+    async def run() -> None:
+        engine.loop = asyncio.get_running_loop()
+        relay.loop = engine.loop
+        worker = asyncio.create_task(engine.run_worker())
+        keyboard = threading.Thread(target=engine.read_keyboard, daemon=True)
+        keyboard.start()
+        try:
+            await scenario(engine, found)
+        finally:
+            engine.stopping.set()
+            worker.cancel()
+            await asyncio.gather(worker, return_exceptions=True)
+            relay.close()  # as the engine does at its stop
+            await asyncio.sleep(0.05)
+
+    try:
+        asyncio.run(run())
+    finally:
+        printer.close()
+        generator.close()
+        watch.close()
+    found["changes"] = watch.changes
+    found["levels"] = watch.levels()
+    return found
+
+
+async def print_and_wait(engine, text: str) -> None:
+    job = engine.new_print(text)
+    engine.submit(job)
+    await engine.wait(job)
+
+
+def test_the_motor_spins_up_before_the_first_character_and_stops_when_idle(
+    tmp_path, teletype, factory
+):
+    async def scenario(engine, found):
+        found["status_before"] = engine.status()["motor"]
+        await print_and_wait(engine, "HELLO")
+        found["printed_at"] = time.monotonic()
+        found["status_after"] = engine.status()["motor"]
+        await asyncio.sleep(1.0)  # idle_seconds
+        found["status_idle"] = engine.status()["motor"]
+
+    found = run_engine(tmp_path, teletype, "spinup_seconds = 0.5\nidle_seconds = 0.6\n", scenario)
+    (_, off), (on_at, on), (off_at, off_again) = found["changes"][:3]
+    assert (off, on, off_again) == (False, True, False)
+    first_character = next(t for t, byte in teletype.arrivals if byte & 0x7F > 0x20)
+    assert first_character - on_at >= 0.5  # spun up first
+    assert off_at - found["printed_at"] >= 0.6 - 0.05  # then the quiet spell
+    assert found["status_before"] == {"state": "off", "pin": RELAY, "always_on": False}
+    assert found["status_after"]["state"] == "on"
+    assert found["status_idle"]["state"] == "off"
+    assert found["levels"] == [False, True, False]  # no flapping between
+
+
+def test_typing_on_the_teletype_keeps_the_motor_running(tmp_path, teletype, factory):
+    async def scenario(engine, found):
+        await print_and_wait(engine, "HI")
+        for _ in range(5):  # a key every 0.3 s, for longer than idle_seconds
+            await asyncio.sleep(0.3)
+            teletype.type(b"\xc1")  # 'A' with even parity, as a Model 33 sends it
+        found["while_typing"] = engine.status()["motor"]["state"]
+        await asyncio.sleep(1.0)
+        found["after"] = engine.status()["motor"]["state"]
+
+    found = run_engine(tmp_path, teletype, "spinup_seconds = 0.1\nidle_seconds = 0.6\n", scenario)
+    assert found["while_typing"] == "on"
+    assert found["after"] == "off"
+    assert found["levels"] == [False, True, False]
+
+
+def test_always_on_runs_from_start_to_stop_and_a_low_relay_is_driven_low(
+    tmp_path, teletype, factory
+):
+    async def scenario(engine, found):
+        found["at_start"] = engine.status()["motor"]["state"]
+        await print_and_wait(engine, "HI")
+        await asyncio.sleep(0.5)
+        found["after"] = engine.status()["motor"]["state"]
+
+    settings = "always_on = true\nactive_high = false\nidle_seconds = 1\nspinup_seconds = 0\n"
+    found = run_engine(tmp_path, teletype, settings, scenario)
+    assert found["at_start"] == found["after"] == "on"
+    # Active low: on is a low pin from the start; the engine's stop leaves it high (off).
+    assert found["levels"] == [False, True]
+
+
+def test_no_relay_means_nothing_to_switch_and_nothing_waits(tmp_path):
+    config = parse_config(b"", "test.toml")
+    motor = open_motor(config.motor)
+    assert motor.status() is None and motor.seconds_to_ready() == 0
+    asyncio.run(motor.ready())  # at once
+
+
+def test_a_relay_without_gpio_is_a_clear_error(monkeypatch):
+    from appliance.errors import StartupError
+
+    # This machine is no Pi: every pin factory gpiozero tries fails.
+    monkeypatch.delenv("GPIOZERO_PIN_FACTORY", raising=False)
+    saved, Device.pin_factory = Device.pin_factory, None
+    try:
+        config = parse_config(b"[motor]\npin = 22\n", "test.toml")
+        with pytest.raises(StartupError, match=r"motor\.pin = 22, but there is no GPIO") as caught:
+            open_motor(config.motor)
+    finally:
+        Device.pin_factory = saved
+    assert caught.value.exit_code == 78  # a person must fix it: no restart loop
