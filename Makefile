@@ -88,8 +88,9 @@ lint: setup
 test: lint test-deps
 	$(BIN)/python -m pytest $(PYTEST)
 
-# What tests/test_imager_repo.py makes a small SD card with (as root with apt
-# they are installed; otherwise those tests skip, naming the package).
+# What tests/test_imager_repo.py makes a small SD card with, and the browser
+# tests/test_panel.py drives (as root with apt they are installed; otherwise
+# those tests skip, naming the package).
 test-deps:
 	@missing=""; \
 	command -v mcopy >/dev/null || missing="$$missing mtools"; \
@@ -97,6 +98,8 @@ test-deps:
 	PATH="$$PATH:/usr/sbin:/sbin" command -v sfdisk >/dev/null || missing="$$missing fdisk"; \
 	PATH="$$PATH:/usr/sbin:/sbin" command -v debugfs >/dev/null || missing="$$missing e2fsprogs"; \
 	command -v xz >/dev/null || missing="$$missing xz-utils"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
 	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  apt-get update -qq && apt-get install -y -qq $$missing; \
 	elif [ -n "$$missing" ]; then echo "some tests will skip without:$$missing"; fi

@@ -30,6 +30,8 @@ from appliance.errors import (
     StateError,
     Withheld,
 )
+from appliance.panel import Sessions, csrf_refusal, is_panel_path
+from appliance.panel import add_routes as add_panel_routes
 from appliance.schema import (
     MAX_PROMPT,
     NOT_BLANK,
@@ -37,6 +39,7 @@ from appliance.schema import (
     ChatLineRequest,
     ChatStateRequest,
     GenerateRequest,
+    MotorRequest,
     PrintRequest,
     encode,
     openapi_document,
@@ -70,15 +73,28 @@ def _answer(e: ApplianceError) -> web.Response:
 
 
 def build_app(
-    engine: Engine, token: str = "", allowed_hosts: set[str] | frozenset[str] = frozenset()
+    engine: Engine,
+    token: str = "",
+    allowed_hosts: set[str] | frozenset[str] = frozenset(),
+    panel_password: str = "",
 ) -> web.Application:
+    sessions = Sessions(panel_password or token)
+
     @web.middleware
     async def guard(request: web.Request, handler):
         refusal = _browser_refusal(request, allowed_hosts)
         if refusal:
             return _error(403, refusal)
-        # A token, when set, is required on every route but the health check.
-        if token and request.path != "/healthz":
+        session = sessions.find(request)
+        if is_panel_path(request.path):
+            pass  # the page and its sign-in
+        elif session is not None:
+            # Signed in to the panel: a change must carry the session's CSRF token.
+            refusal = csrf_refusal(request, session)
+            if refusal:
+                return _error(403, refusal)
+        # Else a token, when set, is required on every route but the health check.
+        elif token and request.path != "/healthz":
             given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
             if not hmac.compare_digest(given.encode(), token.encode()):
                 return _error(401, "missing or wrong API token (Authorization: Bearer ...)")
@@ -100,6 +116,7 @@ def build_app(
     for route in ROUTES:
         # add_route, not web.get: no HEAD twin, so HEAD can never start a print.
         app.router.add_route(route.method, route.path, handlers[route.name])
+    add_panel_routes(app, sessions)
     return app
 
 
@@ -225,6 +242,26 @@ async def print_text(request: web.Request) -> web.Response:
     job = engine.new_print(body.text, body.source)
     engine.submit(job, spare)
     return _accepted(engine, job)
+
+
+async def queue_get(request: web.Request) -> web.Response:
+    return _json({"jobs": request.app["engine"].queue_list()})
+
+
+async def queue_clear(request: web.Request) -> web.Response:
+    return _json({"cleared": request.app["engine"].clear_queue()})
+
+
+async def motor_switch(request: web.Request) -> web.Response:
+    engine: Engine = request.app["engine"]
+    body = await _body(request, MotorRequest, required=True)
+    if not engine.motor.present:
+        return _error(404, "no motor relay: [motor] pin = -1 in teletype.toml")
+    try:
+        engine.switch_motor(body.on)
+    except StateError as e:
+        return _error(409, str(e))
+    return web.Response(status=204)
 
 
 def _job(request: web.Request):

@@ -139,6 +139,9 @@ class EngineConfig:
     tcp_host: str = _opt("127.0.0.1", "HTTP API address; empty for the Unix socket only")
     tcp_port: int = _opt(5599, "HTTP API port", min=0, max=65535)
     token: str = _opt("", "API token; required when tcp_host is not loopback", secret=True)
+    panel_password: str = _opt(
+        "", "the web panel's password (http://NAME.local:PORT/); empty: the API token", secret=True
+    )
     state_dir: str = _opt(
         "", "history and tokens; empty for $STATE_DIRECTORY, /var/lib/teletype-gpt2 or ~/.local"
     )

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.config import Config
-from appliance.errors import Blocked, PortError, QueueFull, ShuttingDown, Withheld
+from appliance.errors import Blocked, PortError, QueueFull, ShuttingDown, StateError, Withheld
 from appliance.history import ChatLine, PersistentHistory
 from appliance.jobs import QUEUED, RUNNING, Job
 from appliance.journal import Journal, waiting
@@ -202,6 +202,35 @@ class Engine:
         self._quiet_now()
         return True
 
+    def clear_queue(self) -> int:
+        """Every waiting job off the queue (the one printing goes on); how many."""
+        waiting = list(self.waiting)
+        for job in waiting:
+            self.cancel_job(job)
+        return len(waiting)
+
+    def switch_motor(self, on: bool) -> None:
+        """The operator's switch: on runs it for a quiet spell; off only while idle."""
+        if on:
+            self.motor.want()
+            self._quiet_now()
+        elif self.current is not None or self.waiting:
+            raise StateError("the motor stays on while something prints or waits")
+        else:
+            self.motor.off_now()
+
+    def queue_list(self) -> list[dict[str, Any]]:
+        """The job printing and the waiting ones, each with its place and when it starts."""
+        jobs = [self.current] if self.current is not None else []
+        out = []
+        for job in [*jobs, *self.waiting]:
+            item = job.summary()
+            item["position"] = self.waiting.index(job) + 1 if job in self.waiting else 0
+            item["printer_busy"] = self.current is not None
+            item["starts_in_seconds"] = round(self.eta_seconds(before=job), 1)
+            out.append(item)
+        return out
+
     async def wait(self, job: Job) -> None:
         """Until the job is finished (an asyncio wait: no thread per waiting client).
 
@@ -323,6 +352,11 @@ class Engine:
         job = self.current
         if job is not None:
             job.printed += len(data)
+        if self.loop is not None and self.subscribers:
+            # The paper as it prints, for the panel: the codes on the wire
+            # without their parity bit, fills and all (the page draws them).
+            text = bytes(b & 0x7F for b in data).decode("ascii")
+            self.loop.call_soon_threadsafe(self.emit, "paper", {"text": text})
 
     def _on_port_state(self, state: str) -> None:
         self.port_state = state

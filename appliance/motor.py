@@ -88,6 +88,12 @@ class Motor:
         if self._off_timer is not None:
             self.idle()
 
+    def off_now(self) -> None:
+        """Off at once (the operator's switch, with nothing to print)."""
+        self._cancel_timer()
+        if self.output is not None and self.on_since is not None:
+            self._switch(False)
+
     def close(self) -> None:
         """The engine stops: off, and the pin given back."""
         self._cancel_timer()

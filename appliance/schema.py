@@ -123,6 +123,20 @@ class StatusOut(Struct):
     chat: ChatOut
 
 
+class MotorRequest(Struct, forbid_unknown_fields=True):
+    """The operator's switch: on (for a quiet spell), or off while nothing prints."""
+
+    on: bool
+
+
+class QueueOut(Struct):
+    jobs: list[Accepted]  # the job printing (position 0) and the waiting ones
+
+
+class ClearedOut(Struct):
+    cleared: int
+
+
 class ChatStateRequest(Struct, forbid_unknown_fields=True):
     """What the chat bridge is doing, in a line (shown in /v1/status and on paper)."""
 
@@ -196,6 +210,16 @@ ROUTES = [
                         (422, ("blocked by the blocklist", ErrorOut)), _FULL, _STOPPING]),
     ),
     Route(
+        "queue_get", "GET", "/v1/jobs",
+        "The job printing and the waiting ones: source, position, when each starts",
+        responses={200: ("the queue", QueueOut)},
+    ),
+    Route(
+        "queue_clear", "DELETE", "/v1/jobs",
+        "Take every waiting job off the queue (the one printing goes on)",
+        responses={200: ("how many were taken off", ClearedOut)},
+    ),
+    Route(
         "job_get", "GET", "/v1/jobs/{id}",
         "A job (queued, running or one of the last finished, across restarts); wait=N "
         "waits up to N seconds for it to finish",
@@ -240,6 +264,14 @@ ROUTES = [
         responses={200: ("the engine's state", StatusOut)},
     ),
     Route(
+        "motor_switch", "PUT", "/v1/motor",
+        "Switch the motor: on for a quiet spell ([motor] idle_seconds), off while idle",
+        body=MotorRequest, body_required=True,
+        responses=dict([(204, ("switched", None)), _BAD,
+                        (404, ("no relay ([motor] pin = -1)", ErrorOut)),
+                        (409, ("something prints or waits: the motor stays on", ErrorOut))]),
+    ),
+    Route(
         "chat_state", "PUT", "/v1/chat",
         "The chat bridge says what it is doing (subscribed, waiting for a sign-in...)",
         body=ChatStateRequest, body_required=True,
@@ -248,7 +280,8 @@ ROUTES = [
     ),
     Route(
         "events", "GET", "/v1/events",
-        "Server-sent events: queued, started, finished (with the text), port, chat",
+        "Server-sent events: queued, started, finished (with the text), port, chat, and "
+        "paper (the codes on the wire as they print)",
         responses={200: ("an event stream; it ends when the engine stops", EVENTS)},
     ),
     Route("healthz", "GET", "/healthz", "Liveness", responses={200: ("alive", HealthOut)}),

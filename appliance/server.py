@@ -120,7 +120,9 @@ async def _serve(config: Config, generator, printer, port_state: str) -> int:
     engine.loop = asyncio.get_running_loop()
     engine.motor.loop = engine.loop
     engine.port_state = port_state
-    app = build_app(engine, config.engine.token, allowed_hosts(config))
+    app = build_app(
+        engine, config.engine.token, allowed_hosts(config), config.engine.panel_password
+    )
     # A cap on connections well under the file limit, and a deadline for a
     # request's head: idle sockets can no longer starve the real clients.
     guard = ConnectionGuard(limit=default_limit(raise_file_limit()), log=log)

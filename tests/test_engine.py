@@ -318,7 +318,7 @@ def test_engine_openapi_document_holds_with_schemathesis(tmp_path):
 
             check()
             checked.append(f"{operation.method.upper()} {operation.path}")
-        assert len(checked) == 11, checked
+        assert len(checked) == 14, checked
     finally:
         engine.close()
 

@@ -177,3 +177,38 @@ def test_a_relay_without_gpio_is_a_clear_error(monkeypatch):
     finally:
         Device.pin_factory = saved
     assert caught.value.exit_code == 78  # a person must fix it: no restart loop
+
+
+def test_the_operators_switch_over_the_api(tmp_path, teletype):
+    """`teletype serve` with the relay on gpiozero's mock pins (GPIOZERO_PIN_FACTORY=mock)."""
+    from tests.engine_process import EngineProcess
+
+    engine = EngineProcess(
+        tmp_path, str(teletype.link), env={"GPIOZERO_PIN_FACTORY": "mock"}, max_chars=100,
+        model_extra=f"[motor]\npin = {RELAY}\nspinup_seconds = 0.2\nidle_seconds = 30\n",
+    ).start()  # fmt: skip
+    try:
+        motor = lambda: engine.json("GET", "/v1/status")[1]["motor"]  # noqa: E731
+        assert motor() == {"state": "off", "pin": RELAY, "always_on": False}
+        assert engine.request("PUT", "/v1/motor", {"on": True})[0] == 204
+        assert motor()["state"] in ("starting", "on")
+        assert engine.request("PUT", "/v1/motor", {"on": False})[0] == 204
+        assert motor()["state"] == "off"
+        engine.request("POST", "/v1/generate", {"wait": False})
+        busy = engine.request("PUT", "/v1/motor", {"on": False})
+        assert busy[0] == 409 and b"stays on while something prints" in busy[2]
+        assert motor()["state"] in ("starting", "on")
+        assert engine.request("PUT", "/v1/motor", {"on": "yes"})[0] == 400
+    finally:
+        engine.close()
+
+
+def test_no_relay_no_switch(tmp_path, teletype):
+    from tests.engine_process import EngineProcess
+
+    engine = EngineProcess(tmp_path, f"file:{tmp_path / 'p.txt'}").start()
+    try:
+        assert engine.json("GET", "/v1/status")[1]["motor"] is None
+        assert engine.request("PUT", "/v1/motor", {"on": True})[0] == 404
+    finally:
+        engine.close()

@@ -524,6 +524,15 @@ def first_boot(guest: Guest, r: Results) -> None:
         )) and not paper_problems(guest.paper.since(0) if guest.paper else b""),
         block or paper_text(guest.paper.since(0) if guest.paper else b"")[-600:],
     )  # fmt: skip
+    page = guest.out(
+        "python3 -c \"import urllib.request as u; print(*[u.urlopen('http://127.0.0.1:5599' + p)"
+        ".status for p in ('/', '/panel/app.js', '/panel/style.css')])\""
+    )
+    r.check(
+        f"a. the operator's panel is served by the installed engine ({page})",
+        page.split() == ["200", "200", "200"],
+        page + "\n" + journal_tail(guest, "teletype-engine"),
+    )
     config = guest.out("teletype config")
     r.check(
         "a. settings read from /boot/firmware/teletype.toml",

@@ -1,0 +1,258 @@
+"""The operator's panel in a real browser: Debian's chromium, driven through its chromedriver.
+
+The engine is the real one (`teletype serve`, the embedded model) printing
+on a pty whose reader keeps every byte: what the page shows as paper is
+compared with what went down the wire. Screenshots go to build/panel/
+(the README's picture is one of them).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+import time
+import urllib.request
+from http.cookies import SimpleCookie
+from pathlib import Path
+
+import pytest
+
+from tests.engine_process import EngineProcess
+
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+SCREENSHOTS = Path(__file__).resolve().parent.parent / "build" / "panel"
+TOKEN, PASSWORD = "api-token-0123456789", "let the teletype talk"
+
+needs_browser = pytest.mark.skipif(
+    CHROMIUM is None or CHROMEDRIVER is None,
+    reason="the panel's browser tests need Debian's chromium and chromium-driver "
+    "(make test installs them as root)",
+)
+
+
+def paper_of(data: bytes) -> str:
+    """The wire's codes drawn as a Teletype prints them (what the page must show)."""
+    lines, column = [""], 0
+    for byte in data:
+        code = byte & 0x7F
+        if code == 0x0D:
+            column = 0
+        elif code == 0x0A:
+            lines.append("")
+        elif 0x20 <= code < 0x7F:
+            line = lines[-1].ljust(column)
+            lines[-1] = line[:column] + chr(code) + line[column + 1 :]
+            column += 1
+    return "\n".join(lines)
+
+
+@pytest.fixture
+def engine(tmp_path, teletype):
+    extra = f'token = "{TOKEN}"\npanel_password = "{PASSWORD}"'
+    process = EngineProcess(tmp_path, str(teletype.link), engine_extra=extra, max_chars=200)
+    process.start()
+    yield process
+    process.close()
+
+
+@pytest.fixture
+def browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must not download a driver
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                 "--window-size=1280,900"):  # fmt: skip
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(30)
+    yield driver
+    driver.quit()
+
+
+def wait_until(condition, timeout: float = 30.0, every: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError("timed out waiting")
+
+
+def sign_in(browser, base: str, password: str = PASSWORD) -> None:
+    from selenium.webdriver.common.by import By
+
+    browser.get(base + "/")
+    wait_until(lambda: browser.find_element(By.ID, "login").is_displayed())
+    field = browser.find_element(By.ID, "password")
+    field.clear()
+    field.send_keys(password)
+    browser.find_element(By.CSS_SELECTOR, "#login button").click()
+
+
+def shoot(browser, name: str) -> Path:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / name
+    browser.save_screenshot(str(path))
+    return path
+
+
+# --- in the browser ----------------------------------------------------------------
+
+
+@needs_browser
+def test_sign_in_watch_the_paper_and_cancel_at_column_zero(engine, browser, teletype):
+    from selenium.webdriver.common.by import By
+
+    sign_in(browser, engine.base, "not the password")
+    started = time.monotonic()
+    error = wait_until(lambda: browser.find_element(By.ID, "login-error").text)
+    assert error == "Wrong password." and time.monotonic() - started >= 1.0  # a delay
+    assert not browser.find_element(By.ID, "panel").is_displayed()
+
+    sign_in(browser, engine.base)  # no lockout: the owner gets in at once
+    wait_until(lambda: browser.find_element(By.ID, "panel").is_displayed())
+    wait_until(lambda: browser.find_element(By.ID, "state").text.upper() == "READY")
+
+    browser.find_element(By.CSS_SELECTOR, "[data-action=press]").click()
+    page_paper = lambda: browser.find_element(By.ID, "paper").text  # noqa: E731
+    wait_until(lambda: len(page_paper().replace("\n", "")) >= 40, timeout=120)
+    assert browser.find_element(By.ID, "state").text.upper() == "PRINTING"
+    assert "button" in browser.find_element(By.ID, "queue").text
+    printing = _api(engine, "GET", "/v1/jobs")["jobs"][0]
+    assert printing["position"] == 0 and printing["source"] == "button"
+    shoot(browser, "panel-desktop.png")
+    browser.find_element(By.CSS_SELECTOR, "[data-action=cancel]").click()
+    job = wait_until(
+        lambda: (
+            (j := _api(engine, "GET", f"/v1/jobs/{printing['id']}"))["status"] != "running" and j
+        ),
+        timeout=60,
+    )
+    assert job["status"] == "cancelled"
+
+    wire = teletype.collect(quiet=1.0)
+    codes = [b & 0x7F for b in wire if b & 0x7F not in (0x00, 0x7F)]
+    # Stopped at column 0: the line was finished, nothing after the last CR LF.
+    assert codes[-2:] == [0x0D, 0x0A] or codes[-1] == 0x0D
+    wait_until(lambda: page_paper().rstrip() == paper_of(wire).rstrip(), timeout=10)
+
+
+def _api(engine, method: str, path: str) -> dict:
+    """As curl would call it: with the API token."""
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    status, _, raw = engine.request(method, path, headers=headers)
+    assert status == 200, raw
+    return json.loads(raw)
+
+
+@needs_browser
+def test_a_phone_sized_screen_has_every_control_in_reach(engine, browser):
+    from selenium.webdriver.common.by import By
+
+    browser.set_window_size(390, 844)  # a phone, held upright
+    sign_in(browser, engine.base)
+    wait_until(lambda: browser.find_element(By.ID, "panel").is_displayed())
+    wait_until(lambda: browser.find_element(By.ID, "state").text.upper() == "READY")
+    width = browser.execute_script("return document.documentElement.scrollWidth")
+    inner = browser.execute_script("return window.innerWidth")
+    assert width <= inner  # nothing to scroll sideways
+    for name in ("press", "cancel", "clear-queue", "bell", "clear-history"):
+        button = browser.find_element(By.CSS_SELECTOR, f"[data-action={name}]")
+        box = button.rect
+        assert button.is_displayed() and box["x"] >= 0 and box["x"] + box["width"] <= inner
+        assert box["height"] >= 44  # a finger's size
+    browser.find_element(By.CSS_SELECTOR, "[data-action=bell]").click()
+    wait_until(lambda: browser.find_element(By.ID, "message").text == "bell: done")
+    # No motor relay here: its switches are not shown.
+    assert not browser.find_element(By.CSS_SELECTOR, "[data-action=motor-on]").is_displayed()
+    shoot(browser, "panel-phone.png")
+
+
+@needs_browser
+def test_on_loopback_without_a_token_the_panel_needs_no_sign_in(tmp_path, teletype, browser):
+    from selenium.webdriver.common.by import By
+
+    engine = EngineProcess(tmp_path, str(teletype.link)).start()
+    try:
+        browser.get(engine.base + "/")
+        wait_until(lambda: browser.find_element(By.ID, "panel").is_displayed())
+        assert not browser.find_element(By.ID, "login").is_displayed()
+        wait_until(lambda: browser.find_element(By.ID, "twitch").text.startswith("not set up"))
+    finally:
+        engine.close()
+
+
+# --- the rules, over HTTP -------------------------------------------------------------------
+
+
+def _login(engine, password: str) -> tuple[int, dict, str]:
+    status, headers, raw = engine.request("POST", "/panel/login", {"password": password})
+    return status, headers, raw.decode()
+
+
+def test_sessions_need_their_csrf_token_and_a_wrong_password_is_a_delay(engine):
+    status, headers, raw = _login(engine, PASSWORD)
+    assert status == 200
+    cookie = SimpleCookie(headers["Set-Cookie"])["teletype_session"]
+    assert cookie["httponly"] and cookie["samesite"] == "Strict" and cookie["path"] == "/"
+    csrf = json.loads(raw)["csrf"]
+    session = {"Cookie": f"teletype_session={cookie.value}"}
+
+    assert engine.request("GET", "/v1/status", headers=session)[0] == 200  # reading: no CSRF
+    assert engine.request("POST", "/v1/bell", headers=session)[0] == 403  # a change: CSRF
+    assert engine.request("POST", "/v1/bell", headers={**session, "X-CSRF-Token": "x"})[0] == 403
+    ok = engine.request("POST", "/v1/bell", headers={**session, "X-CSRF-Token": csrf})
+    assert ok[0] == 200
+    # Another site's page, even with the cookie and the token, is refused.
+    evil = {**session, "X-CSRF-Token": csrf, "Origin": "http://evil.example"}
+    assert engine.request("DELETE", "/v1/history", headers=evil)[0] == 403
+    # No cookie, no token: 401; the token alone (curl, the clients) still works.
+    assert engine.request("POST", "/v1/cancel")[0] == 401
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
+    assert engine.request("POST", "/v1/cancel", headers=bearer)[0] == 200
+    # After signing out the cookie is worth nothing.
+    engine.request("POST", "/panel/logout", headers=session)
+    assert engine.request("GET", "/v1/status", headers=session)[0] == 401
+
+    # Wrong guesses wait a second each, one at a time; the owner is never locked out.
+    times: list[float] = []
+
+    def guess() -> None:
+        started = time.monotonic()
+        assert _login(engine, "guess")[0] == 401
+        times.append(time.monotonic() - started)
+
+    guessers = [threading.Thread(target=guess) for _ in range(3)]
+    for t in guessers:
+        t.start()
+    for t in guessers:
+        t.join()
+    assert min(times) >= 1.0 and max(times) >= 3.0  # serialised: about 1, 2 and 3 s
+    started = time.monotonic()
+    assert _login(engine, PASSWORD)[0] == 200
+    assert time.monotonic() - started < 1.0
+
+
+def test_the_page_is_locked_down_and_shows_no_secret(engine):
+    with urllib.request.urlopen(engine.base + "/", timeout=30) as page:
+        html = page.read().decode()
+        policy = page.headers["Content-Security-Policy"]
+        assert page.headers["X-Frame-Options"] == "DENY"
+    assert "default-src 'self'" in policy and "frame-ancestors 'none'" in policy
+    assert "<script>" not in html  # no inline script: the policy allows none
+    session = engine.json("GET", "/panel/session")[1]
+    assert session == {"signed_in": False, "csrf": None}
+    _, headers, raw = _login(engine, PASSWORD)
+    cookie = SimpleCookie(headers["Set-Cookie"])["teletype_session"].value
+    seen = raw
+    for path in ("/panel/app.js", "/panel/session", "/v1/status", "/v1/jobs", "/v1/history"):
+        seen += engine.request("GET", path, headers={"Cookie": f"teletype_session={cookie}"})[
+            2
+        ].decode()
+    assert TOKEN not in seen and PASSWORD not in seen
