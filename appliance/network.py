@@ -30,6 +30,7 @@ import pwd
 import re
 import shutil
 import socket
+import struct
 import subprocess
 import tomllib
 import uuid
@@ -288,6 +289,33 @@ def without_password(data: bytes, source: str, today: datetime.date) -> bytes | 
     )
 
 
+def overwrite_secret(path: Path, before: bytes, after: bytes) -> None:
+    """Put `after` (without_password's) in place of `before` so that no copy is left.
+
+    A new file and a rename would leave the old clusters, password and all,
+    on the FAT partition for any undelete tool. So the password's line is
+    first overwritten where it lies, with a comment of the same length; only
+    if the full comment is longer is the file then replaced as a whole (its
+    old clusters hold no secret by then).
+    """
+    old_lines = before.splitlines(keepends=True)
+    new_lines = after.splitlines(keepends=True)
+    changed = [i for i, (a, b) in enumerate(zip(old_lines, new_lines, strict=True)) if a != b]
+    assert len(changed) == 1, "without_password changes one line"
+    i = changed[0]
+    offset = sum(len(line) for line in old_lines[:i])
+    old_line = old_lines[i].rstrip(b"\r\n")
+    comment = new_lines[i].rstrip(b"\r\n")
+    short = comment[: len(old_line)].ljust(len(old_line))
+    with path.open("r+b") as f:
+        f.seek(offset)
+        f.write(short)
+        f.flush()
+        os.fsync(f.fileno())
+    if short != comment:
+        write_atomic(path, after, mode=None)
+
+
 # --- the NetworkManager connection ---------------------------------------------------
 
 
@@ -328,6 +356,13 @@ def _keyfile_ssid(ssid: str) -> str:
     if plain and not ssid.endswith(" "):
         return ssid
     return "".join(f"{b};" for b in ssid.encode())
+
+
+def _ssid_bytes(value: str) -> bytes:
+    """A keyfile's ssid= as bytes: a list of byte values ("84;101;") or a string."""
+    if re.fullmatch(r"(\d{1,3};)+\d{0,3}", value):
+        return bytes(int(b) for b in value.split(";") if b)
+    return _unescape(value).encode()
 
 
 def read_keyfile(path: Path) -> dict[str, dict[str, str]]:
@@ -382,7 +417,9 @@ def apply(settings: NetworkSettings, machine: Machine) -> list[str]:
     if settings.hostname is not None and _set_hostname(settings.hostname, machine):
         changed.append(f"hostname {settings.hostname}")
     if user is not None and _authorise(user, settings.ssh_keys, machine):
-        changed.append(f"SSH key for {user.pw_name}")
+        changed.append(f"SSH keys for {user.pw_name}")
+    elif user is None and revoke_keys(machine):
+        changed.append("SSH keys from teletype.toml taken out of authorized_keys")
     if settings.ssh is not None and _switch_ssh(settings.ssh, machine):
         changed.append(f"SSH {'on' if settings.ssh else 'off'}")
     return changed
@@ -394,8 +431,10 @@ def _wifi_connection(settings: NetworkSettings, machine: Machine) -> tuple[Path,
         return None
     path = machine.path(CONNECTION_FILE)
     existing = read_keyfile(path) if path.is_file() else {}
+    # By the SSID's bytes: NetworkManager may have written the file again in
+    # its own spelling (nmcli connection modify).
     same_network = (
-        existing.get("wifi", {}).get("ssid") == _keyfile_ssid(settings.ssid)
+        _ssid_bytes(existing.get("wifi", {}).get("ssid", "")) == settings.ssid.encode()
         and existing.get("connection", {}).get("id") == CONNECTION_ID
     )
     password = settings.password
@@ -431,12 +470,30 @@ def _set_country(country: str, machine: Machine) -> bool:
         if state.read_text().strip() != "0":
             write_atomic(state, b"0\n", mode=0o644)
             changed = True
+    if machine.live:
+        _unblock_wifi_now()
     if machine.live and shutil.which("iw"):
         try:
             machine.run(["iw", "reg", "set", country])
         except (OSError, subprocess.CalledProcessError) as e:
             log.info("iw reg set %s: %s (the next boot sets it)", country, e)
     return changed
+
+
+def _unblock_wifi_now() -> None:
+    """Every Wi-Fi radio out of its soft block now, and any that appears later.
+
+    Raspberry Pi OS starts radios blocked (rfkill.default_state=0) until the
+    country is set; the kernel's "change all" also sets the state a radio
+    gets when its driver loads, so this holds for a radio that is not there
+    yet.
+    """
+    wlan, change_all = 1, 3  # RFKILL_TYPE_WLAN, RFKILL_OP_CHANGE_ALL (linux/rfkill.h)
+    try:
+        with open("/dev/rfkill", "wb", buffering=0) as rfkill:
+            rfkill.write(struct.pack("=IBBBB", 0, wlan, change_all, 0, 0))
+    except OSError as e:
+        log.info("cannot unblock Wi-Fi now (%s); it is unblocked at the next boot", e)
 
 
 def _radio_on(machine: Machine) -> bool:
@@ -512,12 +569,20 @@ def _ssh_user(settings: NetworkSettings, machine: Machine) -> pwd.struct_passwd:
         user = next((u for u in passwd if u.pw_name == settings.ssh_user), None)
         if user is None:
             raise NetworkProblem(f"network.ssh_user: there is no user {settings.ssh_user!r}")
-        return user
-    user = next((u for u in passwd if u.pw_uid == FIRST_USER_UID), None)
-    if user is None:
+    else:
+        user = next((u for u in passwd if u.pw_uid == FIRST_USER_UID), None)
+        if user is None:
+            raise NetworkProblem(
+                "network.ssh_key: there is no first user to give it to yet (make one with "
+                "Raspberry Pi Imager or userconf.txt, or name one in network.ssh_user)"
+            )
+    # A person's account: not root's, nor a service's (their homes are not the
+    # oneshot's to write, and a key there would be a way in for anyone).
+    home = machine.path(user.pw_dir.lstrip("/"))
+    if user.pw_uid == 0 or not user.pw_dir.startswith("/home/") or not home.is_dir():
         raise NetworkProblem(
-            "network.ssh_key: there is no first user to give it to yet (make one with "
-            "Raspberry Pi Imager or userconf.txt, or name one in network.ssh_user)"
+            f"network.ssh_user: {user.pw_name!r} is not a person's account with a home in "
+            "/home (SSH keys go to the first user, or to one named here)"
         )
     return user
 
@@ -534,23 +599,49 @@ def _read_passwd(path: Path) -> list[pwd.struct_passwd]:
     return users
 
 
+KEYS_BEGIN = "# --- from teletype.toml [network] ssh_key (replaced at every boot) ---"
+KEYS_END = "# --- end of teletype.toml's keys ---"
+
+
 def _authorise(user: pwd.struct_passwd, keys: tuple[str, ...], machine: Machine) -> bool:
+    """The keys from [network] as one marked block of authorized_keys, replaced each
+    boot: a key taken out of teletype.toml no longer logs in. Lines of the user's own
+    stay as they are."""
     home = machine.path(user.pw_dir.lstrip("/"))
     ssh_dir = home / ".ssh"
     path = ssh_dir / "authorized_keys"
     have = path.read_text().splitlines() if path.is_file() else []
-    present = {" ".join(line.split()[:2]) for line in have if line.strip()}
-    missing = [k for k in keys if " ".join(k.split()[:2]) not in present]
-    if not missing:
+    own, inside = [], False
+    for line in have:
+        if line == KEYS_BEGIN:
+            inside = True
+        elif line == KEYS_END:
+            inside = False
+        elif not inside:
+            own.append(line)
+    wanted = [*own, KEYS_BEGIN, *keys, KEYS_END] if keys else own
+    if wanted == have or (not keys and not path.is_file()):
         return False
     owner = (user.pw_uid, user.pw_gid)
     if not ssh_dir.is_dir():
-        ssh_dir.mkdir(mode=0o700, parents=True)
+        ssh_dir.mkdir(mode=0o700)
         if machine.live:
             os.chown(ssh_dir, *owner)
-    write_atomic(path, ("\n".join([*have, *missing]) + "\n").encode(), mode=0o600,
+    write_atomic(path, ("\n".join(wanted) + "\n").encode(), mode=0o600,
                  owner=owner if machine.live else None)  # fmt: skip
     return True
+
+
+def revoke_keys(machine: Machine) -> bool:
+    """No [network] ssh_key (or no [network]): the first user's block of them goes."""
+    passwd = _read_passwd(machine.path("etc/passwd"))
+    user = next((u for u in passwd if u.pw_uid == FIRST_USER_UID), None)
+    if user is None or not user.pw_dir.startswith("/home/"):
+        return False
+    keys = machine.path(user.pw_dir.lstrip("/")) / ".ssh/authorized_keys"
+    if not keys.is_file() or KEYS_BEGIN not in keys.read_text().splitlines():
+        return False
+    return _authorise(user, (), machine)
 
 
 def _switch_ssh(on: bool, machine: Machine) -> bool:
@@ -592,10 +683,10 @@ def run_network(config_path: Path | None, apply_now: bool, machine: Machine,
         if not apply_now:
             print(describe(settings))
             return 0
-        if radio_for_imager(machine):
-            outcome["changed"].append("Wi-Fi radio on for Raspberry Pi Imager's Wi-Fi")
         if settings.empty:
             log.info("no [network] in %s: nothing to apply", path or "any teletype.toml")
+            if revoke_keys(machine):
+                outcome["changed"].append("SSH keys from teletype.toml taken out")
         else:
             # Worked out before anything changes: a password that cannot be
             # taken off the card is a problem like any other.
@@ -604,10 +695,13 @@ def run_network(config_path: Path | None, apply_now: bool, machine: Machine,
                 scrubbed = without_password(data, str(path), today)
             outcome["changed"] += apply(settings, machine)
             if scrubbed is not None:
-                write_atomic(path, scrubbed, mode=None)
+                overwrite_secret(path, data, scrubbed)
                 outcome["changed"].append(f"Wi-Fi password moved off {path}")
-            for what in outcome["changed"]:
-                log.info("applied: %s", what)
+        # After [network] was checked and applied: a refusal changes nothing at all.
+        if radio_for_imager(machine):
+            outcome["changed"].append("Wi-Fi radio on for Raspberry Pi Imager's Wi-Fi")
+        for what in outcome["changed"]:
+            log.info("applied: %s", what)
         if not outcome["changed"] and not settings.empty:
             log.info("[network] already applied: nothing changed")
     except NetworkProblem as e:
@@ -621,6 +715,10 @@ def run_network(config_path: Path | None, apply_now: bool, machine: Machine,
         # systemctl that failed): said, and tried again at the next boot.
         outcome["problem"] = f"applying [network] failed: {e}"
         log.error("%s", outcome["problem"])
+    except Exception as e:
+        # Never "all well" on paper when it was not.
+        outcome["problem"] = f"applying [network] failed: {type(e).__name__}: {e}"
+        raise
     finally:
         if apply_now and result_path is not None:
             _write_result(result_path, outcome)

@@ -62,12 +62,22 @@ _IfAddrs._fields_ = [
 ]
 
 
+_LIBC: ctypes.CDLL | None = None
+
+
+def _libc() -> ctypes.CDLL:
+    global _LIBC
+    if _LIBC is None:  # once: find_library runs ldconfig
+        _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    return _LIBC
+
+
 def interface_addresses() -> list[tuple[str, str]]:
     """(interface, address) for every IPv4 and IPv6 address, from getifaddrs(3).
 
     (glibc asks the kernel over netlink: the engine's unit allows AF_NETLINK.)
     """
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc = _libc()
     head = ctypes.POINTER(_IfAddrs)()
     if libc.getifaddrs(ctypes.byref(head)) != 0:
         raise OSError(ctypes.get_errno(), "getifaddrs failed")
@@ -110,12 +120,12 @@ class Whereabouts:
     problem: str | None = None  # [network] not applied this boot, and why
 
     def fingerprint(self, boot_id: str) -> str:
-        """What, changed, is worth paper: the name, the IPv4 addresses, the IPv6
-        prefixes (a privacy address that rotates within its /64 is not), a problem
-        (once a boot)."""
+        """What, changed, is worth paper: the name, the IPv4 addresses, a problem (once
+        a boot), and the IPv6 prefixes only on a network without IPv4 (a privacy
+        address rotates within its /64, and some providers rotate the prefix daily)."""
         v4 = sorted(a for a in self.addresses if ":" not in a)
-        v6 = sorted({str(ipaddress.ip_network(f"{a}/64", strict=False)) for a in self.addresses
-                     if ":" in a})  # fmt: skip
+        v6 = [] if v4 else sorted({str(ipaddress.ip_network(f"{a}/64", strict=False))
+                                   for a in self.addresses if ":" in a})  # fmt: skip
         problem = f"{self.problem}@{boot_id}" if self.problem else ""
         return json.dumps([self.hostname, v4, v6, problem])
 
@@ -180,6 +190,16 @@ class Announced:
         write_atomic(self.path, json.dumps({"fingerprint": fingerprint}).encode())
 
 
+def current_hostname() -> str:
+    """The name the Pi has now: /etc/hostname (the engine's own copy of the kernel's
+    is taken when it starts, in its namespace), else the kernel's."""
+    try:
+        name = Path("/etc/hostname").read_text().strip()
+    except OSError:
+        name = ""
+    return name or socket.gethostname()
+
+
 def boot_id() -> str:
     try:
         return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
@@ -195,7 +215,7 @@ async def keep_announcing(
     state_dir: Path,
     *,
     addresses: Callable[[], list[tuple[str, str]]] = interface_addresses,
-    hostname: Callable[[], str] = socket.gethostname,
+    hostname: Callable[[], str] = current_hostname,
     result_path: Path = RESULT_PATH,
     every: float = LOOK_EVERY,
     settle: float = SETTLE,
@@ -214,7 +234,7 @@ async def keep_announcing(
         try:
             outcome = read_result(result_path) or {}
             now = Whereabouts(hostname(), tuple(reachable(addresses())), outcome.get("problem"))
-        except OSError as e:
+        except Exception as e:  # the block is worth a retry, never the engine
             log.warning("cannot read the network's addresses: %s", e)
             await asyncio.sleep(every * 6)
             continue

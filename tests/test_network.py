@@ -23,6 +23,8 @@ from appliance.config import parse_config, render_config, render_template
 from appliance.network import (
     CONNECTION_FILE,
     IMAGER_RADIO_DONE,
+    KEYS_BEGIN,
+    KEYS_END,
     NM_STATE,
     NetworkProblem,
     keyfile,
@@ -145,7 +147,7 @@ def test_network_settings_are_applied_and_the_password_leaves_the_card(tmp_path)
     assert "WirelessEnabled=true" in (root / NM_STATE).read_text()
 
     keys = root / "home/maker/.ssh/authorized_keys"
-    assert keys.read_text() == KEY + "\n"
+    assert keys.read_text().splitlines()[1:] == [KEY, KEYS_END]
     assert keys.stat().st_mode & 0o777 == 0o600
     assert (root / "home/maker/.ssh").stat().st_mode & 0o777 == 0o700
     assert (root / "etc/systemd/system/multi-user.target.wants/ssh.service").is_symlink()
@@ -178,6 +180,77 @@ def test_a_new_password_for_the_same_network_replaces_the_old_one(tmp_path):
 
 
 @needs_systemctl
+@needs_systemctl
+def test_a_key_taken_out_of_the_settings_no_longer_logs_in(tmp_path):
+    root = card(tmp_path)
+    keys = root / "home/maker/.ssh/authorized_keys"
+    keys.parent.mkdir(mode=0o700)
+    keys.write_text("ssh-ed25519 AAAAmine maker@desk\n")  # the user's own, kept
+    assert apply(root) == 0
+    assert keys.read_text().splitlines() == [
+        "ssh-ed25519 AAAAmine maker@desk",
+        KEYS_BEGIN,
+        KEY,
+        KEYS_END,
+    ]
+    toml = root / "boot/firmware/teletype.toml"
+    toml.write_text("".join(x for x in toml.read_text().splitlines(True) if "ssh_key" not in x))
+    assert apply(root) == 0
+    assert keys.read_text().splitlines() == ["ssh-ed25519 AAAAmine maker@desk"]
+
+
+def test_no_network_section_also_revokes_the_keys_it_gave(tmp_path):
+    root = card(tmp_path)
+    if shutil.which("systemctl") is None:
+        pytest.skip("systemctl --root enables ssh (package: systemd)")
+    assert apply(root) == 0
+    (root / "boot/firmware/teletype.toml").write_text("[engine]\nqueue_size = 4\n")
+    assert apply(root) == 0
+    assert (root / "home/maker/.ssh/authorized_keys").read_text() == "\n"
+
+
+@pytest.mark.parametrize("user", ["root", "teletype"])
+def test_keys_only_go_to_a_persons_account(tmp_path, user):
+    toml = NETWORK.replace("[network]\n", f'[network]\nssh_user = "{user}"\n')
+    root = card(tmp_path, toml)
+    before = snapshot(root)
+    assert apply(root) == 78
+    assert snapshot(root) == before
+
+
+def test_the_password_is_overwritten_where_it_lay_on_the_card(tmp_path):
+    from appliance.network import overwrite_secret
+
+    path = tmp_path / "teletype.toml"
+    long_line = '[network]\nssid = "x"\npassword = "a rather long password of forty characters"\n'
+    for text in (long_line, '[network]\nssid = "x"\npassword="12345678"\n'):
+        data = text.encode()
+        path.write_bytes(data)
+        inode = path.stat().st_ino
+        after = without_password(data, "t.toml", datetime.date(2026, 11, 28))
+        assert after is not None
+        overwrite_secret(path, data, after)
+        assert path.read_bytes() == after
+        assert b"12345678" not in path.read_bytes() and b"forty" not in path.read_bytes()
+        # A comment that fits where the password was: the same file, no new clusters.
+        if len(text.splitlines()[2]) >= len(after.decode().splitlines()[2]):
+            assert path.stat().st_ino == inode
+
+
+def test_a_connection_networkmanager_rewrote_is_still_ours(tmp_path):
+    root = card(tmp_path)
+    if shutil.which("systemctl") is None:
+        pytest.skip("systemctl --root enables ssh (package: systemd)")
+    assert apply(root) == 0
+    connection = root / CONNECTION_FILE
+    # nmcli connection modify writes the SSID in its own spelling.
+    text = connection.read_text().replace(
+        "ssid=Teletype Lab", "ssid=" + "".join(f"{b};" for b in b"Teletype Lab")
+    )
+    connection.write_text(text)
+    assert apply(root) == 0  # the password (moved) is still found there
+
+
 def test_ssh_off_disables_the_server(tmp_path):
     root = card(tmp_path)
     assert apply(root) == 0

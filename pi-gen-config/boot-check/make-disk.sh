@@ -12,7 +12,7 @@
 #
 # The only things added to the root are what a real card has that a
 # debootstrapped directory lacks (fstab, a machine id left for first boot,
-# the first user, NetworkManager's state as pi-gen leaves it)
+# the first user, SSH and NetworkManager's state as pi-gen leaves them)
 # and the boot check's agent (guest/), which is how the host looks inside.
 # No loop mounts: mkfs.ext4 -d fills the root, mtools the FAT.
 set -euo pipefail
@@ -49,6 +49,9 @@ echo teletype >"$staging/etc/hostname"
 # built without WPA_COUNTRY (ours: the country is the user's to set).
 mkdir -p "$staging/var/lib/NetworkManager"
 printf '[main]\nWirelessEnabled=false\n' >"$staging/var/lib/NetworkManager/NetworkManager.state"
+# SSH off, as pi-gen's stage2 leaves it with ENABLE_SSH=0 (ours): Debian's
+# package enabled it when it was installed.
+systemctl --root="$staging" disable ssh.service >/dev/null 2>&1 || true
 # The first user, uid 1000, as pi-gen's stage1 makes it (no password: Imager
 # or userconf.txt gives it one); [network] ssh_key goes to this user.
 if ! grep -q '^maker:' "$staging/etc/passwd"; then

@@ -745,14 +745,16 @@ def network_settings(guest: Guest, r: Results, key: SshKey) -> None:
     )
     guest.sh("install -m 600 /dev/stdin /root/maker_ed25519 <<'KEY'\n" + key.private + "KEY\n")
     login = guest.out(
+        "journalctl -b --no-pager -u teletype-network | grep -c 'applied: SSH on'; "
         "systemctl is-enabled ssh; systemctl is-active ssh; ssh -i /root/maker_ed25519 "
         "-o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
         "maker@127.0.0.1 'id -un' 2>&1 | tail -1",
         timeout=120,
     )
     r.check(
-        "j. SSH is on and the key from [network] logs in as the first user",
-        login.split()[-3:] == ["enabled", "active", "maker"],
+        "j. SSH, off on the card as made, is switched on and the key from [network] logs in "
+        "as the first user",
+        login.split()[:1] == ["1"] and login.split()[-3:] == ["enabled", "active", "maker"],
         login + "\n" + journal_tail(guest, "ssh"),
     )
 
