@@ -129,9 +129,13 @@ def test_sign_in_watch_the_paper_and_cancel_at_column_zero(engine, browser, tele
     wait_until(lambda: browser.find_element(By.ID, "panel").is_displayed())
     wait_until(lambda: browser.find_element(By.ID, "state").text.upper() == "READY")
 
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
+    for name, text in (("ada", "how does the clutch work"), ("bob", "what oils the typebox")):
+        assert engine.request("POST", "/v1/history", {"name": name, "text": text}, bearer)[0] == 201
     browser.find_element(By.CSS_SELECTOR, "[data-action=press]").click()
     page_paper = lambda: browser.find_element(By.ID, "paper").text  # noqa: E731
-    wait_until(lambda: len(page_paper().replace("\n", "")) >= 40, timeout=120)
+    wait_until(lambda: len(page_paper().replace("\n", "")) >= 90, timeout=120)
+    assert "ada: how does the clutch work" in browser.find_element(By.ID, "history").text
     assert browser.find_element(By.ID, "state").text.upper() == "PRINTING"
     assert "button" in browser.find_element(By.ID, "queue").text
     printing = _api(engine, "GET", "/v1/jobs")["jobs"][0]
