@@ -762,7 +762,7 @@ def network_settings(guest: Guest, r: Results, key: SshKey) -> None:
 def relay_level(guest: Guest) -> str:
     """The motor relay's line as the kernel drives it: 'hi', 'lo', or '' if nobody holds it."""
     table = guest.out("cat /sys/kernel/debug/gpio")
-    chip = re.search(r"GPIOs (\d+)-\d+, parent: platform/[0-9a-f]+\.pl061", table)
+    chip = re.search(r"GPIOs (\d+)-\d+, parent: \S+/[0-9a-f]+\.pl061", table)
     if chip is None:
         return ""
     line = re.search(rf"gpio-{int(chip.group(1)) + MOTOR_LINE} .*\) out (hi|lo)", table)
