@@ -268,3 +268,12 @@ def test_the_page_is_locked_down_and_shows_no_secret(engine):
             2
         ].decode()
     assert TOKEN not in seen and PASSWORD not in seen
+
+
+def test_page_loads_cannot_pile_up_sessions():
+    from appliance.panel import MAX_SESSIONS, Sessions
+
+    sessions = Sessions("")  # no password: every page load gets a session
+    keys = [sessions.new()[0] for _ in range(MAX_SESSIONS * 3)]
+    assert len(sessions._sessions) == MAX_SESSIONS
+    assert keys[-1] in sessions._sessions and keys[0] not in sessions._sessions

@@ -33,6 +33,7 @@ log = logging.getLogger("teletype.panel")
 
 COOKIE = "teletype_session"
 SESSION_SECONDS = 12 * 3600
+MAX_SESSIONS = 64  # browsers signed in at once (a page load without a token makes one)
 WRONG_PASSWORD_DELAY = 1.0
 CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
@@ -72,6 +73,8 @@ class Sessions:
 
     def new(self) -> tuple[str, Session]:
         self._forget_expired()
+        while len(self._sessions) >= MAX_SESSIONS:  # the oldest browser signs in again
+            del self._sessions[min(self._sessions, key=lambda k: self._sessions[k].expires)]
         key = secrets.token_urlsafe(32)
         session = Session(secrets.token_urlsafe(32), self.clock() + SESSION_SECONDS)
         self._sessions[key] = session
