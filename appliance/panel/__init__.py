@@ -9,7 +9,7 @@ Who may use it:
 - Without `engine.token` the API listens on loopback only: the page is for
   a browser on the Pi itself (or through an SSH tunnel), no sign-in.
 - With a token (required for the network), a person signs in with
-  `engine.panel_password` (or the token itself). A wrong password costs a
+  `engine.panel_password` (the token itself while that is empty). A wrong password costs a
   second, one guess at a time: a delay, never a lockout of the owner.
 - A session is a random cookie (HttpOnly, SameSite=Strict, 12 hours); every
   request that changes something must also carry the session's CSRF token
