@@ -370,10 +370,14 @@ def test_engine_events_stream_queued_started_finished_with_text(engine):
     assert connected.wait(30)
     _, job = engine.json("POST", "/v1/generate", {"prompt": "The clutch", "max_chars": 20})
     listener.join(timeout=120)
-    job_events = [(k, d) for k, d in events if k != "port"]  # the printer's port opened too
+    # The printer's port opened too, and the paper came as it printed.
+    job_events = [(k, d) for k, d in events if k not in ("port", "paper")]
     assert [k for k, _ in job_events] == ["queued", "started", "finished"], events
     finished = job_events[2][1]
     assert finished["id"] == job["id"] and finished["text"] == job["text"]
+    paper = "".join(d["text"] for k, d in events if k == "paper")
+    printed = "".join(c for c in paper if c.isalnum())
+    assert printed and printed == "".join(c for c in job["text"].upper() if c.isalnum())
 
 
 def test_engine_cancel_stops_the_print_and_finishes_the_line(engine, teletype):
