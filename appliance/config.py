@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import ipaddress
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -152,6 +153,15 @@ class EngineConfig:
         "print the Pi's name, addresses, model and Twitch state at the first start and "
         "whenever the network changes",
     )
+
+    def tcp_on_loopback(self) -> bool:
+        """tcp_host is this machine alone (what other machines cannot reach)."""
+        if self.tcp_host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.tcp_host).is_loopback
+        except ValueError:
+            return False
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import os
 import signal
@@ -26,11 +25,7 @@ def check_exposure(config: Config) -> None:
     host = config.engine.tcp_host
     if not host or not config.engine.tcp_port:
         return
-    try:
-        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback and not config.engine.token:
+    if not config.engine.tcp_on_loopback() and not config.engine.token:
         raise ConfigError(
             f"{config.source}: engine.tcp_host is {host!r}, which other machines can reach; "
             "set engine.token (clients send it as 'Authorization: Bearer TOKEN') or use 127.0.0.1"

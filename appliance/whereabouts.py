@@ -134,11 +134,7 @@ def api_line(config: Config, hostname: str, local_name: bool) -> str:
     host, port = config.engine.tcp_host, config.engine.tcp_port
     if not host or not port:
         return "API: ON THIS PI ONLY (ITS UNIX SOCKET)"
-    try:
-        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if loopback:
+    if config.engine.tcp_on_loopback():
         return f"API: ON THIS PI ONLY, {host}:{port} (ENGINE.TCP_HOST FOR THE NETWORK)"
     name = f"{hostname}.local" if local_name else hostname
     where = name if host in ("0.0.0.0", "::") else host
