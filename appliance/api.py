@@ -176,11 +176,7 @@ async def _body(request: web.Request, kind: type[T], required: bool = False) -> 
 
 def _accepted(engine: Engine, job) -> web.Response:
     """202: the job is queued; where it is and when it should start."""
-    body = job.summary()
-    body["position"] = engine.waiting.index(job) + 1 if job in engine.waiting else 0
-    body["printer_busy"] = engine.current is not None
-    body["starts_in_seconds"] = round(engine.eta_seconds(before=job), 1)
-    return _json(body, 202)
+    return _json(engine.placed(job), 202)
 
 
 def _finished_status(job) -> int:

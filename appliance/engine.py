@@ -222,14 +222,15 @@ class Engine:
     def queue_list(self) -> list[dict[str, Any]]:
         """The job printing and the waiting ones, each with its place and when it starts."""
         jobs = [self.current] if self.current is not None else []
-        out = []
-        for job in [*jobs, *self.waiting]:
-            item = job.summary()
-            item["position"] = self.waiting.index(job) + 1 if job in self.waiting else 0
-            item["printer_busy"] = self.current is not None
-            item["starts_in_seconds"] = round(self.eta_seconds(before=job), 1)
-            out.append(item)
-        return out
+        return [self.placed(job) for job in [*jobs, *self.waiting]]
+
+    def placed(self, job: Job) -> dict[str, Any]:
+        """The job with where it is in the queue (0: printing) and about when it starts."""
+        item = job.summary()
+        item["position"] = self.waiting.index(job) + 1 if job in self.waiting else 0
+        item["printer_busy"] = self.current is not None
+        item["starts_in_seconds"] = round(self.eta_seconds(before=job), 1)
+        return item
 
     async def wait(self, job: Job) -> None:
         """Until the job is finished (an asyncio wait: no thread per waiting client).
