@@ -17,11 +17,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import warnings
 
 from appliance.client import EngineClient, EngineUnavailable
 from appliance.config import ButtonConfig
 from appliance.errors import ApplianceError, ConfigError
+from appliance.gpio import NoPinFactory, make_devices
 
 log = logging.getLogger("teletype.button")
 
@@ -145,7 +145,7 @@ def open_devices(settings: ButtonConfig):
     """The button and LED on this machine's GPIO (lgpio on a Pi 5, any factory gpiozero finds)."""
     try:
         from gpiozero import PWMLED, Button
-        from gpiozero.exc import BadPinFactory, PinFactoryFallback, PinFixedPull
+        from gpiozero.exc import PinFixedPull
     except ImportError as e:
         raise NoGPIO(
             "gpiozero is not installed (on a Pi: apt install python3-gpiozero python3-lgpio)"
@@ -155,24 +155,22 @@ def open_devices(settings: ButtonConfig):
     pull_up = {"up": True, "down": False, "none": None}[settings.pull]
     active_state = settings.active_high if pull_up is None else None
     try:
-        with warnings.catch_warnings(record=True) as fallbacks:
-            # gpiozero warns about every factory it tries; our error says it all.
-            warnings.simplefilter("always", PinFactoryFallback)
-            button = Button(
-                settings.pin,
-                pull_up=pull_up,
-                active_state=active_state,
-                bounce_time=None,
-                hold_time=settings.hold_seconds,
+        button, led = make_devices(
+            lambda: (
+                Button(
+                    settings.pin,
+                    pull_up=pull_up,
+                    active_state=active_state,
+                    bounce_time=None,
+                    hold_time=settings.hold_seconds,
+                ),
+                # Without an LED, a stand-in that lights nothing keeps the panel simple.
+                PWMLED(settings.led_pin) if settings.led_pin >= 0 else NoLED(),
             )
-            # Without an LED, a stand-in that lights nothing keeps the panel simple.
-            led = PWMLED(settings.led_pin) if settings.led_pin >= 0 else NoLED()
-    except BadPinFactory as e:
-        # Why each factory failed: on a Pi that is the real fault (a device
-        # it may not open, a directory it may not write), not "no GPIO".
-        tried = "; ".join(str(w.message) for w in fallbacks) or str(e)
+        )
+    except NoPinFactory as e:
         raise NoGPIO(
-            f"no GPIO found on this machine (gpiozero: no pin factory works here: {tried}). "
+            f"no GPIO found on this machine (gpiozero: no pin factory works here: {e.tried}). "
             "On a Raspberry Pi install python3-lgpio; on a laptop, `teletype demo` stands in "
             "for the button: an empty line or !gpt2 is a press."
         ) from e

@@ -20,11 +20,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import warnings
 from typing import Any
 
 from appliance.config import MotorConfig
 from appliance.errors import StartupError
+from appliance.gpio import NoPinFactory, make_devices
 
 log = logging.getLogger("teletype.motor")
 
@@ -137,19 +137,16 @@ def open_motor(settings: MotorConfig) -> Motor:
         return Motor(settings)
     try:
         from gpiozero import OutputDevice
-        from gpiozero.exc import BadPinFactory, PinFactoryFallback
     except ImportError as e:
         raise StartupError(f"motor.pin = {settings.pin}, but gpiozero is not installed") from e
     try:
-        with warnings.catch_warnings(record=True) as fallbacks:
-            warnings.simplefilter("always", PinFactoryFallback)
-            output = OutputDevice(
-                settings.pin, active_high=settings.active_high, initial_value=False
-            )
-    except BadPinFactory as e:
-        tried = "; ".join(str(w.message) for w in fallbacks) or str(e)
+        high = settings.active_high
+        output = make_devices(
+            lambda: OutputDevice(settings.pin, active_high=high, initial_value=False)
+        )
+    except NoPinFactory as e:
         raise StartupError(
             f"motor.pin = {settings.pin}, but there is no GPIO to switch the relay with "
-            f"(gpiozero: {tried}); set motor.pin = -1 for a Teletype without a relay"
+            f"(gpiozero: {e.tried}); set motor.pin = -1 for a Teletype without a relay"
         ) from e
     return Motor(settings, output)
