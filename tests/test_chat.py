@@ -703,12 +703,13 @@ def test_the_bridge_tells_the_engine_how_chat_is(tmp_path, engine):
 # --- `teletype chat` as systemd runs it ---------------------------------------------
 
 
-async def start_chat_process(
+@contextlib.asynccontextmanager
+async def chat_process(
     fake: FakeTwitch, config_file: Path, notify, **env: str
-) -> asyncio.subprocess.Process:
+) -> AsyncIterator[asyncio.subprocess.Process]:
     """`teletype chat` as systemd starts it (a notify socket, its stderr kept), with
-    only Twitch's address changed: the fake's."""
-    return await asyncio.create_subprocess_exec(
+    only Twitch's address changed: the fake's. Killed on the way out if still running."""
+    process = await asyncio.create_subprocess_exec(
         sys.executable,
         str(Path(__file__).with_name("twitch_at.py")),
         fake.base,
@@ -718,6 +719,19 @@ async def start_chat_process(
         env={**os.environ, "NOTIFY_SOCKET": str(notify.path), **env},
         stderr=asyncio.subprocess.PIPE,
     )
+    try:
+        yield process
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def stop_as_systemd_does(process: asyncio.subprocess.Process) -> str:
+    """SIGTERM, and up to 30 s to end; what the process said on stderr."""
+    process.terminate()
+    _, err = await asyncio.wait_for(process.communicate(), 30)
+    return err.decode()
 
 
 def test_teletype_chat_process_notifies_ready_and_stops_on_sigterm(tmp_path, engine):
@@ -736,8 +750,7 @@ def test_teletype_chat_process_notifies_ready_and_stops_on_sigterm(tmp_path, eng
         async with FakeTwitch(client_id=CLIENT_ID, client_secret=None) as fake:
             users = _users(fake)
             _sign_in(fake, config)
-            process = await start_chat_process(fake, config_file, notify)
-            try:
+            async with chat_process(fake, config_file, notify) as process:
                 await asyncio.to_thread(notify.wait_for, "READY=1", 30)
                 await fake.push_chat("hello from chat", broadcaster=users["streamer"],
                                      chatter=users["alice"])  # fmt: skip
@@ -746,13 +759,8 @@ def test_teletype_chat_process_notifies_ready_and_stops_on_sigterm(tmp_path, eng
                     if lines["lines"]:
                         break
                     await asyncio.sleep(0.1)
-                process.terminate()
-                _, err = await asyncio.wait_for(process.communicate(), 30)
-            finally:
-                if process.returncode is None:
-                    process.kill()
-                    await process.wait()
-            return lines["lines"], process.returncode, err.decode()
+                err = await stop_as_systemd_does(process)
+            return lines["lines"], process.returncode, err
 
     try:
         lines, code, err = asyncio.run(scenario())

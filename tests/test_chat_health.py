@@ -22,8 +22,9 @@ from tests.test_chat import (
     _config,
     _sign_in,
     _users,
+    chat_process,
     stage,
-    start_chat_process,
+    stop_as_systemd_does,
 )
 from tests.wire import check_ascii
 
@@ -260,7 +261,6 @@ def test_teletype_chat_survives_a_misbehaving_twitch_and_logs_no_token(tmp_path,
         async with FakeTwitch(client_id=CLIENT_ID, client_secret=None) as fake:
             users = _users(fake)
             tokens = _sign_in(fake, config)
-            process = await start_chat_process(fake, config_file, notify, WATCHDOG_USEC="2000000")
             said: list[str] = []
 
             async def say(text: str, **kw) -> None:
@@ -269,7 +269,8 @@ def test_teletype_chat_survives_a_misbehaving_twitch_and_logs_no_token(tmp_path,
                     text, broadcaster=users["streamer"], chatter=users["alice"], **kw
                 )
 
-            try:
+            env = {"WATCHDOG_USEC": "2000000"}
+            async with chat_process(fake, config_file, notify, **env) as process:
                 await asyncio.to_thread(notify.wait_for, "READY=1", 30)
                 await say("line one")
                 await say("line two, delivered twice", duplicate=True)
@@ -292,15 +293,10 @@ def test_teletype_chat_survives_a_misbehaving_twitch_and_logs_no_token(tmp_path,
                         "lines"
                     ]
                 ]
-                process.terminate()
-                _, err = await asyncio.wait_for(process.communicate(), 30)
-            finally:
-                if process.returncode is None:
-                    process.kill()
-                    await process.wait()
+                err = await stop_as_systemd_does(process)
             fresh = load_tokens(token_path(Path(config.engine.state_dir)))
             secrets = {tokens.token, tokens.refresh, fresh.token, fresh.refresh}
-            return lines, fake.chat_messages, process.returncode, err.decode(), secrets
+            return lines, fake.chat_messages, process.returncode, err, secrets
 
     try:
         lines, posts, code, err, secrets = asyncio.run(scenario())
