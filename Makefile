@@ -5,6 +5,8 @@
 #   CORPUS   training text: a local path or an http(s) URL      (the Teletype manuals by URL)
 #   BUILD    where the model pipeline writes its work           (build/model)
 #   MODEL    a GGUF for `make eval`                             (the embedded model)
+#   CHECKPOINT  gpt-2-simple's run directory for `make model-import`
+#   OUT, TYPE   its GGUF and quantisation                       (models/RUN-SIZE.q8_0.gguf)
 #   PYTEST   extra arguments for pytest                         (none)
 #   PIGEN_COMMIT  the pi-gen commit `make image` builds with      (the 2026-06-18 Bookworm arm64 release)
 #   IMAGE_URL_BASE  where `make image`'s files will be served, for Imager's repository
@@ -16,16 +18,21 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # The demo needs only what the Pi installs: no torch, no transformers.
 APPLIANCE_STAMP := $(VENV)/.installed-appliance
+# TensorFlow and gpt-2-simple, for the import step's tests only.
+TF_STAMP := $(VENV)/.installed-tf-reference
 BUILD  ?= build/model
 CORPUS ?=
 MODEL  ?= models/teletype-tiny.q8_0.gguf
+CHECKPOINT ?=
+OUT    ?=
+TYPE   ?= q8_0
 PYTEST ?=
 CONVERT := $(BIN)/python -m convert
 
 corpus_arg = $(if $(CORPUS),--corpus $(CORPUS),)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup system-deps test-deps demo test lint bench model model-sweep gguf quantize eval clean \
+.PHONY: help setup system-deps test-deps demo test lint bench model model-import model-sweep gguf quantize eval clean \
 	wheels-arm64 wheels-arm64-deps image-check image-check-deps boot-check boot-check-deps \
 	image wiring
 
@@ -40,6 +47,7 @@ help:
 	@echo "make setup        create .venv and install (a no-op when nothing changed)"
 	@echo "make bench        speed, memory, start-up and pacing, side by side (bench/results.md)"
 	@echo "make model        corpus -> tokenizer -> train -> GGUF -> quantise -> eval -> models/"
+	@echo "make model-import CHECKPOINT=checkpoint/run1 [OUT=FILE.gguf]  a gpt-2-simple model -> GGUF + card"
 	@echo "make model-sweep  measure validation loss against model size and time (for the card)"
 	@echo "make gguf         $(BUILD)/hf -> $(BUILD)/gguf/model.f32.gguf and .f16.gguf"
 	@echo "make quantize     $(BUILD)/gguf/model.f16.gguf -> Q8_0, Q6_K, Q5_K_M, Q4_K_M"
@@ -85,8 +93,12 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: lint test-deps
+test: lint test-deps $(TF_STAMP)
 	$(BIN)/python -m pytest $(PYTEST)
+
+$(TF_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[convert,dev,tf-reference]'
+	touch $@
 
 # What tests/test_imager_repo.py makes a small SD card with, and the browser
 # tests/test_panel.py drives (as root with apt they are installed; otherwise
@@ -112,6 +124,11 @@ bench: setup
 
 model: setup
 	$(CONVERT) model $(corpus_arg) --build $(BUILD) --out models
+
+# A gpt-2-simple checkpoint (checkpoint/run1) -> a card-ready GGUF and its card.
+model-import: setup
+	@test -n "$(CHECKPOINT)" || { echo "usage: make model-import CHECKPOINT=path/to/run1 [OUT=FILE.gguf] [TYPE=q8_0]"; exit 2; }
+	$(CONVERT) import "$(CHECKPOINT)" --type $(TYPE) $(if $(OUT),--out "$(OUT)",)
 
 model-sweep: setup
 	$(CONVERT) sweep $(corpus_arg) --build build/sweep --out models/size-sweep.json

@@ -126,6 +126,23 @@ def _eval(args) -> None:
         write_report(rows, args.json)
 
 
+def _gpt2_simple(args) -> None:
+    from convert.gpt2_simple import import_checkpoint
+
+    checkpoint = import_checkpoint(args.checkpoint, args.out, args.step)
+    print(
+        f"{checkpoint.prefix.name} (GPT-2 {checkpoint.size_name}; {checkpoint.tokenizer_note})"
+        f" -> {args.out}"
+    )
+
+
+def _import(args) -> None:
+    from convert.import_model import import_to_gguf
+
+    gguf, card = import_to_gguf(args.checkpoint, args.out, args.type, args.step, args.hf_out)
+    print(f"{gguf} ({gguf.stat().st_size / 1e6:.1f} MB), its card {card}")
+
+
 def _model(args) -> None:
     from convert.pipeline import run_model
 
@@ -228,6 +245,30 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-samples", action="store_true", help="skip the repetition measure")
     p.add_argument("--json", type=Path, help="also write the rows here")
     p.set_defaults(run=_eval)
+
+    p = steps.add_parser(
+        "gpt2-simple", help="a gpt-2-simple checkpoint (checkpoint/run1) -> transformers directory"
+    )
+    p.add_argument("checkpoint", type=Path, help="gpt-2-simple's run directory")
+    p.add_argument("--out", type=Path, required=True, help="the transformers directory to write")
+    p.add_argument(
+        "--step", type=int, help="import model-STEP (default: the one `checkpoint` names)"
+    )
+    p.set_defaults(run=_gpt2_simple)
+
+    from convert.import_model import OUT_TYPES
+
+    p = steps.add_parser(
+        "import", help="a gpt-2-simple checkpoint -> a card-ready GGUF and its model card"
+    )
+    p.add_argument("checkpoint", type=Path, help="gpt-2-simple's run directory")
+    p.add_argument("--out", type=Path, help="the GGUF (default models/RUN-SIZE.TYPE.gguf)")
+    p.add_argument("--type", choices=OUT_TYPES, default="q8_0")
+    p.add_argument(
+        "--step", type=int, help="import model-STEP (default: the one `checkpoint` names)"
+    )
+    p.add_argument("--hf-out", type=Path, help="also keep the transformers directory here")
+    p.set_defaults(run=_import)
 
     p = steps.add_parser("model", help="the whole pipeline -> models/ (the embedded model)")
     p.add_argument("--corpus", help="local path or URL (default: the Teletype manuals by URL)")

@@ -23,3 +23,7 @@ class ConversionError(ConvertError):
 
 class TensorMismatchError(ConversionError):
     """A tensor's name or shape is not what the other format expects."""
+
+
+class CheckpointError(ConvertError):
+    """A checkpoint directory that cannot be imported, and why."""
