@@ -31,7 +31,9 @@ def _opt(default: Any, help: str, *, choices=None, min=None, max=None, secret=Fa
 
 @dataclass(frozen=True)
 class ModelConfig:
-    path: str = _opt("", "GGUF file; empty for the embedded model")
+    path: str = _opt(
+        "", "GGUF file: a name beside this file, or a full path; empty for the embedded model"
+    )
     threads: int = _opt(0, "CPU threads for generation; 0 for all cores", min=0, max=64)
     flash_attn: bool = _opt(True, "llama.cpp's flash attention (a sooner first character: bench/)")
     temperature: float = _opt(0.75, "sampling temperature", min=0.0, max=2.0)
@@ -41,6 +43,9 @@ class ModelConfig:
     repeat_last_n: int = _opt(64, "how many recent tokens the penalty looks at", min=0)
     max_chars: int = _opt(500, "stop at the first sentence end past this", min=20, max=5000)
     seed: int = _opt(-1, "sampling seed; -1 for a new one each time", min=-1)
+    check_memory: bool = _opt(
+        True, "refuse at start a model too big for this board's memory (README: boards)"
+    )
 
 
 @dataclass(frozen=True)
@@ -210,7 +215,14 @@ def load_config(explicit: Path | None = None) -> Config:
     path = find_config(explicit)
     if path is None:
         return Config()
-    return parse_config(path.read_bytes(), str(path))
+    config = parse_config(path.read_bytes(), str(path))
+    model = config.model.path
+    if model and not Path(model).expanduser().is_absolute():
+        # A model copied onto the card beside teletype.toml is named by its
+        # file name alone: relative to the file that names it, not to
+        # wherever the engine happens to start.
+        config = config.replace("model", path=str(path.parent / model))
+    return config
 
 
 def parse_config(data: bytes, source: str) -> Config:

@@ -64,9 +64,16 @@ class Sampling:
 
 def load_generator(model_config) -> Generator:
     """The generator for the [model] config section (the embedded model if none is set)."""
+    from appliance.memory import BATCH, check_fits, mem_available
+
     m = model_config
+    path = find_model(m.path)
+    # Before llama.cpp maps a byte: a model too big for the board is one
+    # line and exit 78 now, not an out-of-memory kill in the middle of a print.
+    check_fits(path, mem_available() if m.check_memory else None)
     return Generator(
-        find_model(m.path),
+        path,
+        batch=BATCH,
         threads=m.threads,
         repeat_last_n=m.repeat_last_n,
         flash_attn=m.flash_attn,

@@ -9,7 +9,7 @@ text has about as many characters a token as real GPT-2 text and a random
 model prints something of the right length.
 
 Cached in bench/cache/<name>/ (git ignores it): the transformers directory
-and the GGUFs at F16, Q8_0, Q6_K and Q4_K_M.
+and the GGUFs at F16, Q8_0, Q6_K, Q5_K_M and Q4_K_M.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / "bench" / "cache"
 VOCAB = 50257
 N_CTX = 1024
-QUANTS = ("f16", "q8_0", "q6_k", "q4_k_m")
+QUANTS = ("f16", "q8_0", "q6_k", "q5_k_m", "q4_k_m")
 
 
 @dataclass(frozen=True)
