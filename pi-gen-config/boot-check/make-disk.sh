@@ -23,7 +23,10 @@ out=${3:?usage: make-disk.sh ROOTFS TELETYPE_TOML OUT_DIR}
 here=$(cd "$(dirname "$0")" && pwd)
 # A fixed disk identifier, as pi-gen gives each image one.
 disk_id=7e1e7e33
-boot_mib=64
+# BOOT_MIB: the FAT partition's size; BOOT_EXTRA: a folder whose files go onto
+# it too (a user's GGUF copied beside teletype.toml, for make board-fit).
+boot_mib=${BOOT_MIB:-64}
+boot_extra=${BOOT_EXTRA:-}
 mkdir -p "$out"
 staging="$out/root"
 rm -rf "$staging" "$out/disk.img" "$out/boot.img" "$out/root.img"
@@ -35,6 +38,9 @@ mkdir -p "$out/bootfs"
 rm -rf "$out/bootfs"/*
 cp "${boot_files[@]}" "$out/bootfs/"
 cp "$toml" "$out/bootfs/teletype.toml"
+if [ -n "$boot_extra" ]; then
+	cp "$boot_extra"/* "$out/bootfs/"
+fi
 rm -rf "${staging:?}"/boot/firmware/*
 
 cat >"$staging/etc/fstab" <<FSTAB

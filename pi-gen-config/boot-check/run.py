@@ -224,7 +224,9 @@ class Paper:
 class Guest:
     """One run of the emulated Pi, from power on to power off (or a cut)."""
 
-    def __init__(self, work: Path, disk_id: str, console: Path, cmdline: str):
+    def __init__(
+        self, work: Path, disk_id: str, console: Path, cmdline: str, memory_mb: int = MEMORY_MB
+    ):
         self.work = work
         self.agent_path, self.uart_path = work / "agent.sock", work / "uart.sock"
         self.qmp_path = work / "qmp.sock"
@@ -233,7 +235,7 @@ class Guest:
         self.args = [
             "qemu-system-aarch64",
             "-M", "virt,acpi=off",
-            "-cpu", CPU, "-smp", str(CORES), "-m", str(MEMORY_MB),
+            "-cpu", CPU, "-smp", str(CORES), "-m", str(memory_mb),
             "-display", "none", "-monitor", "none", "-nic", "none",
             "-kernel", str(kernel), "-initrd", str(initrd),
             "-append", cmdline,
