@@ -206,25 +206,73 @@ def find_config(explicit: Path | None) -> Path | None:
     return next((p for p in SEARCH_PATHS if p.is_file()), None)
 
 
+# teletype.toml is a page of settings; anything near this size is a mistake,
+# and reading 100 MB would take a Zero 2 W's whole memory.
+MAX_CONFIG_BYTES = 1 << 20
+
+
 def load_config(explicit: Path | None = None) -> Config:
     path = find_config(explicit)
     if path is None:
         return Config()
-    return parse_config(path.read_bytes(), str(path))
+    return parse_config(read_capped(path), str(path))
+
+
+def read_capped(path: Path) -> bytes:
+    """The file's bytes, at most one more than MAX_CONFIG_BYTES (parse_toml says it is too big)."""
+    with path.open("rb") as f:
+        return f.read(MAX_CONFIG_BYTES + 1)
+
+
+SAVE_AS_UTF8 = (
+    "save it as UTF-8 (Notepad: File, Save as, Encoding: UTF-8; TextEdit: Format, "
+    "Make Plain Text, then UTF-8)"
+)
+
+
+def decode_config(data: bytes, source: str) -> str:
+    """The file's text: UTF-8 (with or without Notepad's byte-order mark) or UTF-16 with one."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        try:
+            return data.decode("utf-16")  # Notepad's "UTF-16 LE/BE"; the mark says which
+        except UnicodeDecodeError as e:
+            raise ConfigError(
+                f"{source}: not readable as UTF-16 ({e.reason}): {SAVE_AS_UTF8}"
+            ) from e
+    if b"\x00" in data:  # never in TOML; every other byte of ASCII saved as UTF-16
+        raise ConfigError(f"{source}: looks like UTF-16 without a byte-order mark: {SAVE_AS_UTF8}")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{source}: is not UTF-8 (byte {data[e.start]:#04x} on line {line}: another code "
+            f"page?): {SAVE_AS_UTF8}"
+        ) from e
+
+
+def parse_toml(data: bytes, source: str) -> dict[str, Any]:
+    """The file as TOML; every way it can be unreadable is one ConfigError line."""
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"{source}: larger than 1 MiB: this is not a settings file (start again from "
+            "the template)"
+        )
+    # tomllib itself accepts CRLF line ends.
+    text = decode_config(data, source)
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{source}: not valid TOML: {e}") from e
+    except RecursionError:
+        raise ConfigError(f"{source}: not valid TOML: arrays or tables nested too deeply") from None
+    except MemoryError:
+        raise ConfigError(f"{source}: too much to read (not enough memory)") from None
 
 
 def parse_config(data: bytes, source: str) -> Config:
     """Parse and validate; every problem names the file and the key."""
-    try:
-        # utf-8-sig: Windows editors put a byte-order mark first. tomllib
-        # itself accepts CRLF line ends.
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{source}: not UTF-8 text ({e})") from e
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{source}: not valid TOML: {e}") from e
+    raw = parse_toml(data, source)
     section_types = _section_types()
     sections: dict[str, Any] = {}
     for name, values in raw.items():
