@@ -353,11 +353,13 @@ TEMPLATE_HEADER = """\
 # teletype.toml: the Teletype GPT-2 appliance's settings.
 #
 # This file is on the SD card's boot partition, so any computer can edit it
-# before the Pi's first boot (Windows line endings and Notepad's byte-order
-# mark are fine). Every setting is shown commented out with its default:
-# remove the "# " in front of a line and change the value to use it. A
-# mistake stops the appliance with a message that names the setting
-# (`journalctl -u teletype-engine`, or `teletype config` over SSH).
+# before the Pi's first boot: Notepad, TextEdit or any text editor (save it
+# as plain text, UTF-8; Windows line endings are fine). Every setting is
+# shown commented out with its default: remove the "# " in front of a line
+# and change the value to use it ([network], at the end, is different: fill
+# in its values between the quotes). A mistake stops the appliance with a
+# message that names the setting (`journalctl -u teletype-engine`, or
+# `teletype config` over SSH).
 #
 # Text goes in "quotes"; true/false and numbers do not.
 """
@@ -380,13 +382,18 @@ NETWORK_NOTE = """\
 [network]
 # Wi-Fi, the Pi's name and SSH, applied at boot before the network starts
 # (teletype-network.service; it is how to set them up without Raspberry Pi
-# Imager). The password is then moved into NetworkManager and taken out of
-# this file: the card's boot partition is readable by anyone who has it.
-# A mistake is printed on the Teletype and nothing is changed."""
+# Imager). Fill in a value between the quotes, with no "#" to remove; empty
+# means not set (that part of the Pi is left as it is). true and false go
+# without quotes. The password is taken off this card at the next boot, even
+# if something here is wrong: the card's boot partition is readable by
+# anyone who has it. A mistake is printed on the Teletype and nothing is
+# changed."""
 
 
 def render_template() -> str:
-    """The user's teletype.toml: every section, every key commented out at its default."""
+    """The user's teletype.toml: every key commented out at its default, but [network]'s:
+    those are live and empty, to be filled in between the quotes (a value typed after a
+    "#" would be silently unused, and a password typed there left on the card)."""
     defaults = Config()
     lines = [TEMPLATE_HEADER]
     for name in ("teletype", "model", "history", "keyboard", "button", "chat", "moderation",
@@ -401,8 +408,8 @@ def render_template() -> str:
     from appliance.network import KEYS
 
     lines.append(NETWORK_NOTE)
-    for key, (example, help_text) in KEYS.items():
-        lines.append(f"# {key} = {example}  # {help_text}")
+    for key, (_, help_text) in KEYS.items():
+        lines.append(f'{key} = ""  # {help_text}')
     lines.append("")
     return "\n".join(lines)
 

@@ -619,12 +619,12 @@ def _wifi_connection(settings: NetworkSettings, machine: Machine) -> tuple[Path,
         _ssid_bytes(existing.get("wifi", {}).get("ssid", "")) == settings.ssid.encode()
         and existing.get("connection", {}).get("id") == CONNECTION_ID
     )
-    password = settings.password
+    password = "" if settings.open else settings.password
     if password is None:
         if not same_network:
             raise NetworkProblem(
                 f"network.password is not set for the Wi-Fi {settings.ssid!r} "
-                '(password = "" for an open network)'
+                "(open = true for a network with no password)"
             )
         psk = existing.get("wifi-security", {}).get("psk")
         password = _unescape(psk) if psk is not None else ""
@@ -921,7 +921,7 @@ def describe(settings: NetworkSettings) -> str:
         how = (
             "password in the file"
             if settings.password
-            else ("open network" if settings.password == "" else "password moved to NetworkManager")
+            else ("open network" if settings.open else "password moved off the card")
         )
         out.append(f"Wi-Fi: {settings.ssid!r} ({how}), country {settings.country}")
     if settings.hostname:

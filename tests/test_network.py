@@ -402,9 +402,11 @@ def test_the_keyfile_escapes_what_networkmanager_would_misread():
     assert "psk=\\sback\\\\slash \n" in text
 
 
-def test_an_open_network_has_no_security_section(tmp_path):
-    settings = parse_network({"country": "US", "ssid": "Museum Guest", "password": ""}, "t")
-    assert "[wifi-security]" not in keyfile(settings, "", "u")
+def test_an_open_network_is_said_so_and_has_no_security_section(tmp_path):
+    settings = parse_network({"country": "US", "ssid": "Museum Guest", "open": True}, "t")
+    assert settings.open and "[wifi-security]" not in keyfile(settings, "", "u")
+    with pytest.raises(NetworkProblem, match="open is true, and a password is given too"):
+        parse_network({"country": "US", "ssid": "M", "open": True, "password": PASSWORD}, "t")
 
 
 # --- Raspberry Pi Imager's Wi-Fi on this image -------------------------------------------
@@ -433,9 +435,15 @@ def test_imagers_wifi_gets_networkmanagers_radio_switched_on_once(tmp_path):
 def test_the_template_shows_network_and_a_wrong_network_never_stops_the_engine():
     template = render_template()
     assert "\n[network]\n" in template
-    for key in ("country", "ssid", "password", "hidden", "hostname", "ssh", "ssh_key", "ssh_user"):
-        assert f"\n# {key} = " in template
-    assert tomllib.loads(template) == {s: {} for s in tomllib.loads(template)}
+    # Live and empty: a value goes between the quotes, with no "#" to remove.
+    for key in ("country", "ssid", "password", "open", "hidden", "hostname", "ssh", "ssh_key",
+                "ssh_user"):  # fmt: skip
+        assert f'\n{key} = ""  # ' in template
+    settings = tomllib.loads(template)
+    assert parse_network(settings["network"], "t").empty
+    assert {k: v for k, v in settings.items() if k != "network"} == {
+        s: {} for s in settings if s != "network"
+    }
     # The engine, the button and the chat bridge read the same file: a
     # mistake in [network] is the oneshot's to report, on paper.
     config = parse_config(b'[network]\ncountry = "UK"\npassword = "12345678"\n', "t.toml")
@@ -451,6 +459,13 @@ def test_the_unit_runs_the_command_before_networkmanager_and_sshd():
                       "avahi-daemon.service", "teletype-engine.service"):  # fmt: skip
         assert unit_name in before.split()
     assert "RequiresMountsFor=/boot/firmware" in unit
+    # Ordered before the network and sshd, so a hang must not hold them for
+    # ever: a start timeout, and only ordering (a failure lets them start).
+    timeout = [x.split("=", 1)[1] for x in unit.splitlines() if x.startswith("TimeoutStartSec=")]
+    assert timeout and timeout[0].endswith("s") and 0 < int(timeout[0][:-1]) <= 120
+    assert not any(
+        x.startswith(("Requires=", "RequiredBy=", "BindsTo=")) for x in unit.splitlines()
+    )
 
 
 def test_the_result_for_the_engine_holds_no_secret(tmp_path):
@@ -773,3 +788,11 @@ def test_the_templates_own_commented_lines_are_not_reported(tmp_path):
     code, problem = run_on(root, tmp_path)
     assert (code, problem) == (0, "")
     assert snapshot(root) == before
+
+
+def test_the_template_is_filled_in_between_the_quotes(tmp_path):
+    text = render_template()
+    for key, value in (("country", "GB"), ("ssid", "Home"), ("password", PASSWORD)):
+        text = text.replace(f'\n{key} = ""', f'\n{key} = "{value}"')
+    settings = parse_network(tomllib.loads(text)["network"], "t")
+    assert (settings.country, settings.ssid, settings.password) == ("GB", "Home", PASSWORD)
