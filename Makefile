@@ -10,7 +10,7 @@
 #   PYTEST   extra arguments for pytest                         (none)
 #   PIGEN_COMMIT  the pi-gen commit `make image` builds with      (the 2026-06-18 Bookworm arm64 release)
 #   IMAGE_URL_BASE  where `make image`'s files will be served, for Imager's repository
-#                   (none: file:// URLs on this machine)
+#                   (none: a local manifest, file:// URLs that work on this machine only)
 
 PYTHON ?= python3
 VENV   := .venv
@@ -216,7 +216,8 @@ image: wheels-arm64
 	  cp "$$built" build/image/$$name; \
 	  (cd build/image && sha256sum $$name > $$name.sha256); \
 	  $(PYTHON) pi-gen-config/imager-repo.py build/image/$$name --out build/image --release-date $$date \
-	    $(if $(IMAGE_URL_BASE),--url $(IMAGE_URL_BASE)/$$name --icon-url $(IMAGE_URL_BASE)/teletype-gpt2.png,)
+	    $(if $(IMAGE_URL_BASE),--url-base $(IMAGE_URL_BASE),--local)
+	@echo $(if $(IMAGE_URL_BASE),"Imager repository for $(IMAGE_URL_BASE): publish the files in build/image there","Imager repository with file:// URLs, for this computer only (teletype-gpt2-local.rpi-imager-manifest); set IMAGE_URL_BASE for one that works where it is published")
 	@ls -l build/image
 
 wiring: setup

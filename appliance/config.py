@@ -211,11 +211,16 @@ def find_config(explicit: Path | None) -> Path | None:
     return next((p for p in SEARCH_PATHS if p.is_file()), None)
 
 
+# teletype.toml is a page of settings; anything near this size is a mistake,
+# and reading 100 MB would take a Zero 2 W's whole memory.
+MAX_CONFIG_BYTES = 1 << 20
+
+
 def load_config(explicit: Path | None = None) -> Config:
     path = find_config(explicit)
     if path is None:
         return Config()
-    config = parse_config(path.read_bytes(), str(path))
+    config = parse_config(read_capped(path), str(path))
     model = config.model.path
     if model and not Path(model).expanduser().is_absolute():
         # A model copied onto the card beside teletype.toml is named by its
@@ -225,18 +230,61 @@ def load_config(explicit: Path | None = None) -> Config:
     return config
 
 
-def parse_config(data: bytes, source: str) -> Config:
-    """Parse and validate; every problem names the file and the key."""
+def read_capped(path: Path) -> bytes:
+    """The file's bytes, at most one more than MAX_CONFIG_BYTES (parse_toml says it is too big)."""
+    with path.open("rb") as f:
+        return f.read(MAX_CONFIG_BYTES + 1)
+
+
+SAVE_AS_UTF8 = (
+    "save it as UTF-8 (Notepad: File, Save as, Encoding: UTF-8; TextEdit: Format, "
+    "Make Plain Text, then UTF-8)"
+)
+
+
+def decode_config(data: bytes, source: str) -> str:
+    """The file's text: UTF-8 (with or without Notepad's byte-order mark) or UTF-16 with one."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        try:
+            return data.decode("utf-16")  # Notepad's "UTF-16 LE/BE"; the mark says which
+        except UnicodeDecodeError as e:
+            raise ConfigError(
+                f"{source}: not readable as UTF-16 ({e.reason}): {SAVE_AS_UTF8}"
+            ) from e
+    if b"\x00" in data:  # never in TOML; every other byte of ASCII saved as UTF-16
+        raise ConfigError(f"{source}: looks like UTF-16 without a byte-order mark: {SAVE_AS_UTF8}")
     try:
-        # utf-8-sig: Windows editors put a byte-order mark first. tomllib
-        # itself accepts CRLF line ends.
-        text = data.decode("utf-8-sig")
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        raise ConfigError(f"{source}: not UTF-8 text ({e})") from e
+        line = data[: e.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{source}: is not UTF-8 (byte {data[e.start]:#04x} on line {line}: another code "
+            f"page?): {SAVE_AS_UTF8}"
+        ) from e
+
+
+def parse_toml(data: bytes, source: str) -> dict[str, Any]:
+    """The file as TOML; every way it can be unreadable is one ConfigError line."""
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"{source}: larger than 1 MiB: this is not a settings file (start again from "
+            "the template)"
+        )
+    # tomllib itself accepts CRLF line ends.
+    text = decode_config(data, source)
     try:
-        raw = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{source}: not valid TOML: {e}") from e
+    except RecursionError:
+        raise ConfigError(f"{source}: not valid TOML: arrays or tables nested too deeply") from None
+    except MemoryError:
+        raise ConfigError(f"{source}: too much to read (not enough memory)") from None
+
+
+def parse_config(data: bytes, source: str) -> Config:
+    """Parse and validate; every problem names the file and the key."""
+    raw = parse_toml(data, source)
     section_types = _section_types()
     sections: dict[str, Any] = {}
     for name, values in raw.items():
@@ -317,11 +365,13 @@ TEMPLATE_HEADER = """\
 # teletype.toml: the Teletype GPT-2 appliance's settings.
 #
 # This file is on the SD card's boot partition, so any computer can edit it
-# before the Pi's first boot (Windows line endings and Notepad's byte-order
-# mark are fine). Every setting is shown commented out with its default:
-# remove the "# " in front of a line and change the value to use it. A
-# mistake stops the appliance with a message that names the setting
-# (`journalctl -u teletype-engine`, or `teletype config` over SSH).
+# before the Pi's first boot: Notepad, TextEdit or any text editor (save it
+# as plain text, UTF-8; Windows line endings are fine). Every setting is
+# shown commented out with its default: remove the "# " in front of a line
+# and change the value to use it ([network], at the end, is different: fill
+# in its values between the quotes). A mistake stops the appliance with a
+# message that names the setting (`journalctl -u teletype-engine`, or
+# `teletype config` over SSH).
 #
 # Text goes in "quotes"; true/false and numbers do not.
 """
@@ -344,13 +394,18 @@ NETWORK_NOTE = """\
 [network]
 # Wi-Fi, the Pi's name and SSH, applied at boot before the network starts
 # (teletype-network.service; it is how to set them up without Raspberry Pi
-# Imager). The password is then moved into NetworkManager and taken out of
-# this file: the card's boot partition is readable by anyone who has it.
-# A mistake is printed on the Teletype and nothing is changed."""
+# Imager). Fill in a value between the quotes, with no "#" to remove; empty
+# means not set (that part of the Pi is left as it is). true and false go
+# without quotes. The password is taken off this card at the next boot, even
+# if something here is wrong: the card's boot partition is readable by
+# anyone who has it. A mistake is printed on the Teletype and nothing is
+# changed."""
 
 
 def render_template() -> str:
-    """The user's teletype.toml: every section, every key commented out at its default."""
+    """The user's teletype.toml: every key commented out at its default, but [network]'s:
+    those are live and empty, to be filled in between the quotes (a value typed after a
+    "#" would be silently unused, and a password typed there left on the card)."""
     defaults = Config()
     lines = [TEMPLATE_HEADER]
     for name in ("teletype", "model", "history", "keyboard", "button", "chat", "moderation",
@@ -365,8 +420,8 @@ def render_template() -> str:
     from appliance.network import KEYS
 
     lines.append(NETWORK_NOTE)
-    for key, (example, help_text) in KEYS.items():
-        lines.append(f"# {key} = {example}  # {help_text}")
+    for key, (_, help_text) in KEYS.items():
+        lines.append(f'{key} = ""  # {help_text}')
     lines.append("")
     return "\n".join(lines)
 

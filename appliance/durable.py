@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
 from pathlib import Path
 
 
@@ -53,3 +55,34 @@ def remove_leftovers(path: Path) -> None:
     # By stem: ".history.*" also catches the names the mkstemp of earlier versions used.
     for stale in path.parent.glob(f".{path.stem}.*"):
         stale.unlink(missing_ok=True)
+
+
+def write_atomic_in(
+    dir_fd: int, name: str, data: bytes, mode: int, owner: tuple[int, int] | None = None
+) -> None:
+    """write_atomic inside an open directory whose contents someone else controls.
+
+    For root writing into a user's folder (~/.ssh): nothing here follows a
+    link the user may have placed. The temporary file has an unguessable
+    name and is created with O_EXCL and O_NOFOLLOW beside `name`, relative
+    to the open directory; its mode and owner are set on the open file
+    (fchmod, fchown); and the rename replaces whatever `name` is, a link
+    included, instead of writing through it.
+    """
+    tmp = f".{name}.{secrets.token_hex(8)}"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(tmp, flags, 0o600, dir_fd=dir_fd)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            if owner is not None:
+                os.fchown(f.fileno(), *owner)
+            os.fchmod(f.fileno(), mode)
+            os.fsync(f.fileno())
+        os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp, dir_fd=dir_fd)
+        raise
+    os.fsync(dir_fd)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import datetime
 import json
 import logging
@@ -39,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from appliance import authorized_keys
 from appliance.durable import write_atomic
 from appliance.errors import ConfigError
 from appliance.logs import secret
@@ -70,19 +72,22 @@ KEY_TYPES = (
     "sk-ecdsa-sha2-nistp256@openssh.com",
 )
 
-# Each key: (example shown in the template, help). The template shows them
-# commented out, as it does every other section's.
+# Each key: (the value an earlier template showed, commented out, help). The
+# template now has every key live and empty ("" is "not set" for each), so
+# that a value is filled in between the quotes with no "#" to remove; a
+# commented-out line with any other value is reported (see commented_out).
 KEYS: dict[str, tuple[str, str]] = {
     "country": ('"GB"', "Wi-Fi country, two letters (ISO 3166: GB, US, DE...); the radio stays "
                 "off until it is set"),
     "ssid": ('""', "the Wi-Fi network's name"),
-    "password": ('""', "its password (8 to 63 characters; \"\" for an open network); moved "
-                 "off this card at the next boot"),
-    "hidden": ("false", "the network does not announce its name"),
+    "password": ('""', "its password (8 to 63 characters); moved off this card at the next boot"),
+    "open": ("false", "true (no quotes) for a network with no password"),
+    "hidden": ("false", "true (no quotes) if the network does not announce its name"),
     "hostname": ('"teletype"', "the Pi's name on the network (then NAME.local)"),
-    "ssh": ("true", "OpenSSH's server on or off (not set: on with an ssh_key, else as Imager "
-            "or the ssh file left it)"),
-    "ssh_key": ('""', "a public key (one line of ~/.ssh/id_ed25519.pub) allowed to log in"),
+    "ssh": ("true", "OpenSSH's server: true or false, no quotes (empty: on with an ssh_key, "
+            "else as Imager or the ssh file left it)"),
+    "ssh_key": ('""', "a public key (one line of ~/.ssh/id_ed25519.pub) allowed to log in; "
+                'several: ["...", "..."]'),
     "ssh_user": ('""', "whose key it is; empty for the first user (the one Imager or "
                  "userconf.txt made)"),
 }  # fmt: skip
@@ -95,6 +100,7 @@ class NetworkSettings:
     country: str | None = None
     ssid: str | None = None
     password: str | None = None  # None: not in the file (moved before, or never there)
+    open: bool = False  # a network with no password
     hidden: bool = False
     hostname: str | None = None
     ssh: bool | None = None
@@ -124,22 +130,24 @@ def parse_network(raw: Any, source: str) -> NetworkSettings:
             known = ", ".join(KEYS)
             raise NetworkProblem(f"{source}: unknown key network.{key} (known: {known})")
 
+    # Empty is "not set" for every key: the template has each one live and empty.
     def text(key: str) -> str | None:
         value = raw.get(key)
         if value is not None and not isinstance(value, str):
             raise NetworkProblem(f"{source}: network.{key} must be a string in quotes")
-        return value
+        return value or None
 
     def flag(key: str) -> bool | None:
         value = raw.get(key)
-        if value is not None and not isinstance(value, bool):
-            raise NetworkProblem(f"{source}: network.{key} must be true or false")
-        return value
+        if value is not None and value != "" and not isinstance(value, bool):
+            raise NetworkProblem(f"{source}: network.{key} must be true or false (no quotes)")
+        return None if value == "" else value
 
     where = f"{source}: network"
     country = _check_country(where, text("country"))
-    ssid = text("ssid") or None
+    ssid = text("ssid")
     password = text("password")
+    is_open = bool(flag("open"))
     if ssid is not None:
         if len(ssid.encode()) > 32:
             raise NetworkProblem(f"{where}.ssid is longer than Wi-Fi allows (32 bytes)")
@@ -151,9 +159,7 @@ def parse_network(raw: Any, source: str) -> NetworkSettings:
                 "until it knows the country (two letters, e.g. GB or US)"
             )
     if password is not None:
-        if ssid is None:
-            raise NetworkProblem(f"{where}.password is set, but network.ssid is not")
-        _check_password(where, password)
+        _check_password(where, password, ssid, is_open)
     hostname = text("hostname")
     if hostname is not None:
         hostname = hostname.strip().lower()
@@ -164,11 +170,11 @@ def parse_network(raw: Any, source: str) -> NetworkSettings:
             )
     keys = raw.get("ssh_key", "")
     if isinstance(keys, str):
-        keys = [keys] if keys.strip() else []
+        keys = [keys]
     if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
         raise NetworkProblem(f"{where}.ssh_key must be a string (or a list of them)")
-    ssh_keys = tuple(_check_public_key(where, k) for k in keys)
-    ssh_user = text("ssh_user") or None
+    ssh_keys = tuple(_check_public_key(where, k) for k in keys if k.strip())
+    ssh_user = text("ssh_user")
     if ssh_user is not None and not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", ssh_user):
         raise NetworkProblem(f"{where}.ssh_user {ssh_user!r} is not a user name")
     ssh = flag("ssh")
@@ -178,6 +184,7 @@ def parse_network(raw: Any, source: str) -> NetworkSettings:
         country=country,
         ssid=ssid,
         password=password,
+        open=is_open,
         hidden=bool(flag("hidden")),
         hostname=hostname,
         ssh=ssh,
@@ -209,9 +216,13 @@ def _countries() -> set[str]:
     return {line.split("\t")[0] for line in lines if line and not line.startswith("#")}
 
 
-def _check_password(where: str, password: str) -> None:
-    if password == "":
-        return  # an open network
+def _check_password(where: str, password: str, ssid: str | None, is_open: bool) -> None:
+    if ssid is None:
+        raise NetworkProblem(f"{where}.password is set, but network.ssid is not")
+    if is_open:
+        raise NetworkProblem(
+            f"{where}.open is true, and a password is given too: leave out one of them"
+        )
     if len(password) == 64 and all(c in "0123456789abcdefABCDEF" for c in password):
         return  # the key itself, as wpa_passphrase prints it
     if not all(0x20 <= ord(c) <= 0x7E for c in password):
@@ -224,96 +235,269 @@ def _check_password(where: str, password: str) -> None:
         )
 
 
+# The public part of each key type, after its name: the fields of RFC 4253,
+# 5656 and OpenSSH's PROTOCOL.u2f, each a length-prefixed string.
+_CURVE_POINT = {"nistp256": 65, "nistp384": 97, "nistp521": 133}  # 0x04, then x and y
+MIN_RSA_BITS = 2048
+
+
+def _key_fields(blob: bytes) -> list[bytes] | None:
+    """The blob as its length-prefixed strings; None if one is cut short."""
+    fields, at = [], 0
+    while at < len(blob):
+        if at + 4 > len(blob):
+            return None
+        size = int.from_bytes(blob[at : at + 4], "big")
+        at += 4
+        if at + size > len(blob):
+            return None
+        fields.append(blob[at : at + size])
+        at += size
+    return fields
+
+
+def _whole_key(kind: str, fields: list[bytes]) -> bool:
+    """The fields after the type are what that type of key holds, no more, no less."""
+    if kind == "ssh-ed25519":
+        return len(fields) == 1 and len(fields[0]) == 32
+    if kind == "sk-ssh-ed25519@openssh.com":
+        return len(fields) == 2 and len(fields[0]) == 32 and bool(fields[1])
+    if kind == "ssh-rsa":
+        return len(fields) == 2 and all(f and f[0] < 0x80 and int.from_bytes(f) for f in fields)
+    curve = kind.removeprefix("sk-").removeprefix("ecdsa-sha2-").removesuffix("@openssh.com")
+    size = _CURVE_POINT.get(curve)
+    extra = 1 if kind.startswith("sk-") else 0  # the application ("ssh:")
+    return (
+        size is not None
+        and len(fields) == 2 + extra
+        and fields[0] == curve.encode()
+        and len(fields[1]) == size
+        and fields[1][0] == 4
+        and all(fields[2:])
+    )
+
+
 def _check_public_key(where: str, line: str) -> str:
+    if "\n" in line or "\r" in line:
+        raise NetworkProblem(
+            f"{where}.ssh_key has a line break in it: one key per string; for several write "
+            'a list, ssh_key = ["ssh-ed25519 AAAA... one", "ssh-ed25519 AAAA... two"]'
+        )
     words = line.strip().split()
     if len(words) < 2 or words[0] not in KEY_TYPES:
         raise NetworkProblem(
             f"{where}.ssh_key is not an SSH public key (one line of a .pub file, starting "
             "with ssh-ed25519, ssh-rsa or ecdsa-sha2-...; never the private key)"
         )
+    kind = words[0]
     try:
         blob = base64.b64decode(words[1], validate=True)
     except (binascii.Error, ValueError):
         raise NetworkProblem(f"{where}.ssh_key: the key's base64 is broken") from None
-    # The blob starts with its own type, as a length-prefixed string.
-    size = int.from_bytes(blob[:4], "big")
-    if blob[4 : 4 + size] != words[0].encode():
-        raise NetworkProblem(f"{where}.ssh_key: the key does not match its type {words[0]}")
+    fields = _key_fields(blob)
+    if fields and fields[0] != kind.encode():
+        raise NetworkProblem(f"{where}.ssh_key: the key does not match its type {kind}")
+    if not fields or not _whole_key(kind, fields[1:]):
+        raise NetworkProblem(
+            f"{where}.ssh_key is not a whole {kind} key (cut short, or with bytes too many): "
+            "copy the whole line of the .pub file"
+        )
+    if kind == "ssh-rsa":
+        bits = int.from_bytes(fields[2]).bit_length()
+        if bits < MIN_RSA_BITS:
+            raise NetworkProblem(
+                f"{where}.ssh_key is an RSA key of {bits} bits: at least {MIN_RSA_BITS} are "
+                "needed (better, a new key: ssh-keygen -t ed25519)"
+            )
     return " ".join(words)
 
 
 # --- the password off the card -------------------------------------------------------
 
+# Where a password taken off the card waits, root's alone, until NetworkManager
+# has it: the card is FAT, readable by anyone who holds it, so the password
+# leaves it first, before anything in the file is checked.
+STORED_PASSWORD = Path("var/lib/teletype-network/wifi-password")
+
+_HEADER = re.compile(r"\s*\[\s*([A-Za-z0-9_.\"' -]+?)\s*\]\s*(#.*)?")
+_PASSWORD_LINE = re.compile(
+    r"\s*(?P<hash>#\s*)?(password|\"password\"|'password')\s*=\s*"
+    r"(?P<value>\"(?:[^\"\\\\]|\\\\.)*\"|'[^']*')\s*(#.*)?"
+)
+_COMMENTED = re.compile(r"\s*#\s*(?P<key>[a-z_]+)\s*=\s*(?P<value>\S.*)")
+
+
+def _decode_lines(data: bytes) -> tuple[bytes, str, list[str]]:
+    """The byte-order mark, the codec and the lines: enough to put the file back byte for byte.
+
+    UTF-8 or UTF-16 as Notepad saves them; any other 8-bit code page is read
+    as Latin-1, which gives every byte back unchanged, and a WPA password is
+    ASCII in all of them.
+    """
+    for bom, codec in ((b"\xef\xbb\xbf", "utf-8"), (b"\xff\xfe", "utf-16-le"),
+                       (b"\xfe\xff", "utf-16-be"), (b"", "utf-8")):  # fmt: skip
+        if data.startswith(bom):
+            try:
+                return bom, codec, data[len(bom) :].decode(codec).splitlines(keepends=True)
+            except UnicodeDecodeError:
+                pass
+    return b"", "latin-1", data.decode("latin-1").splitlines(keepends=True)
+
+
+def _network_lines(lines: list[str]) -> list[tuple[int, str]]:
+    """(index, line without its end) of each line under [network]."""
+    section, found = None, []
+    for i, line in enumerate(lines):
+        body = line.rstrip("\r\n")
+        header = _HEADER.fullmatch(body)
+        if body.lstrip().startswith("[["):
+            section = None
+        elif header:
+            section = header.group(1).replace('"', "").replace("'", "").strip()
+        elif section == "network":
+            found.append((i, body))
+    return found
+
+
+def _toml_value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}").get("v")
+    except (tomllib.TOMLDecodeError, RecursionError):
+        return None
+
+
+def _password_lines(lines: list[str]) -> list[tuple[int, str, bool]]:
+    """(index, value, commented out) of each password line with a value under [network]."""
+    found = []
+    for i, body in _network_lines(lines):
+        match = _PASSWORD_LINE.fullmatch(body)
+        value = _toml_value(match.group("value")) if match else None
+        if isinstance(value, str) and value:
+            found.append((i, value, match.group("hash") is not None))
+    return found
+
+
+def _as_json(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+def _toml_or_none(text: str) -> dict[str, Any] | None:
+    try:
+        return tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, RecursionError, MemoryError):
+        return None
+
 
 def without_password(data: bytes, source: str, today: datetime.date) -> bytes | None:
-    """teletype.toml with [network]'s password line made a comment; None if it has none.
+    """teletype.toml with [network]'s password lines made a comment; None if it has none.
 
-    Only that line changes: the user's comments, the byte-order mark and
-    the line ends stay. NetworkProblem if the password is not on a line of
-    its own in [network] (it must not be left behind half-removed).
+    Every line that holds a password under [network] goes, commented out or
+    not (a value typed after the "#" is a password on the card all the
+    same), and the file need not be valid TOML. Only those lines change:
+    the user's comments, the encoding, the byte-order mark and the line
+    ends stay. NetworkProblem if the file reads as TOML and its password is
+    not on a line of its own (it must not be left behind half-removed).
     """
-    bom = data.startswith(b"\xef\xbb\xbf")
-    text = data.decode("utf-8-sig")
-    before = tomllib.loads(text)
-    if "password" not in before.get("network", {}):
-        return None
-    lines = text.splitlines(keepends=True)
-    section = None
-    found = []
-    for i, line in enumerate(lines):
-        header = re.match(r"\s*\[\s*([A-Za-z0-9_.\"' -]+?)\s*\]\s*(#.*)?$", line)
-        if header and not line.lstrip().startswith("[["):
-            section = header.group(1)
-        elif section == "network" and re.match(r"\s*(password|\"password\")\s*=", line):
-            found.append(i)
+    bom, codec, lines = _decode_lines(data)
+    text = "".join(lines)
+    found = _password_lines(lines)
     comment = (
         f"# password: moved to NetworkManager ({CONNECTION_ID}) on {today.isoformat()}; "
         'write password = "..." here again to change it'
     )
-    if len(found) == 1:
-        i = found[0]
-        end = lines[i][len(lines[i].rstrip("\r\n")) :]
-        lines[i] = comment + end
-        after_text = "".join(lines)
-        try:
-            after = tomllib.loads(after_text)
-        except tomllib.TOMLDecodeError:
-            after = None
-        expected = json.loads(json.dumps(before, default=str))
-        del expected["network"]["password"]
-        if after is not None and json.loads(json.dumps(after, default=str)) == expected:
-            return (b"\xef\xbb\xbf" if bom else b"") + after_text.encode()
-    raise NetworkProblem(
-        f"{source}: network.password must be on one line of its own under [network] "
-        '(password = "..."), so that it can be taken off the card'
-    )
+    for i, _, _ in found:
+        lines[i] = comment + lines[i][len(lines[i].rstrip("\r\n")) :]
+    after_text = "".join(lines)
+    before = _toml_or_none(text)
+    network = before.get("network") if before is not None else None
+    if isinstance(network, dict) or (before is not None and "network" in before):
+        expected = _as_json(before)
+        live = [v for _, v, commented in found if not commented]
+        if isinstance(network, dict) and network.get("password") and live:
+            del expected["network"]["password"]
+        after = _toml_or_none(after_text)
+        has_password = isinstance(network, dict) and bool(network.get("password"))
+        if (has_password and not live) or after is None or _as_json(after) != expected:
+            raise NetworkProblem(
+                f"{source}: network.password must be on one line of its own under [network] "
+                '(password = "..."), so that it can be taken off the card'
+            )
+    if not found:
+        return None
+    return bom + after_text.encode(codec)
 
 
-def overwrite_secret(path: Path, before: bytes, after: bytes) -> None:
+def overwrite_secret(path: Path, before: bytes, after: bytes, in_place_only: bool = False) -> None:
     """Put `after` (without_password's) in place of `before` so that no copy is left.
 
     A new file and a rename would leave the old clusters, password and all,
-    on the FAT partition for any undelete tool. So the password's line is
-    first overwritten where it lies, with a comment of the same length; only
-    if the full comment is longer is the file then replaced as a whole (its
-    old clusters hold no secret by then).
+    on the FAT partition for any undelete tool. So each password line is
+    first overwritten where it lies, with as much of the comment as fits;
+    only if a full comment is longer is the file then replaced as a whole
+    (its old clusters hold no secret by then). `in_place_only`: a file read
+    only in part (too big) is never replaced.
     """
-    old_lines = before.splitlines(keepends=True)
-    new_lines = after.splitlines(keepends=True)
+    bom, codec, old_lines = _decode_lines(before)
+    new_lines = after[len(bom) :].decode(codec).splitlines(keepends=True)
     changed = [i for i, (a, b) in enumerate(zip(old_lines, new_lines, strict=True)) if a != b]
-    assert len(changed) == 1, "without_password changes one line"
-    i = changed[0]
-    offset = sum(len(line) for line in old_lines[:i])
-    old_line = old_lines[i].rstrip(b"\r\n")
-    comment = new_lines[i].rstrip(b"\r\n")
-    short = comment[: len(old_line)].ljust(len(old_line))
+    unit = len(" ".encode(codec))
+    whole = False
     with path.open("r+b") as f:
-        f.seek(offset)
-        f.write(short)
+        for i in changed:
+            f.seek(len(bom) + len("".join(old_lines[:i]).encode(codec)))
+            room = len(old_lines[i].rstrip("\r\n").encode(codec)) // unit
+            comment = new_lines[i].rstrip("\r\n")
+            f.write(comment[:room].ljust(room).encode(codec))
+            whole = whole or len(comment) > room
         f.flush()
         os.fsync(f.fileno())
-    if short != comment:
+    if whole and not in_place_only:
         write_atomic(path, after, mode=None)
+
+
+def take_password_off(path: Path, data: bytes, machine: Machine, today: datetime.date) -> bytes:
+    """First of all, whatever else the file holds: the password off the card, kept in
+    STORED_PASSWORD (root's alone) before the card changes. What the card now holds."""
+    from appliance.config import MAX_CONFIG_BYTES
+
+    after = without_password(data, str(path), today)
+    if after is None:
+        return data
+    found = _password_lines(_decode_lines(data)[2])
+    live = [value for _, value, commented in found if not commented]
+    value = (live or [value for _, value, _ in found])[-1]
+    secret(value)
+    write_atomic(machine.path(STORED_PASSWORD), value.encode(), mode=0o600,
+                 owner=(0, 0) if machine.live else None)  # fmt: skip
+    overwrite_secret(path, data, after, in_place_only=len(data) > MAX_CONFIG_BYTES)
+    return after
+
+
+def stored_password(machine: Machine) -> str | None:
+    try:
+        return machine.path(STORED_PASSWORD).read_bytes().decode()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def commented_out(data: bytes, source: str) -> None:
+    """A value typed after a "#" under [network]: refused with its line, never silently unused.
+
+    The template's own values (and empty ones) are not reported.
+    """
+    _, _, lines = _decode_lines(data)
+    for i, body in _network_lines(lines):
+        match = _COMMENTED.fullmatch(body)
+        if match is None or match.group("key") not in KEYS:
+            continue
+        key = match.group("key")
+        value = _toml_value(match.group("value"))
+        if value is None or value in ("", []) or value == _toml_value(KEYS[key][0]):
+            continue
+        raise NetworkProblem(
+            f"{source}: line {i + 1}: network.{key} is commented out (the line starts with #), "
+            "so it is not used: remove the # at the start of the line"
+        )
 
 
 # --- the NetworkManager connection ---------------------------------------------------
@@ -404,8 +588,9 @@ class Machine:
 def apply(settings: NetworkSettings, machine: Machine) -> list[str]:
     """Everything [network] asks for; what was changed, one phrase each."""
     changed: list[str] = []
-    user = _ssh_user(settings, machine) if settings.ssh_keys else None
-    wifi = _wifi_connection(settings, machine)  # checked before anything is written
+    # Checked before anything is written: a link in a home is refused here.
+    keys = _plan_keys(settings, machine)
+    wifi = _wifi_connection(settings, machine)
     if wifi is not None:
         path, text = wifi
         write_atomic(path, text.encode(), mode=0o600, owner=(0, 0) if machine.live else None)
@@ -416,10 +601,7 @@ def apply(settings: NetworkSettings, machine: Machine) -> list[str]:
         changed.append("Wi-Fi radio on (NetworkManager)")
     if settings.hostname is not None and _set_hostname(settings.hostname, machine):
         changed.append(f"hostname {settings.hostname}")
-    if user is not None and _authorise(user, settings.ssh_keys, machine):
-        changed.append(f"SSH keys for {user.pw_name}")
-    elif user is None and revoke_keys(machine):
-        changed.append("SSH keys from teletype.toml taken out of authorized_keys")
+    changed += _give_keys(settings, machine, keys)
     if settings.ssh is not None and _switch_ssh(settings.ssh, machine):
         changed.append(f"SSH {'on' if settings.ssh else 'off'}")
     return changed
@@ -437,12 +619,12 @@ def _wifi_connection(settings: NetworkSettings, machine: Machine) -> tuple[Path,
         _ssid_bytes(existing.get("wifi", {}).get("ssid", "")) == settings.ssid.encode()
         and existing.get("connection", {}).get("id") == CONNECTION_ID
     )
-    password = settings.password
+    password = "" if settings.open else settings.password
     if password is None:
         if not same_network:
             raise NetworkProblem(
                 f"network.password is not set for the Wi-Fi {settings.ssid!r} "
-                '(password = "" for an open network)'
+                "(open = true for a network with no password)"
             )
         psk = existing.get("wifi-security", {}).get("psk")
         password = _unescape(psk) if psk is not None else ""
@@ -578,8 +760,7 @@ def _ssh_user(settings: NetworkSettings, machine: Machine) -> pwd.struct_passwd:
             )
     # A person's account: not root's, nor a service's (their homes are not the
     # oneshot's to write, and a key there would be a way in for anyone).
-    home = machine.path(user.pw_dir.lstrip("/"))
-    if user.pw_uid == 0 or not user.pw_dir.startswith("/home/") or not home.is_dir():
+    if not authorized_keys.is_persons_home(user):
         raise NetworkProblem(
             f"network.ssh_user: {user.pw_name!r} is not a person's account with a home in "
             "/home (SSH keys go to the first user, or to one named here)"
@@ -599,49 +780,28 @@ def _read_passwd(path: Path) -> list[pwd.struct_passwd]:
     return users
 
 
-KEYS_BEGIN = "# --- from teletype.toml [network] ssh_key (replaced at every boot) ---"
-KEYS_END = "# --- end of teletype.toml's keys ---"
+KEYS_BEGIN, KEYS_END = authorized_keys.BEGIN, authorized_keys.END
 
 
-def _authorise(user: pwd.struct_passwd, keys: tuple[str, ...], machine: Machine) -> bool:
-    """The keys from [network] as one marked block of authorized_keys, replaced each
-    boot: a key taken out of teletype.toml no longer logs in. Lines of the user's own
-    stay as they are."""
-    home = machine.path(user.pw_dir.lstrip("/"))
-    ssh_dir = home / ".ssh"
-    path = ssh_dir / "authorized_keys"
-    have = path.read_text().splitlines() if path.is_file() else []
-    own, inside = [], False
-    for line in have:
-        if line == KEYS_BEGIN:
-            inside = True
-        elif line == KEYS_END:
-            inside = False
-        elif not inside:
-            own.append(line)
-    wanted = [*own, KEYS_BEGIN, *keys, KEYS_END] if keys else own
-    if wanted == have or (not keys and not path.is_file()):
-        return False
-    owner = (user.pw_uid, user.pw_gid)
-    if not ssh_dir.is_dir():
-        ssh_dir.mkdir(mode=0o700)
-        if machine.live:
-            os.chown(ssh_dir, *owner)
-    write_atomic(path, ("\n".join(wanted) + "\n").encode(), mode=0o600,
-                 owner=owner if machine.live else None)  # fmt: skip
-    return True
+def _plan_keys(settings: NetworkSettings, machine: Machine) -> list[authorized_keys.Change]:
+    """Who gets which keys, and who loses the ones given before; read, nothing written."""
+    target = _ssh_user(settings, machine) if settings.ssh_keys else None
+    users = _read_passwd(machine.path("etc/passwd"))
+    first = next((u for u in users if u.pw_uid == FIRST_USER_UID), None)
+    return authorized_keys.plan(machine.root, machine.live, users, target, settings.ssh_keys,
+                                first)  # fmt: skip
 
 
-def revoke_keys(machine: Machine) -> bool:
-    """No [network] ssh_key (or no [network]): the first user's block of them goes."""
-    passwd = _read_passwd(machine.path("etc/passwd"))
-    user = next((u for u in passwd if u.pw_uid == FIRST_USER_UID), None)
-    if user is None or not user.pw_dir.startswith("/home/"):
-        return False
-    keys = machine.path(user.pw_dir.lstrip("/")) / ".ssh/authorized_keys"
-    if not keys.is_file() or KEYS_BEGIN not in keys.read_text().splitlines():
-        return False
-    return _authorise(user, (), machine)
+def _give_keys(settings: NetworkSettings, machine: Machine,
+               changes: list[authorized_keys.Change]) -> list[str]:  # fmt: skip
+    target = _ssh_user(settings, machine).pw_name if settings.ssh_keys else None
+    return authorized_keys.write(machine.root, machine.live, changes, target, settings.ssh_keys)
+
+
+def revoke_keys(machine: Machine) -> list[str]:
+    """No [network] ssh_key (or no [network]): every key it gave goes, from every account."""
+    settings = NetworkSettings()
+    return _give_keys(settings, machine, _plan_keys(settings, machine))
 
 
 def _switch_ssh(on: bool, machine: Machine) -> bool:
@@ -662,20 +822,25 @@ def _switch_ssh(on: bool, machine: Machine) -> bool:
 def run_network(config_path: Path | None, apply_now: bool, machine: Machine,
                 result_path: Path | None = RESULT_PATH) -> int:  # fmt: skip
     """`teletype network [--apply]`: check [network], and apply it with --apply."""
-    from appliance.config import find_config
+    from appliance.config import find_config, parse_toml, read_capped
 
     today = datetime.date.today()
     path = find_config(config_path)
     outcome: dict[str, Any] = {"problem": None, "changed": [], "wifi": None, "source": str(path)}
+    taken = False
     try:
         if path is None:
             settings = NetworkSettings()
         else:
-            data = path.read_bytes()
-            try:
-                raw = tomllib.loads(data.decode("utf-8-sig"))
-            except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
-                raise NetworkProblem(f"{path}: not valid TOML ({e}); [network] not applied") from e
+            data = read_capped(path)
+            if apply_now:
+                before = data
+                data = take_password_off(path, data, machine, today)
+                taken = data is not before
+                if taken:
+                    outcome["changed"].append(f"Wi-Fi password moved off {path}")
+            raw = parse_toml(data, str(path))
+            commented_out(data, str(path))
             settings = parse_network(raw.get("network"), str(path))
         if settings.password:
             secret(settings.password)  # never in a log line, whatever goes wrong
@@ -683,20 +848,15 @@ def run_network(config_path: Path | None, apply_now: bool, machine: Machine,
         if not apply_now:
             print(describe(settings))
             return 0
+        settings = _with_stored_password(settings, machine, str(path), taken)
         if settings.empty:
             log.info("no [network] in %s: nothing to apply", path or "any teletype.toml")
-            if revoke_keys(machine):
-                outcome["changed"].append("SSH keys from teletype.toml taken out")
+            outcome["changed"] += revoke_keys(machine)
         else:
-            # Worked out before anything changes: a password that cannot be
-            # taken off the card is a problem like any other.
-            scrubbed = None
-            if path is not None and settings.password is not None:
-                scrubbed = without_password(data, str(path), today)
             outcome["changed"] += apply(settings, machine)
-            if scrubbed is not None:
-                overwrite_secret(path, data, scrubbed)
-                outcome["changed"].append(f"Wi-Fi password moved off {path}")
+            if settings.ssid is not None:
+                # NetworkManager has it now (or had it already).
+                machine.path(STORED_PASSWORD).unlink(missing_ok=True)
         # After [network] was checked and applied: a refusal changes nothing at all.
         if radio_for_imager(machine):
             outcome["changed"].append("Wi-Fi radio on for Raspberry Pi Imager's Wi-Fi")
@@ -704,9 +864,14 @@ def run_network(config_path: Path | None, apply_now: bool, machine: Machine,
             log.info("applied: %s", what)
         if not outcome["changed"] and not settings.empty:
             log.info("[network] already applied: nothing changed")
-    except NetworkProblem as e:
+    except ConfigError as e:
         # What only the system can tell (no such user) comes without the file's name.
         outcome["problem"] = str(e) if str(e).startswith(f"{path}:") else f"{path}: {e}"
+        if taken:
+            outcome["problem"] += (
+                " (the Wi-Fi password was taken off the card; the Pi keeps it for when this is "
+                "put right)"
+            )
         log.error("[network] not applied: %s", outcome["problem"])
         if not apply_now:
             raise
@@ -725,6 +890,21 @@ def run_network(config_path: Path | None, apply_now: bool, machine: Machine,
     return 78 if outcome["problem"] else 0
 
 
+def _with_stored_password(settings: NetworkSettings, machine: Machine, source: str,
+                          taken: bool) -> NetworkSettings:  # fmt: skip
+    """The password as the card last gave it, checked as if it were still in the file."""
+    stored = stored_password(machine)
+    if stored is None or settings.password is not None:
+        return settings
+    secret(stored)
+    if settings.ssid is None and not taken:
+        # Kept from an earlier boot, for a Wi-Fi the file no longer names.
+        machine.path(STORED_PASSWORD).unlink(missing_ok=True)
+        return settings
+    _check_password(f"{source}: network", stored, settings.ssid, settings.open)
+    return dataclasses.replace(settings, password=stored)
+
+
 def _write_result(path: Path, outcome: dict[str, Any]) -> None:
     try:
         write_atomic(path, json.dumps(outcome).encode(), mode=0o644)
@@ -741,7 +921,7 @@ def describe(settings: NetworkSettings) -> str:
         how = (
             "password in the file"
             if settings.password
-            else ("open network" if settings.password == "" else "password moved to NetworkManager")
+            else ("open network" if settings.open else "password moved off the card")
         )
         out.append(f"Wi-Fi: {settings.ssid!r} ({how}), country {settings.country}")
     if settings.hostname:

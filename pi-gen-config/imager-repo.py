@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """A Raspberry Pi Imager repository for the Teletype GPT-2 card.
 
-    imager-repo.py IMAGE.img.xz --out DIR [--url URL] [--icon-url URL]
-                   [--release-date YYYY-MM-DD] [--website URL]
+    imager-repo.py IMAGE.img.xz --out DIR (--url-base URL | --local)
+                   [--url URL] [--icon-url URL] [--release-date YYYY-MM-DD] [--website URL]
     imager-repo.py --check-only DISK.img
 
 Raspberry Pi Imager 2.x offers its OS customisation (user, Wi-Fi, SSH,
@@ -24,8 +24,10 @@ Imager needs it, and writes nothing.
 
 Sizes and SHA-256 sums are of the .xz (what Imager downloads) and of the image
 inside it (what Imager writes and verifies). Imager resolves no relative URLs,
-so the image and icon URLs default to file:// URIs on this machine; give --url
-and --icon-url for a web server.
+so every URL is absolute: --url-base names where the image and the icon will
+be published (a release's download address, say), and the manifest works for
+anyone who downloads it. --local instead writes file:// URIs that work on this
+machine only, under a name that says so: teletype-gpt2-local.rpi-imager-manifest.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 MANIFEST = "teletype-gpt2.rpi-imager-manifest"
+LOCAL_MANIFEST = "teletype-gpt2-local.rpi-imager-manifest"
 ICON = "teletype-gpt2.png"
 SECTOR = 512
 FAT_TYPES = {0x01, 0x04, 0x06, 0x0B, 0x0C, 0x0E}
@@ -69,6 +72,13 @@ ROOT_NEEDS = {
 # And on the boot partition: config.txt's auto_initramfs=1 and cmdline.txt.
 INITRAMFS_WHY = "without it the firmware loads no initramfs, so imager_fixup never runs"
 CMDLINE_WHY = "Imager appends the systemd.run= that starts firstrun.sh to it"
+FSTAB_WHY = (
+    "imager_fixup rewrites firstrun.sh's /boot/ to /boot/firmware/, where fstab must mount "
+    "the boot partition"
+)
+# The kernels the firmware starts on the boards listed, and the initramfs that
+# auto_initramfs=1 loads with each (imager_fixup runs in it).
+KERNELS = {"kernel8.img": "initramfs8", "kernel_2712.img": "initramfs_2712"}
 
 DEVICES = [
     ("Raspberry Pi 5", "Raspberry Pi 5, 500 and Compute Module 5", ["pi5-64bit"]),
@@ -91,12 +101,11 @@ def tool(name: str) -> str:
 
 def absolute_url(text: str) -> str:
     parts = urlsplit(text)
-    if (parts.scheme in ("http", "https") and parts.netloc) or (
-        parts.scheme == "file" and parts.path.startswith("/")
-    ):
+    if parts.scheme in ("http", "https") and parts.netloc:
         return text
     raise argparse.ArgumentTypeError(
-        f"{text!r} is not absolute: Imager resolves no relative URLs (file:///…, http(s)://…)"
+        f"{text!r} is not an http(s) address: Imager resolves no relative URLs, and a "
+        "file:// one works on one machine only (--local writes those)"
     )
 
 
@@ -149,6 +158,15 @@ def config_has_initramfs(text: str) -> bool:
     return False
 
 
+def fstab_mounts_boot(text: str) -> bool:
+    """A line that mounts a file system at /boot/firmware (pi-gen's, by PARTUUID)."""
+    for line in text.splitlines():
+        fields = line.split("#", 1)[0].split()
+        if len(fields) >= 3 and fields[1] == "/boot/firmware":
+            return True
+    return False
+
+
 def check(image: Path) -> None:
     """Raise Refused with every piece of the "systemd" format the image lacks."""
     boot, root = partitions(image)
@@ -172,6 +190,12 @@ def check(image: Path) -> None:
         rc, out, err = run(debugfs, "-R", f"stat {path}", f"{image}?offset={root}")
         return rc == 0 and "Inode:" in out and "File not found" not in out + err
 
+    def ext4_text(path: str) -> str | None:
+        if not ext4(path):
+            return None
+        rc, out, _ = run(debugfs, "-R", f"cat {path}", f"{image}?offset={root}")
+        return out if rc == 0 else None
+
     if not ext4("/"):
         raise Refused(["partition 2 is not an ext4 file system debugfs can read"])
     lacks = [f"root file system has no {p}: {why}" for p, why in ROOT_NEEDS.items() if not ext4(p)]
@@ -182,6 +206,15 @@ def check(image: Path) -> None:
         lacks.append(f"config.txt has no auto_initramfs=1 for every board: {INITRAMFS_WHY}")
     if fat("cmdline.txt") is None:
         lacks.append(f"boot partition has no cmdline.txt: {CMDLINE_WHY}")
+    for kernel, initramfs in KERNELS.items():
+        for name, why in ((kernel, "the firmware starts it"), (initramfs, INITRAMFS_WHY)):
+            if fat(name) is None:
+                lacks.append(f"boot partition has no {name} (for {kernel}): {why}")
+    fstab = ext4_text("/etc/fstab")
+    if fstab is None:
+        lacks.append(f"root file system has no /etc/fstab: {FSTAB_WHY}")
+    elif not fstab_mounts_boot(fstab):
+        lacks.append(f"/etc/fstab has no line for /boot/firmware: {FSTAB_WHY}")
     if lacks:
         raise Refused(lacks)
 
@@ -233,8 +266,22 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="IMAGE is an uncompressed card: only say what it lacks for Imager (make boot-check)",
     )
-    parser.add_argument("--url", type=absolute_url, help="the image's URL (default: file://)")
-    parser.add_argument("--icon-url", type=absolute_url, help="the icon's (default: file://)")
+    parser.add_argument(
+        "--url-base",
+        type=absolute_url,
+        help="where the image and the icon will be published (http(s)://...)",
+    )
+    parser.add_argument(
+        "--local",
+        action="store_true",
+        help=f"file:// URLs that work on this machine only, in {LOCAL_MANIFEST}",
+    )
+    parser.add_argument(
+        "--url", type=absolute_url, help="the image's URL (default: --url-base/NAME)"
+    )
+    parser.add_argument(
+        "--icon-url", type=absolute_url, help="the icon's URL (default: --url-base/ICON)"
+    )
     parser.add_argument("--website", type=absolute_url, help="a page about the image")
     parser.add_argument(
         "--release-date",
@@ -256,6 +303,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.out is None:
         parser.error("--out is needed (the folder for the manifest and the icon)")
+    base = args.url_base.rstrip("/") if args.url_base else None
+    if not args.local and not (base or (args.url and args.icon_url)):
+        parser.error(
+            "say where the files will be published, --url-base https://..., or give --local "
+            "for a manifest that works on this computer only"
+        )
     args.out.mkdir(parents=True, exist_ok=True)
     out = args.out.resolve()
 
@@ -277,8 +330,8 @@ def main(argv: list[str] | None = None) -> int:
     entry = {
         "name": "Teletype GPT-2",
         "description": "Raspberry Pi OS Lite (Bookworm, 64-bit) with the Teletype GPT-2 appliance.",
-        "icon": args.icon_url or (out / ICON).as_uri(),
-        "url": args.url or args.image.resolve().as_uri(),
+        "icon": args.icon_url or (f"{base}/{ICON}" if base else (out / ICON).as_uri()),
+        "url": args.url or (f"{base}/{args.image.name}" if base else args.image.resolve().as_uri()),
         "extract_size": extract_size,
         "extract_sha256": extract_sha256,
         "image_download_size": args.image.stat().st_size,
@@ -292,8 +345,14 @@ def main(argv: list[str] | None = None) -> int:
     keys = ("name", "description", "tags")
     devices = [{**dict(zip(keys, d, strict=True)), "matching_type": "inclusive"} for d in DEVICES]
     manifest = {"imager": {"devices": devices}, "os_list": [entry]}
-    write_atomic(out / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
-    print(out / MANIFEST)
+    name = LOCAL_MANIFEST if args.local and not base else MANIFEST
+    write_atomic(out / name, (json.dumps(manifest, indent=2) + "\n").encode())
+    print(out / name)
+    if name == LOCAL_MANIFEST:
+        print("Its URLs are file:// ones: it works on this computer only.")
+    else:
+        print(f"Publish {args.image.name} and {ICON} at {entry['url'].rsplit('/', 1)[0]}/ "
+              "(the manifest names them there).")  # fmt: skip
     print(
         "Open Raspberry Pi Imager → App options → Content repository → Use custom file, "
         "and pick this file."

@@ -49,8 +49,13 @@ def test_config_integers_are_accepted_where_numbers_are_wanted():
         (b'[teletype]\nprofile = "asr35"\n', "teletype.profile must be one of 'asr33'"),
         (b"model = 3\n", "model must be a section"),
         (b"[model\n", "not valid TOML"),
-        (b"\xff\xfe[model]", "not UTF-8"),
+        (b"[model]\n# caf\xe9\n", "is not UTF-8 (byte 0xe9 on line 2"),
+        (b"[model]\n# caf\xe9\n", "save it as UTF-8 (Notepad: File, Save as, Encoding: UTF-8"),
+        ("[model]\n".encode("utf-16-le"), "looks like UTF-16 without a byte-order mark"),
+        (b"x = " + b"[" * 2000 + b"]" * 2000, "nested too deeply"),
+        (b"# padding\n" * 110_000, "larger than 1 MiB"),
     ],
+    ids=lambda value: ascii(value)[:40],
 )
 def test_config_errors_name_the_file_and_the_key(toml, message):
     with pytest.raises(ConfigError) as caught:
@@ -91,3 +96,20 @@ def test_config_cli_bad_file_is_one_line_not_a_traceback(tmp_path):
     )
     assert result.returncode == 78  # EX_CONFIG: systemd does not restart it
     assert result.stderr.strip() == f"teletype config: {bad}: unknown key teletype.baud"
+
+
+@pytest.mark.parametrize("codec", ["utf-16", "utf-16-le", "utf-16-be"])
+def test_config_utf16_with_a_byte_order_mark_is_read(codec):
+    text = "# Notepad, UTF-16\r\n[model]\r\nmax_chars = 300\r\n"
+    data = text.encode(codec)
+    if codec != "utf-16":
+        data = ("\ufeff" + text).encode(codec)
+    assert parse_config(data, BOOT).model.max_chars == 300
+
+
+def test_config_a_huge_file_is_not_read_whole(tmp_path):
+    path = tmp_path / "teletype.toml"
+    with path.open("wb") as f:
+        f.truncate(50 << 20)  # sparse: costs no disk
+    with pytest.raises(ConfigError, match="larger than 1 MiB"):
+        load_config(path)

@@ -47,6 +47,15 @@ CONFIG = (
     "# pi-gen's config.txt, in short\ndtparam=audio=on\n auto_initramfs=1 \n\n[pi4]\narm_boost=1\n"
 )
 CMDLINE = "console=serial0,115200 console=tty1 root=PARTUUID=7e1e7e33-02 rootwait\n"
+FSTAB = (
+    "proc            /proc           proc    defaults          0       0\n"
+    "PARTUUID=7e1e7e33-01  /boot/firmware  vfat    defaults          0       2\n"
+    "PARTUUID=7e1e7e33-02  /               ext4    defaults,noatime  0       1\n"
+)
+# What the firmware loads with auto_initramfs=1: kernel8.img (Pi 3, 4, Zero 2 W)
+# and kernel_2712.img (Pi 5), each with its initramfs.
+BOOT_FILES = ["kernel8.img", "initramfs8", "kernel_2712.img", "initramfs_2712"]
+URL_BASE = "https://example.org/teletype/v1"
 REQUIRED = {  # what rpi-imager documents as required in an os_list entry, and its type
     "name": str,
     "description": str,
@@ -76,6 +85,8 @@ def make_card(
     root_files: list[str] = ROOT_FILES,
     config: str | None = CONFIG,
     cmdline: str | None = CMDLINE,
+    fstab: str | None = FSTAB,
+    boot_files: list[str] = BOOT_FILES,
 ) -> tuple[Path, Path]:
     """A pi-gen style card in where/card.img and its `xz -0` in where/card.img.xz."""
     run = tools()
@@ -83,6 +94,8 @@ def make_card(
     tree = where / "root"
     (tree / "etc").mkdir(parents=True)
     (tree / "etc" / "hostname").write_text("teletype\n")
+    if fstab is not None:
+        (tree / "etc" / "fstab").write_text(fstab)
     for name in root_files:
         path = tree / name.lstrip("/")
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -90,7 +103,8 @@ def make_card(
         path.chmod(0o755)
     boot = where / "boot.img"
     subprocess.run([run["mkfs.vfat"], "-n", "bootfs", "-C", boot, "16384"], check=True, **QUIET)
-    for name, text in (("config.txt", config), ("cmdline.txt", cmdline)):
+    files = [(name, f"stands in for {name}\n") for name in boot_files]
+    for name, text in (("config.txt", config), ("cmdline.txt", cmdline), *files):
         if text is not None:
             (where / name).write_text(text)
             subprocess.run([run["mcopy"], "-i", boot, where / name, "::/"], check=True)
@@ -137,11 +151,11 @@ def card(tmp_path_factory) -> tuple[Path, Path]:
 def test_manifest_lists_the_card_with_systemd_customisation(card, tmp_path):
     raw, xz = card
     out = tmp_path / "repo"
-    done = imager_repo(xz, "--out", out)
+    done = imager_repo(xz, "--out", out, "--url-base", URL_BASE)
     assert done.returncode == 0, done.stderr
     manifest_path = out / MANIFEST
     assert str(manifest_path) in done.stdout
-    assert "Use custom file" in done.stdout
+    assert "Use custom file" in done.stdout and URL_BASE in done.stdout
     assert sorted(p.name for p in out.iterdir()) == ["teletype-gpt2.png", MANIFEST]
 
     manifest = json.loads(manifest_path.read_text())
@@ -172,10 +186,10 @@ def test_manifest_lists_the_card_with_systemd_customisation(card, tmp_path):
     assert entry["devices"] and all(isinstance(t, str) for t in entry["devices"])
     assert set(entry["devices"]) <= offered
 
-    assert file_of(entry["url"]) == xz.resolve()
-    icon = file_of(entry["icon"])
-    assert icon == (out / "teletype-gpt2.png").resolve()
-    png = icon.read_bytes()
+    # Absolute, where the files will be published: Imager resolves no relative URL.
+    assert entry["url"] == f"{URL_BASE}/{xz.name}"
+    assert entry["icon"] == f"{URL_BASE}/teletype-gpt2.png"
+    png = (out / "teletype-gpt2.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     assert png[12:16] == b"IHDR"
     assert int.from_bytes(png[16:20], "big") == 40
@@ -206,13 +220,30 @@ def test_urls_date_and_website_given(card, tmp_path):
     assert entry["website"] == "https://example.org/teletype"
 
 
-@pytest.mark.parametrize("option", ["--url", "--icon-url"])
-def test_relative_url_refused(card, tmp_path, option):
+def test_a_local_manifest_only_when_asked_and_named_so(card, tmp_path):
     _, xz = card
     out = tmp_path / "repo"
-    done = imager_repo(xz, "--out", out, option, "images/teletype-gpt2.img.xz")
+    done = imager_repo(xz, "--out", out)
+    assert done.returncode == 2 and "--url-base" in done.stderr and "--local" in done.stderr
+    assert not out.exists() or list(out.iterdir()) == []
+    done = imager_repo(xz, "--out", out, "--local")
+    assert done.returncode == 0, done.stderr
+    local = out / "teletype-gpt2-local.rpi-imager-manifest"
+    assert str(local) in done.stdout and "this computer only" in done.stdout
+    assert not (out / MANIFEST).exists()
+    [entry] = json.loads(local.read_text())["os_list"]
+    assert file_of(entry["url"]) == xz.resolve()
+    assert file_of(entry["icon"]) == (out / "teletype-gpt2.png").resolve()
+
+
+@pytest.mark.parametrize("option", ["--url", "--icon-url", "--url-base"])
+@pytest.mark.parametrize("url", ["images/teletype-gpt2.img.xz", "file:///srv/teletype-gpt2.img.xz"])
+def test_relative_or_file_url_refused(card, tmp_path, option, url):
+    _, xz = card
+    out = tmp_path / "repo"
+    done = imager_repo(xz, "--out", out, option, url)
     assert done.returncode != 0
-    assert option in done.stderr and "not absolute" in done.stderr, done.stderr
+    assert option in done.stderr and "not an http(s) address" in done.stderr, done.stderr
     assert not (out / MANIFEST).exists()
 
 
@@ -227,6 +258,12 @@ LACKS += [
     pytest.param({"config": "#auto_initramfs=1\n"}, "auto_initramfs=1", id="commented"),
     pytest.param({"config": "[cm4]\nauto_initramfs=1\n"}, "auto_initramfs=1", id="cm4-only"),
     pytest.param({"cmdline": None}, "cmdline.txt", id="no-cmdline"),
+    pytest.param({"fstab": None}, "/etc/fstab", id="no-fstab"),
+    pytest.param(
+        {"fstab": FSTAB.replace("/boot/firmware", "/boot")}, "/boot/firmware", id="fstab-old-boot"
+    ),
+    pytest.param({"boot_files": BOOT_FILES[:3]}, "initramfs_2712", id="no-initramfs_2712"),
+    pytest.param({"boot_files": BOOT_FILES[1:]}, "kernel8.img", id="no-kernel8"),
 ]
 
 
@@ -234,7 +271,7 @@ LACKS += [
 def test_card_lacking_a_piece_is_refused(tmp_path, card_args, named):
     _, xz = make_card(tmp_path / "card", **card_args)
     out = tmp_path / "repo"
-    done = imager_repo(xz, "--out", out)
+    done = imager_repo(xz, "--out", out, "--url-base", URL_BASE)
     assert done.returncode == 1, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and named in lines[0], done.stderr

@@ -105,6 +105,22 @@ def snapshot(root: Path) -> dict[str, bytes]:
     }
 
 
+def refused_with_the_password_moved(root: Path, before: dict[str, bytes]) -> bool:
+    """Nothing changed but what the password's first move does: off the card, into root's
+    own keeping."""
+    toml = "boot/firmware/teletype.toml"
+    kept = ("var/lib/teletype-network", "var/lib/teletype-network/wifi-password")
+    after = snapshot(root)
+    card_now = after.pop(toml).decode()
+    card_before = before.pop(toml).decode()
+    password = tomllib.loads(card_before).get("network", {}).get("password")
+    return (
+        {k: v for k, v in after.items() if k not in kept} == before
+        and (not password or password not in card_now)
+        and (not password or after.get(kept[1]) == password.encode())
+    )
+
+
 needs_systemctl = pytest.mark.skipif(
     shutil.which("systemctl") is None, reason="systemctl --root enables ssh (package: systemd)"
 )
@@ -206,7 +222,7 @@ def test_no_network_section_also_revokes_the_keys_it_gave(tmp_path):
     assert apply(root) == 0
     (root / "boot/firmware/teletype.toml").write_text("[engine]\nqueue_size = 4\n")
     assert apply(root) == 0
-    assert (root / "home/maker/.ssh/authorized_keys").read_text() == "\n"
+    assert (root / "home/maker/.ssh/authorized_keys").read_text() == ""
 
 
 @pytest.mark.parametrize("user", ["root", "teletype"])
@@ -215,7 +231,7 @@ def test_keys_only_go_to_a_persons_account(tmp_path, user):
     root = card(tmp_path, toml)
     before = snapshot(root)
     assert apply(root) == 78
-    assert snapshot(root) == before
+    assert refused_with_the_password_moved(root, before)
 
 
 def test_the_password_is_overwritten_where_it_lay_on_the_card(tmp_path):
@@ -311,7 +327,7 @@ def test_a_wrong_setting_is_one_line_naming_it_and_nothing_is_changed(tmp_path, 
     code = run_network(root / "boot/firmware/teletype.toml", True, Machine(root, live=False),
                        result)  # fmt: skip
     assert code == 78
-    assert snapshot(root) == before  # not half-applied: not applied at all
+    assert refused_with_the_password_moved(root, before)  # not half-applied: not applied at all
     problem = json.loads(result.read_text())["problem"]
     assert message in problem
     assert str(root / "boot/firmware/teletype.toml") in problem
@@ -325,7 +341,7 @@ def test_an_ssh_key_with_no_user_to_take_it_is_refused_before_anything_changes(t
     passwd.write_text("".join(x for x in passwd.read_text().splitlines(True) if "1000" not in x))
     before = snapshot(root)
     assert apply(root) == 78
-    assert snapshot(root) == before
+    assert refused_with_the_password_moved(root, before)
 
 
 def test_the_check_without_apply_names_the_problem_and_shows_no_secret(tmp_path, capsys):
@@ -386,9 +402,11 @@ def test_the_keyfile_escapes_what_networkmanager_would_misread():
     assert "psk=\\sback\\\\slash \n" in text
 
 
-def test_an_open_network_has_no_security_section(tmp_path):
-    settings = parse_network({"country": "US", "ssid": "Museum Guest", "password": ""}, "t")
-    assert "[wifi-security]" not in keyfile(settings, "", "u")
+def test_an_open_network_is_said_so_and_has_no_security_section(tmp_path):
+    settings = parse_network({"country": "US", "ssid": "Museum Guest", "open": True}, "t")
+    assert settings.open and "[wifi-security]" not in keyfile(settings, "", "u")
+    with pytest.raises(NetworkProblem, match="open is true, and a password is given too"):
+        parse_network({"country": "US", "ssid": "M", "open": True, "password": PASSWORD}, "t")
 
 
 # --- Raspberry Pi Imager's Wi-Fi on this image -------------------------------------------
@@ -417,9 +435,15 @@ def test_imagers_wifi_gets_networkmanagers_radio_switched_on_once(tmp_path):
 def test_the_template_shows_network_and_a_wrong_network_never_stops_the_engine():
     template = render_template()
     assert "\n[network]\n" in template
-    for key in ("country", "ssid", "password", "hidden", "hostname", "ssh", "ssh_key", "ssh_user"):
-        assert f"\n# {key} = " in template
-    assert tomllib.loads(template) == {s: {} for s in tomllib.loads(template)}
+    # Live and empty: a value goes between the quotes, with no "#" to remove.
+    for key in ("country", "ssid", "password", "open", "hidden", "hostname", "ssh", "ssh_key",
+                "ssh_user"):  # fmt: skip
+        assert f'\n{key} = ""  # ' in template
+    settings = tomllib.loads(template)
+    assert parse_network(settings["network"], "t").empty
+    assert {k: v for k, v in settings.items() if k != "network"} == {
+        s: {} for s in settings if s != "network"
+    }
     # The engine, the button and the chat bridge read the same file: a
     # mistake in [network] is the oneshot's to report, on paper.
     config = parse_config(b'[network]\ncountry = "UK"\npassword = "12345678"\n', "t.toml")
@@ -435,6 +459,13 @@ def test_the_unit_runs_the_command_before_networkmanager_and_sshd():
                       "avahi-daemon.service", "teletype-engine.service"):  # fmt: skip
         assert unit_name in before.split()
     assert "RequiresMountsFor=/boot/firmware" in unit
+    # Ordered before the network and sshd, so a hang must not hold them for
+    # ever: a start timeout, and only ordering (a failure lets them start).
+    timeout = [x.split("=", 1)[1] for x in unit.splitlines() if x.startswith("TimeoutStartSec=")]
+    assert timeout and timeout[0].endswith("s") and 0 < int(timeout[0][:-1]) <= 120
+    assert not any(
+        x.startswith(("Requires=", "RequiredBy=", "BindsTo=")) for x in unit.splitlines()
+    )
 
 
 def test_the_result_for_the_engine_holds_no_secret(tmp_path):
@@ -449,3 +480,319 @@ def test_the_result_for_the_engine_holds_no_secret(tmp_path):
     assert PASSWORD not in text and ED25519.split()[1] not in text
     assert result.stat().st_mode & 0o777 == 0o644  # the engine (not root) reads it
     assert "Wi-Fi connection teletype-wifi" in text
+
+
+# --- a hostile local user: root never writes through a link they placed ------------------
+
+SHADOW = "root:$6$rootsecret$hash:19000:0:99999:7:::\n"
+
+
+def hostile_card(tmp_path: Path, toml: str = NETWORK) -> tuple[Path, Path]:
+    """The card, with an /etc/shadow for the user's links to point at."""
+    root = card(tmp_path, toml)
+    shadow = root / "etc/shadow"
+    shadow.write_text(SHADOW)
+    shadow.chmod(0o640)
+    return root, shadow
+
+
+def run_on(root: Path, tmp_path: Path) -> tuple[int, str]:
+    from appliance.network import Machine, run_network
+
+    result = tmp_path / "result.json"
+    code = run_network(root / "boot/firmware/teletype.toml", True, Machine(root, live=False),
+                       result)  # fmt: skip
+    return code, json.loads(result.read_text())["problem"] or ""
+
+
+def no_copy_of_the_shadow(root: Path) -> bool:
+    """No file in a home holds the shadow's lines, but the shadow itself under another name."""
+    shadow = (root / "etc/shadow").stat().st_ino
+    return not any(
+        "rootsecret" in p.read_text(errors="replace")
+        for p in (root / "home").rglob("*")
+        if p.is_file() and not p.is_symlink() and p.stat().st_ino != shadow
+    )
+
+
+@needs_systemctl
+def test_authorized_keys_linked_to_another_file_is_refused_and_that_file_untouched(tmp_path):
+    root, shadow = hostile_card(tmp_path)
+    ssh = root / "home/maker/.ssh"
+    ssh.mkdir(mode=0o700)
+    (ssh / "authorized_keys").symlink_to(shadow)
+    code, problem = run_on(root, tmp_path)
+    assert shadow.read_text() == SHADOW and shadow.stat().st_mode & 0o777 == 0o640
+    assert no_copy_of_the_shadow(root)
+    assert code == 78 and "authorized_keys" in problem and "link" in problem
+    assert "\n" not in problem
+
+
+@needs_systemctl
+def test_a_hard_link_to_another_file_is_neither_written_nor_copied(tmp_path):
+    root, shadow = hostile_card(tmp_path)
+    ssh = root / "home/maker/.ssh"
+    ssh.mkdir(mode=0o700)
+    (ssh / "authorized_keys").hardlink_to(shadow)
+    code, problem = run_on(root, tmp_path)
+    assert shadow.read_text() == SHADOW
+    assert no_copy_of_the_shadow(root)
+    assert code == 78 and "authorized_keys" in problem
+
+
+@needs_systemctl
+def test_an_ssh_folder_linked_elsewhere_is_refused(tmp_path):
+    root, shadow = hostile_card(tmp_path)
+    (root / "home/maker/.ssh").symlink_to(root / "etc")
+    before = sorted(p.name for p in (root / "etc").iterdir())
+    code, problem = run_on(root, tmp_path)
+    assert sorted(p.name for p in (root / "etc").iterdir()) == before
+    assert shadow.read_text() == SHADOW
+    assert code == 78 and ".ssh" in problem and "link" in problem
+
+
+@pytest.mark.parametrize("with_key", [True, False], ids=["ssh_key set", "no ssh_key"])
+def test_a_link_at_the_temporary_name_is_never_followed(tmp_path, with_key):
+    import os
+
+    toml = NETWORK if with_key else NETWORK.replace(f'ssh_key = "{KEY}"\n', "")
+    root, shadow = hostile_card(tmp_path, toml)
+    ssh = root / "home/maker/.ssh"
+    ssh.mkdir(mode=0o700)
+    # The user plants the block's marker, so that the oneshot rewrites the file,
+    # and links the name the temporary file used to get (it was predictable).
+    (ssh / "authorized_keys").write_text(f"{KEYS_BEGIN}\nssh-ed25519 AAAAold x\n{KEYS_END}\n")
+    (ssh / f".authorized_keys.{os.getpid()}").symlink_to(shadow)
+    if shutil.which("systemctl") is None:
+        pytest.skip("systemctl --root enables ssh (package: systemd)")
+    code, problem = run_on(root, tmp_path)
+    assert shadow.read_text() == SHADOW and shadow.stat().st_mode & 0o777 == 0o640
+    assert code == 0, problem
+    lines = (ssh / "authorized_keys").read_text().splitlines()
+    assert lines == ([KEYS_BEGIN, KEY, KEYS_END] if with_key else [])
+
+
+# --- every key it gave, taken back from every account ------------------------------------
+
+
+def with_second_user(root: Path) -> Path:
+    with (root / "etc/passwd").open("a") as f:
+        f.write("bob:x:1001:1001:,,,:/home/bob:/bin/bash\n")
+    (root / "home/bob").mkdir()
+    return root / "home/bob/.ssh/authorized_keys"
+
+
+@needs_systemctl
+@pytest.mark.parametrize("change", ["ssh_user removed", "ssh_key removed", "section removed"])
+def test_a_key_given_to_another_account_is_taken_back(tmp_path, change):
+    toml = NETWORK.replace("[network]\n", '[network]\nssh_user = "bob"\n')
+    root = card(tmp_path, toml)
+    bobs = with_second_user(root)
+    makers = root / "home/maker/.ssh/authorized_keys"
+    assert apply(root) == 0
+    assert KEY in bobs.read_text() and not makers.exists()
+    record = root / "var/lib/teletype-network/ssh-keys.json"
+    assert record.stat().st_mode & 0o777 == 0o600  # root's alone
+    path = root / "boot/firmware/teletype.toml"
+    text = path.read_text()
+    if change == "ssh_user removed":
+        text = text.replace('ssh_user = "bob"\n', "")
+    elif change == "ssh_key removed":
+        text = text.replace(f'ssh_key = "{KEY}"\n', "")
+    else:
+        text = text.split("[network]")[0]
+    path.write_text(text)
+    assert apply(root) == 0
+    assert KEY not in bobs.read_text()
+    if change == "ssh_user removed":
+        assert KEY in makers.read_text()
+    else:
+        assert not makers.exists() or KEY not in makers.read_text()
+
+
+# --- keys read for what they are ----------------------------------------------------------
+
+
+def blob(*parts: bytes) -> str:
+    return base64.b64encode(b"".join(len(p).to_bytes(4, "big") + p for p in parts)).decode()
+
+
+def mpint(bits: int) -> bytes:
+    return b"\x00" + b"\xff" * (bits // 8)  # the top bit set: a leading zero byte
+
+
+BAD_KEYS = [
+    ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5", "not a whole ssh-ed25519 key"),
+    ("ssh-ed25519 " + blob(b"ssh-ed25519", bytes(31)), "not a whole ssh-ed25519 key"),
+    ("ssh-ed25519 " + blob(b"ssh-ed25519", bytes(32), b"extra"), "not a whole ssh-ed25519 key"),
+    ("ssh-rsa " + blob(b"ssh-rsa", b"\x01\x00\x01", mpint(1024)), "1024 bits"),
+    ("ecdsa-sha2-nistp256 " + blob(b"ecdsa-sha2-nistp256", b"nistp384", b"\x04" + bytes(96)),
+     "not a whole ecdsa-sha2-nistp256 key"),
+    ("ecdsa-sha2-nistp256 " + blob(b"ecdsa-sha2-nistp256", b"nistp256", b"\x04" + bytes(10)),
+     "not a whole ecdsa-sha2-nistp256 key"),
+    ("ssh-dss " + blob(b"ssh-dss", bytes(20)), "not an SSH public key"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("key", "message"), BAD_KEYS, ids=[f"bad{i}" for i in range(len(BAD_KEYS))]
+)
+def test_a_key_is_checked_inside_not_only_by_its_type_word(key, message):
+    with pytest.raises(NetworkProblem, match=message) as caught:
+        parse_network({"ssh_key": key}, "t.toml")
+    assert "\n" not in str(caught.value)
+
+
+def test_a_line_break_inside_ssh_key_is_refused_asking_for_a_list():
+    with pytest.raises(NetworkProblem, match=r"line break.*list") as caught:
+        parse_network({"ssh_key": f"{KEY}\n{KEY}"}, "t.toml")
+    assert "ssh_key = [" in str(caught.value)
+
+
+GOOD_KEYS = [
+    ("ssh-rsa " + blob(b"ssh-rsa", b"\x01\x00\x01", mpint(2048))),
+    ("ecdsa-sha2-nistp256 " + blob(b"ecdsa-sha2-nistp256", b"nistp256", b"\x04" + bytes(64))),
+    ("ecdsa-sha2-nistp384 " + blob(b"ecdsa-sha2-nistp384", b"nistp384", b"\x04" + bytes(96))),
+    ("ecdsa-sha2-nistp521 " + blob(b"ecdsa-sha2-nistp521", b"nistp521", b"\x04" + bytes(132))),
+    ("sk-ssh-ed25519@openssh.com " + blob(b"sk-ssh-ed25519@openssh.com", bytes(32), b"ssh:")),
+    ("sk-ecdsa-sha2-nistp256@openssh.com " + blob(b"sk-ecdsa-sha2-nistp256@openssh.com",
+                                                  b"nistp256", b"\x04" + bytes(64), b"ssh:")),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("key", GOOD_KEYS, ids=[k.split()[0] for k in GOOD_KEYS])
+def test_whole_keys_of_each_type_are_taken(key):
+    assert parse_network({"ssh_key": [key + " me@there"]}, "t").ssh_keys == (key + " me@there",)
+
+
+def test_keys_that_ssh_keygen_makes_are_taken(tmp_path):
+    import subprocess
+
+    if shutil.which("ssh-keygen") is None:
+        pytest.skip("ssh-keygen makes the keys (package: openssh-client)")
+    keys = []
+    for kind, bits in (("ed25519", ""), ("ecdsa", "384"), ("rsa", "2048")):
+        path = tmp_path / kind
+        subprocess.run(["ssh-keygen", "-q", "-t", kind, *(["-b", bits] if bits else []), "-N", "",
+                        "-C", "me@laptop", "-f", str(path)], check=True)  # fmt: skip
+        keys.append(path.with_suffix(".pub").read_text().strip())
+    assert parse_network({"ssh_key": keys}, "t").ssh_keys == tuple(keys)
+
+
+# --- the password leaves the card, whatever else is wrong ---------------------------------
+
+STORED = Path("var/lib/teletype-network/wifi-password")
+
+REFUSED_ELSEWHERE = [
+    (
+        "[engine]\nqueue_size = 4\n",
+        "[engine]\nqueue_size = 4\n[chat]\nchannel = \n",
+        "not valid TOML",
+    ),
+    ('country = "GB"', 'country = "UK"', "the code for the United Kingdom is GB"),
+    ('hostname = "asr33"', "hostname = 5", "network.hostname must be a string"),
+]
+
+
+@pytest.mark.parametrize(("old", "new", "message"), REFUSED_ELSEWHERE,
+                         ids=["toml", "country", "type"])  # fmt: skip
+def test_the_password_leaves_the_card_even_when_the_file_is_refused(tmp_path, old, new, message):
+    toml = NETWORK.replace(old, new)
+    root = card(tmp_path, toml)
+    code, problem = run_on(root, tmp_path)
+    assert code == 78 and message in problem, problem
+    on_card = (root / "boot/firmware/teletype.toml").read_text()
+    assert PASSWORD not in on_card and "# password: moved" in on_card
+    stored = root / STORED
+    assert stored.stat().st_mode & 0o777 == 0o600
+    assert not (root / CONNECTION_FILE).exists()  # refused: not applied
+
+
+@needs_systemctl
+def test_a_password_taken_off_a_refused_file_is_used_once_the_file_is_fixed(tmp_path):
+    root = card(tmp_path, NETWORK.replace('country = "GB"', 'country = "UK"'))
+    assert apply(root) == 78
+    path = root / "boot/firmware/teletype.toml"
+    path.write_text(path.read_text().replace('country = "UK"', 'country = "GB"'))
+    assert apply(root) == 0
+    assert read_keyfile(root / CONNECTION_FILE)["wifi-security"]["psk"] == PASSWORD
+    assert not (root / STORED).exists()  # now NetworkManager's alone
+
+
+def test_a_commented_out_password_leaves_the_card_too(tmp_path):
+    toml = NETWORK.replace(f'password = "{PASSWORD}"', f'# password = "{PASSWORD}"')
+    root = card(tmp_path, toml)
+    run_on(root, tmp_path)
+    assert PASSWORD not in (root / "boot/firmware/teletype.toml").read_text()
+
+
+def test_a_file_in_another_encoding_still_loses_its_password(tmp_path):
+    toml = NETWORK.replace("# Wi-Fi at home", "# Wi-Fi café").encode("cp1252")
+    root = card(tmp_path)
+    (root / "boot/firmware/teletype.toml").write_bytes(toml)
+    code, problem = run_on(root, tmp_path)
+    assert code == 78 and "UTF-8" in problem
+    data = (root / "boot/firmware/teletype.toml").read_bytes()
+    assert PASSWORD.encode() not in data and "café".encode("cp1252") in data
+
+
+@needs_systemctl
+def test_a_utf16_file_from_notepad_is_read_and_keeps_its_encoding(tmp_path):
+    root = card(tmp_path)
+    path = root / "boot/firmware/teletype.toml"
+    path.write_bytes(NETWORK.replace("\n", "\r\n").encode("utf-16"))
+    assert apply(root) == 0
+    assert read_keyfile(root / CONNECTION_FILE)["wifi-security"]["psk"] == PASSWORD
+    text = path.read_bytes().decode("utf-16")
+    assert PASSWORD not in text and "# password: moved" in text and "\r\n" in text
+
+
+# --- limits ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (NETWORK + "x = " + "[" * 2000 + "]" * 2000 + "\n", "nested too deeply"),
+        (NETWORK + "# padding\n" * 120_000, "larger than 1 MiB"),
+    ],
+    ids=["deep", "big"],
+)
+def test_a_file_too_deep_or_too_big_is_one_line(tmp_path, content, message):
+    root = card(tmp_path, content)
+    code, problem = run_on(root, tmp_path)
+    assert code == 78 and message in problem and "\n" not in problem
+
+
+# --- empty means not set; a value typed after the "#" --------------------------------------
+
+
+def test_every_key_empty_means_not_set():
+    raw = {k: "" for k in ("country", "ssid", "password", "hostname", "ssh_key", "ssh_user",
+                           "hidden", "ssh", "open")}  # fmt: skip
+    assert parse_network(raw, "t").empty
+
+
+def test_a_value_typed_after_the_hash_is_reported_with_its_line(tmp_path):
+    toml = NETWORK.replace('ssid = "Teletype Lab"', '# ssid = "Teletype Lab"')
+    root = card(tmp_path, toml)
+    code, problem = run_on(root, tmp_path)
+    line = toml.splitlines().index('# ssid = "Teletype Lab"') + 1
+    assert code == 78
+    assert f"line {line}" in problem and "network.ssid" in problem and "remove the #" in problem
+
+
+def test_the_templates_own_commented_lines_are_not_reported(tmp_path):
+    root = card(tmp_path, render_template())
+    before = snapshot(root)
+    code, problem = run_on(root, tmp_path)
+    assert (code, problem) == (0, "")
+    assert snapshot(root) == before
+
+
+def test_the_template_is_filled_in_between_the_quotes(tmp_path):
+    text = render_template()
+    for key, value in (("country", "GB"), ("ssid", "Home"), ("password", PASSWORD)):
+        text = text.replace(f'\n{key} = ""', f'\n{key} = "{value}"')
+    settings = parse_network(tomllib.loads(text)["network"], "t")
+    assert (settings.country, settings.ssid, settings.password) == ("GB", "Home", PASSWORD)

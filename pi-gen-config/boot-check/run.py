@@ -691,6 +691,8 @@ def power_cut(guest: Guest, r: Results, boot: Callable[[], Guest]) -> Guest:
     return guest
 
 
+REFUSED_PASSWORD = "typed-into-a-refused-file"
+STORED_PASSWORD = "/var/lib/teletype-network/wifi-password"
 WIFI_SSID, WIFI_PASSWORD = "Teletype Lab", "paper tape 1963"
 
 
@@ -798,8 +800,11 @@ def wrong_network_settings(guest: Guest, r: Results) -> None:
     """A mistake in [network]: one line on paper and in the journal, nothing changed."""
     assert guest.paper is not None
     before = guest.out("sha256sum /etc/NetworkManager/system-connections/*; hostname")
-    guest.sh("sed -i 's/^country = .*/country = \"UK\"/; s/^hostname = .*/hostname = \"oops\"/' "
+    # A new password too: it must leave the card although the rest is refused.
+    guest.sh("sed -i 's/^country = .*/country = \"UK\"/; s/^hostname = .*/hostname = \"oops\"/; "
+             f"s/^# password: moved.*/password = \"{REFUSED_PASSWORD}\"/' "
              "/boot/firmware/teletype.toml")  # fmt: skip
+    typed = guest.out("grep -c '^password = ' /boot/firmware/teletype.toml || true")
     mark = guest.paper.mark()
     guest.sh("systemctl restart teletype-network", timeout=120)
     unit = guest.out("systemctl show -p Result --value teletype-network")
@@ -815,6 +820,15 @@ def wrong_network_settings(guest: Guest, r: Results) -> None:
         and "NETWORK SETTINGS NOT APPLIED" in on_paper and "UNITED KINGDOM IS GB" in on_paper,
         f"unit {unit}, journal lines {said}\nbefore {before}\nafter {after}\npaper {block}",
     )  # fmt: skip
+    on_card = guest.out("cat /boot/firmware/teletype.toml")
+    kept = guest.out(f"cat {STORED_PASSWORD}")
+    r.check(
+        "j. a password typed into the refused [network] is gone from the boot partition all the "
+        "same (the Pi keeps it, root's alone, for when the rest is put right)",
+        typed == "1" and REFUSED_PASSWORD not in on_card
+        and "# password: moved to NetworkManager" in on_card and kept == REFUSED_PASSWORD,
+        f"typed {typed}\n" + on_card[-800:],
+    )  # fmt: skip
 
 
 def imager_format(disk: Path, r: Results) -> None:
@@ -826,7 +840,10 @@ def imager_format(disk: Path, r: Results) -> None:
         capture_output=True, text=True,
     )  # fmt: skip
     lacking = done.stderr.strip().splitlines()
-    raspberry_pi_os = ("/raspberrypi-sys-mods/", "/userconf-pi/", "/imager_fixup")
+    # The kernels and their initramfs on the FAT come from Raspberry Pi OS's
+    # kernel packages; the boot check's card starts Debian's kernel from QEMU.
+    raspberry_pi_os = ("/raspberrypi-sys-mods/", "/userconf-pi/", "/imager_fixup",
+                       "(for kernel8.img)", "(for kernel_2712.img)")  # fmt: skip
     r.check(
         "k. Imager's systemd format: the card lacks only Raspberry Pi OS's own pieces "
         f"({len(lacking)})",
