@@ -33,7 +33,7 @@ corpus_arg = $(if $(CORPUS),--corpus $(CORPUS),)
 
 .DEFAULT_GOAL := help
 .PHONY: help setup system-deps test-deps demo test lint bench model model-import model-sweep gguf quantize eval clean \
-	wheels-arm64 wheels-arm64-deps image-check image-check-deps boot-check boot-check-deps \
+	wheels-arm64 wheels-arm64-deps image-check image-check-deps boot-check boot-check-deps board-fit \
 	image wiring
 
 # pi-gen, pinned: the bookworm-arm64 branch at its 2026-06-18 release tag
@@ -55,6 +55,7 @@ help:
 	@echo "make wheels-arm64 every runtime wheel for a Pi (aarch64), llama-cpp-python cross-built (build/wheels-arm64)"
 	@echo "make image-check  install the image's stage into an arm64 Debian root here and check it (root)"
 	@echo "make boot-check   boot that root in an emulated Pi (QEMU) and drive it: paper, button, faults (root)"
+	@echo "make board-fit    which GPT-2 fits which Pi: 124M and 355M in the emulated Pi per board (root)"
 	@echo "make image        build the SD-card image with pi-gen in Docker (needs Docker and the internet)"
 	@echo "make wiring       redraw firmware/wiring.png"
 	@echo "make clean        remove build/ (keeps .venv and models/)"
@@ -191,6 +192,15 @@ boot-check-deps:
 # board and driven from outside (pi-gen-config/boot-check/run.py).
 boot-check: image-check boot-check-deps $(APPLIANCE_STAMP)
 	PATH="$$PATH:/usr/sbin" $(BIN)/python pi-gen-config/boot-check/run.py build/image-check/rootfs build/boot-check
+
+# Which GPT-2 fits which board: 124M and 355M (real shapes, random weights,
+# built once into bench/cache) at Q8_0, Q5_K_M and Q4_K_M on the card, each
+# run by the engine in the emulated Pi with each board's memory; then a chat
+# line, the button and a reply on paper from 124M Q8_0. About an hour.
+FIT_MODELS := $(foreach size,124M 355M,$(foreach q,q8_0 q5_k_m q4_k_m,gpt2-$(size).$(q).gguf=bench/cache/$(if $(filter 124M,$(size)),small/small,medium/medium).$(q).gguf))
+board-fit: image-check boot-check-deps setup
+	$(BIN)/python bench/models.py small medium
+	PATH="$$PATH:/usr/sbin" $(BIN)/python pi-gen-config/boot-check/board_fit.py build/image-check/rootfs build/board-fit $(FIT_MODELS)
 
 # The real image: arm64, built by pi-gen in Docker (not possible on the
 # build machines here: no Docker engine), from the same wheels as the checks.

@@ -27,10 +27,12 @@ from appliance.errors import ModelError
 from appliance.gguf_header import ModelShape, read_shape
 
 MB = 1_000_000
-# The engine's batch: prompt tokens evaluated in one pass. 256 keeps the
-# compute buffer small on a 512 MB board; a longer prompt is evaluated in
-# more passes at about the same speed (bench/results.md).
-BATCH = 256
+# The engine's batch: prompt tokens evaluated in one pass. llama.cpp sizes
+# its compute buffer for a whole batch of logits over GPT-2's 50,257-token
+# vocabulary: 103 MB at 512 (its default), 26 MB at 128, for 124M and 355M
+# alike. On a 512 MB board those 77 MB decide whether 124M fits at all; a
+# 400-token prompt is evaluated in four passes instead of one.
+BATCH = 128
 # Room left to the kernel and the other units beyond the model's own need:
 # a reply's token buffers, Python's growth, the page cache the OS needs.
 HEADROOM = 24 * MB
@@ -67,30 +69,28 @@ def kv_cache_bytes(shape: ModelShape, context: int) -> int:
     return 2 * context * shape.block_count * shape.embedding_length * 2
 
 
-def compute_bytes(shape: ModelShape, context: int, batch: int = BATCH) -> int:
+def compute_bytes(shape: ModelShape, batch: int = BATCH) -> int:
     """llama.cpp's CPU compute buffer for a GPT-2 with flash attention.
 
-    Its largest live tensors are the batch's activations (the MLP's 4x
-    width, the fused QKV) and one row of logits per token kept; the
-    constant was fitted to the buffer sizes llama.cpp reports for GPT-2's
-    shapes at batches 128 to 512 (within 5%).
+    It holds a batch's logits (a float for every token of the vocabulary,
+    for every token of the batch) and a few rows of activations; with flash
+    attention it does not grow with the context. This matches the sizes
+    llama.cpp reports to within 1%: 25.67 MiB for GPT-2 124M at batch 128,
+    102.66 MiB at 512, and 8.56 MiB for the embedded model at 256.
     """
-    activations = batch * shape.embedding_length * 4 * 12
-    logits = shape.vocab_size * 4 * 2
-    attention = batch * context * 2 * 2
-    return activations + logits + attention
+    return batch * 4 * (shape.vocab_size + 3 * shape.embedding_length)
 
 
 def need_bytes(shape: ModelShape, context: int | None = None, batch: int = BATCH) -> int:
     """What loading and running this model adds to the engine's memory."""
     ctx = context or shape.context_length
-    return shape.file_size + kv_cache_bytes(shape, ctx) + compute_bytes(shape, ctx, batch)
+    return shape.file_size + kv_cache_bytes(shape, ctx) + compute_bytes(shape, batch)
 
 
 def need_for_type(shape: ModelShape, quant: str, context: int | None = None) -> int:
     ctx = context or shape.context_length
     weights = int(shape.parameters * BYTES_PER_PARAMETER[quant])
-    return weights + kv_cache_bytes(shape, ctx) + compute_bytes(shape, ctx)
+    return weights + kv_cache_bytes(shape, ctx) + compute_bytes(shape)
 
 
 def mem_available(meminfo: Path = Path("/proc/meminfo")) -> int | None:
