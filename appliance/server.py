@@ -12,7 +12,7 @@ from pathlib import Path
 from appliance import notify
 from appliance.config import Config
 from appliance.durable import fsync_dir
-from appliance.errors import ConfigError, PortError, StartupError
+from appliance.errors import ConfigError, ModelError, PortError, StartupError
 from appliance.logs import setup_logging
 from appliance.paths import socket_path, state_dir
 
@@ -39,7 +39,14 @@ def run_serve(config: Config) -> int:
     setup_logging("teletype-engine")
     check_exposure(config)
     log.info("loading the model")
-    generator = load_generator(config.model)
+    try:
+        generator = load_generator(config.model)
+    except ModelError as e:
+        # A headless Pi talks through its paper: a model that is missing or
+        # too big for the board is said there too, once (exit 78 is not
+        # restarted), not only in a journal nobody reads.
+        say_on_paper(config, f"THE ENGINE DID NOT START: {e}")
+        raise
     printer = build_printer(config.teletype)
     try:
         printer.port.open()
@@ -67,6 +74,21 @@ def run_serve(config: Config) -> int:
     # Only now is the carriage known to be at column 0 (the line finished).
     running.clear()
     return code
+
+
+def say_on_paper(config: Config, line: str) -> None:
+    """One line on the Teletype from a new line, or nothing if the port is not there."""
+    from appliance.teletype import build_printer
+
+    printer = build_printer(config.teletype)
+    try:
+        printer.port.open()
+        printer.discipline.carriage_unknown()
+        printer.print_text(line + "\n")
+    except (PortError, OSError) as e:
+        log.warning("could not say it on paper: %s", e)
+    finally:
+        printer.close()
 
 
 class PaperMarker:

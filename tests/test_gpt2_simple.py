@@ -10,10 +10,12 @@ llama.cpp's on the corpus. Then every kind of bad input the issue names.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -164,23 +166,49 @@ def test_quantised_import_runs_and_keeps_the_top_token_mostly(reference, tmp_pat
         assert agree >= 0.8, f"Q8_0 keeps the top token at only {agree:.0%} of positions"
 
 
+def cached_reference(name: str, run_spec: dict) -> tuple[Path, dict]:
+    """A reference run kept between test sessions, keyed by everything that goes into it.
+
+    TensorFlow takes most of a minute to make and save 124M random weights;
+    what it made is the same for the same script, spec and TensorFlow, so
+    it is made once per machine (in the pipeline's cache, outside the
+    checkout). The import and llama.cpp, which are under test, run every time.
+    """
+    from importlib.metadata import version
+
+    from convert.paths import cache_dir
+
+    key = hashlib.sha256(
+        REFERENCE.read_bytes()
+        + json.dumps(run_spec, sort_keys=True).encode()
+        + version("tensorflow").encode()
+        + version("gpt-2-simple").encode()
+    ).hexdigest()[:16]
+    home = cache_dir() / "gpt2-simple-reference" / f"{name}-{key}"
+    if not (home / "result.json").is_file():
+        home.parent.mkdir(parents=True, exist_ok=True)
+        building = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=home.parent))
+        try:
+            spec = {"runs": [{**run_spec, "out": str(building / "run1")}]}
+            result = run_reference(spec, building)[0]
+            (building / "result.json").write_text(json.dumps(result))
+            building.rename(home)
+        finally:
+            shutil.rmtree(building, ignore_errors=True)
+    return home / "run1", json.loads((home / "result.json").read_text())
+
+
 @pytest.mark.slow
 def test_the_real_124m_shape(tensorflow_available, tmp_path):
     """GPT-2 small's real shape (124M parameters, random weights) through the whole import."""
-    run = tmp_path / "checkpoint" / "run1"
-    spec = {
-        "runs": [
-            {
-                "out": str(run),
-                "hparams": GPT2_124M,
-                "seed": 3,
-                "step": 10000,
-                "sequences": SEQUENCES[:1],
-                "lines": [],
-            }
-        ]
+    run_spec = {
+        "hparams": GPT2_124M,
+        "seed": 3,
+        "step": 10000,
+        "sequences": SEQUENCES[:1],
+        "lines": [],
     }
-    reference = run_reference(spec, tmp_path)[0]
+    run, reference = cached_reference("124M", run_spec)
     checkpoint, _ = open_checkpoint(run)
     assert checkpoint.size_name == "124M"
     gguf, card = import_to_gguf(run, tmp_path / "gpt2.f32.gguf", "f32")

@@ -97,3 +97,27 @@ def test_a_model_named_beside_the_config_file(tmp_path: Path):
     assert load_config(toml).model.path == "/opt/models/mine.gguf"
     toml.write_text("[model]\n")
     assert load_config(toml).model.path == ""
+
+
+def test_a_model_the_engine_will_not_load_is_said_on_paper_and_exit_78(tmp_path: Path):
+    """A headless Pi's refusal reaches the person at the Teletype, not only the journal."""
+    import os
+    import subprocess
+    import sys
+
+    paper = tmp_path / "paper.txt"
+    config = tmp_path / "teletype.toml"
+    config.write_text(
+        f'[teletype]\nport = "file:{paper}"\n'
+        f'[engine]\nstate_dir = "{tmp_path / "state"}"\nruntime_dir = "{tmp_path / "run"}"\n'
+        'status_on_paper = false\n[model]\npath = "gpt2-355M.q8_0.gguf"\n'
+    )
+    run = subprocess.run(
+        [sys.executable, "-m", "appliance.cli", "serve", "--config", str(config)],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "NOTIFY_SOCKET": ""},
+    )  # fmt: skip
+    assert run.returncode == EX_CONFIG, run.stderr
+    assert "Traceback" not in run.stderr
+    printed = paper.read_bytes().decode("ascii", "replace")
+    assert "THE ENGINE DID NOT START: MODEL FILE NOT FOUND" in printed, printed
+    assert "GPT2-355M.Q8_0.GGUF" in printed.replace("\n", "")  # wrapped at 72 columns
