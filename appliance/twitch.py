@@ -360,7 +360,11 @@ class TeletypeBot(_TokenFileMixin, commands.Bot):
             async with asyncio.timeout(self.call_timeout):
                 await self._subscribe()
         except twitchio.HTTPException as e:
-            log.warning("resubscribing failed: %s", _twitch_failure(e))
+            failure = _twitch_failure(e)
+            if isinstance(failure, TokensRefused):
+                # authorization_revoked takes the tokens too: a new sign-in.
+                return await self._fail(failure)
+            log.warning("resubscribing failed: %s", failure)
         except Exception as e:  # a refused upgrade, a timeout, a reset: the next check retries
             log.warning("resubscribing failed: %s", _name(e))
 
@@ -456,7 +460,10 @@ class TeletypeBot(_TokenFileMixin, commands.Bot):
             if held is None:
                 raise SendFailed("the bot's token was refused")
             body = {"broadcaster_id": self.channel.id, "sender_id": self.bot_id, "message": text}
-            headers = {"Authorization": f"Bearer {held['token']}", "Client-Id": self.client_id}
+            headers = {
+                "Authorization": f"Bearer {held['token']}",
+                "Client-Id": self.settings.client_id,
+            }
             try:
                 async with self._http_session().post(
                     _helix_base() + "chat/messages", json=body, headers=headers

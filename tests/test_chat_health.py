@@ -77,7 +77,9 @@ def test_a_revoked_subscription_is_repaired(tmp_path, engine):
     async def scenario():
         async with stage(tmp_path, engine) as s:
             before = len(s.fake.sessions)
-            assert await s.fake.revoke_subscriptions() == 1
+            # A revocation that leaves the tokens alone (authorization_revoked
+            # takes them too: test_a_revoked_authorization_means_a_new_sign_in).
+            assert await s.fake.revoke_subscriptions("version_removed") == 1
             await _repaired(s, before)
             await _hears(s, "after the revocation")
 
@@ -279,7 +281,7 @@ def test_teletype_chat_survives_a_misbehaving_twitch_and_logs_no_token(tmp_path,
                 fake.drop_next_posts("msg_slowmode", "This room is in slow mode.")
                 await fake.wait_until(lambda: len(fake.chat_messages) >= 1, timeout=60)
                 before = len(fake.sessions)
-                await fake.revoke_subscriptions()
+                await fake.revoke_subscriptions("version_removed")
                 await fake.wait_until(lambda: len(fake.sessions) > before and _enabled(fake), 60)
                 await say("line three, after the revocation")
                 before = len(fake.sessions)
@@ -406,7 +408,7 @@ def test_the_watchdog_is_pinged_only_while_chat_works_and_a_lost_cause_exits(
                     healthy = await pings_during(1.5)
                     # Twitch takes the subscription away and will not give it back.
                     fake.fail_next("POST", "/helix/eventsub/subscriptions", 500, n=1000)
-                    await fake.revoke_subscriptions()
+                    await fake.revoke_subscriptions("version_removed")
                     await asyncio.sleep(0.5)  # a check or two notices
                     broken = await pings_during(1.5)
                     status = [m for m in notify.messages if "STATUS=" in m][-1]
@@ -563,5 +565,52 @@ def test_an_expired_token_found_by_the_check_is_refreshed_and_kept(tmp_path, mon
             await _until(lambda: load_tokens(path).token != first.token)
             fresh = load_tokens(path)
             assert fresh.token != first.token and fake.tokens[fresh.token].valid
+
+    asyncio.run(scenario())
+
+
+def test_a_line_sent_on_the_old_socket_during_a_planned_reconnect_is_kept(tmp_path, engine):
+    # Twitch sends on the old socket until the new one is welcomed: here the
+    # new handshake is held a moment, and a line is said meanwhile.
+    async def scenario():
+        async with stage(tmp_path, engine) as s:
+            before = len(s.fake.sessions)
+            s.fake.stall_next("GET", "/ws", 1.0)
+            await s.fake.send_session_reconnect()
+            await s.fake.wait_until(lambda: s.fake.stalled, timeout=10)
+            await s.say("alice", "said while the session moved")
+            await _repaired(s, before)
+            await _hears(s, "after the move")
+            return [ln["text"] for ln in await s.history()]
+
+    texts = asyncio.run(scenario())
+    assert texts.count("said while the session moved") == 1
+
+
+def test_the_channels_own_lines_count_in_shared_chat(tmp_path, engine):
+    # Twitch may name the channel itself as the source of its own lines
+    # during a shared-chat session; only another channel's lines are skipped.
+    async def scenario():
+        async with stage(tmp_path, engine) as s:
+            await s.fake.push_chat(
+                "said here, tagged with our own channel",
+                broadcaster=s.users["streamer"],
+                chatter=s.users["bob"],
+                source_broadcaster=s.users["streamer"],
+            )
+            await _hears(s, "a line after it")
+            return [ln["text"] for ln in await s.history()]
+
+    assert "said here, tagged with our own channel" in asyncio.run(scenario())
+
+
+def test_a_revoked_authorization_means_a_new_sign_in(tmp_path, monkeypatch):
+    # authorization_revoked: the bot account took the app's access away, and
+    # with it the tokens. Nothing to repair: a code to sign in again.
+    async def scenario():
+        async with bridge_alone(tmp_path) as fake:
+            fake.device_interval = 0
+            await fake.revoke_subscriptions("authorization_revoked")
+            await fake.wait_until(lambda: fake.device_codes, timeout=30)
 
     asyncio.run(scenario())
