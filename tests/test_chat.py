@@ -815,3 +815,38 @@ def test_teletype_chat_process_notifies_ready_and_stops_on_sigterm(tmp_path, eng
     assert [ln["text"] for ln in lines] == ["hello from chat"]
     assert code == 0, err
     assert "subscribed to #streamer as teletypebot" in notify.wait_for("READY=1")
+
+
+def test_outbox_waits_for_ratelimit_reset_and_keeps_a_message_through_passing_failures():
+    from appliance.outbox import SendFailed, TryLater
+
+    tries: list[float] = []
+    failures = [
+        SendFailed("Twitch answered HTTP 500 (during a token refresh)", transient=True),
+        *[TryLater("too many requests (429)", retry_at=None) for _ in range(5)],
+    ]
+
+    async def scenario():
+        reset_at = time.time() + 0.5
+
+        async def send(text: str) -> bool:
+            tries.append(time.time())
+            if len(tries) == 1:
+                raise TryLater("too many requests (429)", retry_at=reset_at)
+            if failures:
+                raise failures.pop(0)
+            return True
+
+        outbox = Outbox(send, per_window=100, window=0.2)
+        runner = asyncio.create_task(outbox.run())
+        await outbox.post("x" * 600)
+        while outbox.sent + outbox.dropped == 0:
+            await asyncio.sleep(0.05)
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+        return outbox, reset_at
+
+    outbox, reset_at = asyncio.run(scenario())
+    assert outbox.sent == 1 and outbox.dropped == 0
+    assert tries[1] >= reset_at  # not before Twitch's Ratelimit-Reset
+    assert len(tries) == 8  # one 429, one 500, five more 429s, then sent
