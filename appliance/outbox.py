@@ -114,7 +114,7 @@ class Outbox:
                     self.last_text, self.last_sent = text, self.clock()
                     self.sent += 1
                 return
-            wait = min(max(wait, 0.1), 2 * self.window)
+            wait = min(max(wait, 0.1), 60.0)  # a reset further off than a minute: odd; try
             log.info("Twitch: %s; trying to post again in %.0f s", why, wait)
             await asyncio.sleep(wait)
             delay = min(delay * 2, self.window)
