@@ -9,7 +9,7 @@ import threading
 from pathlib import Path
 
 from appliance.config import Config, load_config, render_config
-from appliance.errors import ApplianceError
+from appliance.errors import ApplianceError, ConfigError
 
 
 def _settings(args) -> Config:
@@ -147,10 +147,16 @@ def cmd_button(args) -> int:
 
 
 def cmd_chat(args) -> int:
-    config = load_config(args.config)
     if args.configured:
+        try:
+            config = load_config(args.config)
+        except ConfigError:
+            # Not a skip: the bridge itself starts and fails with the error,
+            # so the unit shows as failed with the reason in its status.
+            return 0
         # 1 skips the unit cleanly: a Teletype without Twitch never starts the bridge.
         return 0 if config.chat.channel else 1
+    config = load_config(args.config)
     from appliance.twitch import run_chat
 
     return run_chat(config)

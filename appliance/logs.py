@@ -59,4 +59,8 @@ class RedactSecrets(logging.Filter):
             record.msg, record.args = clean, None
         if record.exc_text:
             record.exc_text = redact(record.exc_text)
+        # The raw exception goes too: the journal's handler sends it as its own
+        # field (EXCEPTION_INFO), and its repr holds what the text had. The
+        # redacted traceback above is what every handler prints instead.
+        record.exc_info = None
         return True

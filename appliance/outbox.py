@@ -1,10 +1,12 @@
 """Messages on their way to chat, within Twitch's limits.
 
 Twitch allows a bot 20 messages in any 30 seconds (100 when it is a
-moderator of the channel), drops a message identical to the one before it,
-and answers 429 when we go too fast anyway. One sender task posts the
-messages in order, waits for room in the window, skips a repeat, and backs
-off and tries again on a 429.
+moderator of the channel), 500 characters a message, drops a message
+identical to the one before it, and answers 429 when we go too fast anyway.
+One sender task posts the messages in order, waits for room in the window,
+skips a repeat, waits until Twitch's Ratelimit-Reset on a 429, tries again
+after a passing failure (a 5xx, a dropped connection, a token refresh), and
+says in the journal what it dropped and why.
 """
 
 from __future__ import annotations
@@ -15,11 +17,30 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 
-from appliance.errors import RateLimited
+from appliance.chat import fit_for_chat
 
 log = logging.getLogger("teletype.chat")
 
 WINDOW = 30.0  # seconds
+LONGEST = 500  # characters in one chat message
+
+
+class TryLater(Exception):
+    """Twitch held the message back (a 429, slow mode): send it again later.
+
+    `retry_at` is Twitch's Ratelimit-Reset (Unix time), when it gave one."""
+
+    def __init__(self, why: str = "", retry_at: float | None = None):
+        super().__init__(why)
+        self.retry_at = retry_at
+
+
+class SendFailed(Exception):
+    """The message was not sent: `transient` when trying again may help."""
+
+    def __init__(self, why: str, transient: bool = False):
+        super().__init__(why)
+        self.transient = transient
 
 
 class Outbox:
@@ -30,11 +51,15 @@ class Outbox:
         clock: Callable[[], float] = time.monotonic,
         max_waiting: int = 50,
         window: float = WINDOW,
+        tries: int = 8,
+        wall: Callable[[], float] = time.time,
     ):
         self.send = send
         self.per_window = per_window
         self.window = window
         self.clock = clock
+        self.wall = wall  # Ratelimit-Reset is a wall-clock time
+        self.tries = tries
         self.waiting: asyncio.Queue[str] = asyncio.Queue(maxsize=max_waiting)
         self.sent_at: deque[float] = deque()
         self.last_text = ""
@@ -45,10 +70,10 @@ class Outbox:
     async def post(self, text: str) -> None:
         """Queue a message; when far behind, the oldest waiting one gives way."""
         if self.waiting.full():
-            self.waiting.get_nowait()
+            old = self.waiting.get_nowait()
             self.dropped += 1
-            log.warning("chat is far behind: an old message was dropped")
-        self.waiting.put_nowait(text)
+            log.warning("chat is far behind: dropped an old message: %r", old[:60])
+        self.waiting.put_nowait(fit_for_chat(text, LONGEST))
 
     async def run(self) -> None:
         while True:
@@ -69,24 +94,32 @@ class Outbox:
                 return
             await asyncio.sleep(self.window - (now - self.sent_at[0]) + 0.01)
 
-    async def _send_with_retries(self, text: str, tries: int = 6) -> None:
-        delay = 1.0
-        for _ in range(tries):
+    async def _send_with_retries(self, text: str) -> None:
+        delay, why = 1.0, ""
+        for _ in range(self.tries):
             self.sent_at.append(self.clock())
             try:
                 delivered = await self.send(text)
-            except RateLimited as e:
-                # A 429, or a message held back for a reason that passes (slow mode).
+            except TryLater as e:
                 why = str(e) or "too many messages"
-                log.warning("Twitch says %s; trying again in %.0f s", why, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.window)
-                continue
+                wait = delay if e.retry_at is None else e.retry_at - self.wall()
+            except SendFailed as e:
+                if not e.transient:
+                    return self._dropped(text, str(e))
+                why, wait = str(e), delay
             except Exception as e:  # one message must not end the sender
-                log.warning("could not post to chat: %s", e)
+                return self._dropped(text, f"{type(e).__name__}: {e}")
+            else:
+                if delivered:
+                    self.last_text, self.last_sent = text, self.clock()
+                    self.sent += 1
                 return
-            if delivered:
-                self.last_text, self.last_sent = text, self.clock()
-                self.sent += 1
-            return
-        log.warning("gave up posting after %d tries: %r", tries, text[:60])
+            wait = min(max(wait, 0.1), 60.0)  # a reset further off than a minute: odd; try
+            log.info("Twitch: %s; trying to post again in %.0f s", why, wait)
+            await asyncio.sleep(wait)
+            delay = min(delay * 2, self.window)
+        self._dropped(text, f"{why}, {self.tries} tries")
+
+    def _dropped(self, text: str, why: str) -> None:
+        self.dropped += 1
+        log.warning("dropped a chat message (%s): %r", why, text[:60])

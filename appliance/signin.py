@@ -61,7 +61,21 @@ async def _post(session: aiohttp.ClientSession, path: str, form: dict) -> tuple[
             body = await r.json(content_type=None)
         except ValueError:
             body = {}
-        return r.status, body if isinstance(body, dict) else {}
+        body = body if isinstance(body, dict) else {}
+        if r.status == 429:
+            body["_retry_at"] = r.headers.get("Ratelimit-Reset")
+        return r.status, body
+
+
+async def _too_many(what: str, body: dict) -> None:
+    """A 429: wait until Twitch's Ratelimit-Reset (within reason), then try again."""
+    try:
+        wait = float(body.get("_retry_at") or 0) - time.time()
+    except ValueError:
+        wait = 0.0
+    wait = min(max(wait, RETRY_AFTER[0]), 60.0)
+    log.warning("Twitch %s: too many requests (429); trying again in %.0f s", what, wait)
+    await asyncio.sleep(wait)
 
 
 async def _transient(what: str, attempt: int, error: object) -> None:
@@ -79,6 +93,11 @@ async def request_code(session, client_id: str, scopes: list[str]) -> tuple[Devi
             )
         except (aiohttp.ClientError, TimeoutError) as e:
             await _transient("sign-in", attempt, type(e).__name__)
+            continue
+        if status == 429 or (status == 400 and body.get("message") == "slow_down"):
+            # Twitch's rate limit, not our Client ID: wait, never give up (an
+            # exit 78 here would leave the bridge stopped for good).
+            await _too_many("sign-in", body)
             continue
         if status == 200:
             shown = DeviceCode(body["verification_uri"], body["user_code"], int(body["expires_in"]))
@@ -118,6 +137,9 @@ async def wait_for_approval(
             continue
         if status == 400 and message == "slow_down":
             interval += 5
+            continue
+        if status == 429:
+            await _too_many("sign-in", body)
             continue
         if status == 400 and ("denied" in message or "declined" in message):
             raise Declined(message)

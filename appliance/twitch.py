@@ -13,14 +13,18 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import datetime
 import logging
 import signal
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import twitchio
 from twitchio import eventsub
+from twitchio.eventsub.websockets import Websocket
 from twitchio.ext import commands
 from twitchio.web import BaseAdapter
 
@@ -28,9 +32,9 @@ from appliance import notify
 from appliance.chat import PREFIX, ChatBridge, Viewer
 from appliance.client import EngineClient, EngineUnavailable
 from appliance.config import ChatConfig, Config
-from appliance.errors import ConfigError, RateLimited
+from appliance.errors import ConfigError
 from appliance.logs import secret
-from appliance.outbox import Outbox
+from appliance.outbox import Outbox, SendFailed, TryLater
 from appliance.tokens import TokenError, TwitchTokens, load_tokens, save_tokens, token_path
 
 log = logging.getLogger("teletype.chat")
@@ -159,6 +163,14 @@ class TeletypeBot(_TokenFileMixin, commands.Bot):
     check_every = 15.0
     ask_twitch_every = 4  # of those checks, one asks Twitch itself (a Helix call)
     repair_for = 90.0
+    # Every call to Twitch ends within this, well inside WatchdogSec=180
+    # (twitchio's own HTTP session waits up to aiohttp's 300 s).
+    call_timeout = 30.0
+    # Twitch asks for a token check at start (login does it) and hourly.
+    validate_every = 3600.0
+    # Twitch sends a keepalive when nothing else was sent for the session's
+    # keepalive_timeout_seconds; a little more silence than that is a dead path.
+    silence_grace = 5.0
 
     def __init__(
         self, settings: ChatConfig, keeper: TokenKeeper, engine: EngineClient, health: Health
@@ -180,40 +192,58 @@ class TeletypeBot(_TokenFileMixin, commands.Bot):
         self.bridge = ChatBridge(engine, settings, self.outbox.post)
         self.channel: twitchio.PartialUser | None = None
         self.subscribed = asyncio.Event()
+        # Whether Twitch holds our subscription as enabled, as far as we know:
+        # set by a subscribe Twitch accepted or by its list, cleared by a
+        # revocation or a list without it. Liveness needs it and fresh traffic.
+        self.enabled = False
         self.failure: BaseException | None = None  # why run() ended, for the supervisor
         self.seen = SeenMessages()
         self._tasks: list[asyncio.Task] = []
+        self._sender: aiohttp.ClientSession | None = None
 
     async def event_ready(self) -> None:
         # After start_dcf: the bot's token is loaded (and refreshed if it had
-        # to be), so Helix calls work from here on.
+        # to be), so Helix calls work from here on. Any failure here ends the
+        # run (and the supervisor retries): never a bot with no health task.
+        self._take_over_token_checks()
         try:
-            users = await self.fetch_users(logins=[self.settings.channel.lower()])
+            async with asyncio.timeout(self.call_timeout):
+                users = await self.fetch_users(logins=[self.settings.channel.lower()])
+            if not users:
+                return await self._fail(
+                    ConfigError(
+                        f"chat.channel: Twitch has no channel named {self.settings.channel!r}"
+                    )
+                )
+            self.channel = users[0]
+            async with asyncio.timeout(self.call_timeout):
+                await self._subscribe()
         except twitchio.HTTPException as e:
             return await self._fail(_twitch_failure(e))
-        if not users:
-            return await self._fail(
-                ConfigError(f"chat.channel: Twitch has no channel named {self.settings.channel!r}")
-            )
-        self.channel = users[0]
-        try:
-            await self._subscribe()
-        except twitchio.HTTPException as e:
-            return await self._fail(_twitch_failure(e))
+        except Exception as e:  # a refused websocket, a timeout, a reset: all passing
+            return await self._fail(TransientTwitch(f"Twitch is not answering ({_name(e)})"))
+        self.health.alive = self.hearing
         self._tasks = [
             asyncio.create_task(self.outbox.run(), name="outbox"),
             asyncio.create_task(self.bridge.follow_engine(), name="engine-events"),
             asyncio.create_task(self._keep_healthy(), name="health"),
+            asyncio.create_task(self._keep_tokens(), name="token checks"),
         ]
 
     async def _subscribe(self) -> None:
         assert self.channel is not None
-        await self.subscribe_websocket(
-            eventsub.ChatMessageSubscription(
-                broadcaster_user_id=self.channel.id, user_id=self.bot_id
-            ),
-            token_for=self.bot_id,
-        )
+        try:
+            await self.subscribe_websocket(
+                eventsub.ChatMessageSubscription(
+                    broadcaster_user_id=self.channel.id, user_id=self.bot_id
+                ),
+                token_for=self.bot_id,
+            )
+        except twitchio.HTTPException as e:
+            if e.status != 409:
+                raise
+            # Twitch still holds it on a socket of ours: the session is fine.
+        self.enabled = True
         self.subscribed.set()
         self.health.good(f"subscribed to #{self.channel.name} as {self.bot_login}")
 
@@ -223,18 +253,34 @@ class TeletypeBot(_TokenFileMixin, commands.Bot):
 
     # --- health ----------------------------------------------------------------------
 
-    def _socket_ok(self) -> bool:
-        """Our EventSub websocket is open and still holds the subscription.
+    def _sockets(self) -> list[Websocket]:
+        return list(self._websockets.get(self.bot_id, {}).values())  # type: ignore[attr-defined]
 
-        twitchio 3.3 drops a revoked subscription and closes a socket left
-        with none, never reconnects after close code 4003, and only logs a
-        resubscribe that failed: none of that reaches our code as an event.
+    def _live_sockets(self) -> list[Websocket]:
+        """Open sockets holding our subscription on which Twitch spoke lately.
+
+        Twitch sends a notification or a keepalive at least every
+        keepalive_timeout_seconds; twitchio stamps each frame it reads.
         """
-        sockets = self._websockets.get(self.bot_id, {})  # type: ignore[attr-defined]
-        return any(ws.connected and ws.subscription_count for ws in sockets.values())
+        now = datetime.datetime.now()
+        live = []
+        for ws in self._sockets():
+            heard = ws._last_keepalive
+            if not (ws.connected and ws.subscription_count and heard):
+                continue
+            if (now - heard).total_seconds() <= ws.keep_alive_timeout + self.silence_grace:
+                live.append(ws)
+        return live
+
+    def hearing(self) -> bool:
+        """Liveness for the watchdog: EventSub traffic lately, on an enabled subscription.
+
+        Nothing a loop sets: what Twitch sent, read when systemd is to be told.
+        """
+        return self.enabled and bool(self._live_sockets()) and self._token_ok()
 
     def _token_ok(self) -> bool:
-        # twitchio's own validation loop drops a token whose refresh Twitch refused.
+        # A refused refresh drops the token from twitchio's table.
         return self.bot_id in self._http._tokens  # type: ignore[attr-defined]
 
     async def _twitch_agrees(self) -> bool:
@@ -253,7 +299,11 @@ class TeletypeBot(_TokenFileMixin, commands.Bot):
         while True:
             await asyncio.sleep(self.check_every)
             checks += 1
-            problem = await self._problem(ask_twitch=checks % self.ask_twitch_every == 0)
+            try:
+                async with asyncio.timeout(self.call_timeout):
+                    problem = await self._problem(ask_twitch=checks % self.ask_twitch_every == 0)
+            except Exception as e:  # whatever it was, it is a reason to repair
+                problem = f"the health check failed ({_name(e)})"
             if problem is None:
                 if broken_since is not None:
                     log.info("chat works again")
@@ -272,47 +322,125 @@ class TeletypeBot(_TokenFileMixin, commands.Bot):
     async def _problem(self, ask_twitch: bool) -> BaseException | str | None:
         if not self._token_ok():
             return TokensRefused("Twitch refused the bot's token and its refresh")
-        if not self._socket_ok():
-            return "no EventSub session holds the chat subscription"
+        if not self.enabled:
+            return "Twitch does not hold the chat subscription"
+        if not self._live_sockets():
+            return "no EventSub traffic on a session that holds the chat subscription"
         if not ask_twitch:
             return None
         try:
-            if not await self._twitch_agrees():
-                return "Twitch has no enabled chat subscription for us"
+            agrees = await self._twitch_agrees()
         except twitchio.HTTPException as e:
             failure = _twitch_failure(e)
             return failure if isinstance(failure, TokensRefused) else str(failure)
-        except (aiohttp.ClientError, TimeoutError, OSError) as e:
-            return f"Twitch is not answering ({type(e).__name__})"
+        if not agrees:
+            self.enabled = False
+            return "Twitch has no enabled chat subscription for us"
         return None
 
     async def _repair(self) -> None:
-        """Subscribe again: twitchio opens a new session for it when there is none."""
-        sockets = self._websockets.get(self.bot_id, {})  # type: ignore[attr-defined]
-        for key, ws in list(sockets.items()):
-            if not ws.connected:
-                with contextlib.suppress(Exception):
+        """Subscribe again, on a new session: twitchio opens one when it has none.
+
+        Sockets that are closed, or open but silent, are closed and
+        forgotten: a silent one may be a dead network path twitchio has not
+        noticed yet, and the next subscription would land on it.
+        """
+        live = self._live_sockets()
+        table = self._websockets.get(self.bot_id, {})  # type: ignore[attr-defined]
+        for key, ws in list(table.items()):
+            if ws in live:
+                continue
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(5):
                     await ws.close()
-                # twitchio 3.3 files a reconnected socket under its old session
-                # id, and a close removes only the new one: a dead socket left
-                # in the table would be picked for the next subscription.
-                sockets.pop(key, None)
+            # twitchio 3.3 files a reconnected socket under its old session
+            # id, and a close removes only the new one.
+            table.pop(key, None)
         try:
-            await self._subscribe()
+            async with asyncio.timeout(self.call_timeout):
+                await self._subscribe()
         except twitchio.HTTPException as e:
-            if e.status == 409:  # Twitch still has it: the session is fine after all
-                return
-            log.warning("resubscribing failed: %s", _twitch_failure(e))
-        except (aiohttp.ClientError, TimeoutError, OSError, RuntimeError) as e:
-            log.warning("resubscribing failed: %s", type(e).__name__)
+            failure = _twitch_failure(e)
+            if isinstance(failure, TokensRefused):
+                # authorization_revoked takes the tokens too: a new sign-in.
+                return await self._fail(failure)
+            log.warning("resubscribing failed: %s", failure)
+        except Exception as e:  # a refused upgrade, a timeout, a reset: the next check retries
+            log.warning("resubscribing failed: %s", _name(e))
+
+    # --- tokens ----------------------------------------------------------------------
+
+    def _take_over_token_checks(self) -> None:
+        """twitchio's validation loop ends for good on a timeout or a dropped
+        connection (3.3.2 catches only some errors); ours replaces it."""
+        task = getattr(self._http, "_validate_task", None)
+        if task is not None:
+            task.cancel()
+
+    async def _keep_tokens(self) -> None:
+        """Validate the bot's token hourly (Twitch requires it), refreshing it when it
+        runs short; a failed check is retried with backoff, and a refusal for good
+        ends the run (a new sign-in), as does a check that fails for too long."""
+        failing_since: float | None = None
+        wait = self.validate_every
+        while True:
+            await asyncio.sleep(wait)
+            try:
+                async with asyncio.timeout(self.call_timeout):
+                    await self._check_token()
+            except TokensRefused as e:
+                return await self._fail(e)
+            except Exception as e:  # network, 5xx, timeouts: try again soon
+                now = asyncio.get_running_loop().time()
+                failing_since = now if failing_since is None else failing_since
+                if now - failing_since > self.repair_for:
+                    return await self._fail(
+                        Unhealthy(f"Twitch would not check the bot's token ({_name(e)})")
+                    )
+                wait = min(self.validate_every, 5.0 * 2 ** min(6, round(now - failing_since) // 5))
+                log.warning(
+                    "checking the Twitch token failed (%s); again in %.0f s", _name(e), wait
+                )
+                continue
+            failing_since, wait = None, self.validate_every
+
+    async def _check_token(self) -> None:
+        held = self._http._tokens.get(self.bot_id)  # type: ignore[attr-defined]
+        if held is None:
+            raise TokensRefused("Twitch refused the bot's token and its refresh")
+        session = self._http_session()
+        async with session.get(
+            _id_base() + "oauth2/validate", headers={"Authorization": f"OAuth {held['token']}"}
+        ) as r:
+            body = await r.json(content_type=None) if r.status == 200 else {}
+            status = r.status
+        if status >= 500 or status == 429:
+            raise TransientTwitch(f"Twitch answered HTTP {status} to the token check")
+        if status == 200 and int(body.get("expires_in", 0)) > self.validate_every + 300:
+            return
+        # Invalid (401) or running short: refresh it (twitchio saves nothing;
+        # event_token_refreshed keeps the new pair on disk).
+        await self._http._refresh_token(self.bot_id, held["refresh"])  # type: ignore[attr-defined]
+        if not self._token_ok():
+            raise TokensRefused("Twitch refused the bot's token and its refresh")
+
+    def _http_session(self) -> aiohttp.ClientSession:
+        if self._sender is None or self._sender.closed:
+            self._sender = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.call_timeout)
+            )
+        return self._sender
 
     # --- chat ------------------------------------------------------------------------
 
     async def event_message(self, payload: twitchio.ChatMessage) -> None:
         if payload.chatter.id == self.bot_id:
             return  # our own posts come back to us as chat
-        if payload.source_broadcaster is not None:
-            return  # shared chat: a line from another channel's room
+        source = payload.source_broadcaster
+        if source is not None and self.channel is not None and source.id != self.channel.id:
+            # Shared chat: a line from another channel's room. Twitch may name
+            # the channel itself as the source of its own lines: those count.
+            return
         if not self.seen.first_time(payload.id):
             return  # Twitch delivers at least once: a repeat of one handled
         # Commands and chat lines alike: the bridge tells them apart.
@@ -320,27 +448,59 @@ class TeletypeBot(_TokenFileMixin, commands.Bot):
 
     async def event_subscription_revoked(self, payload) -> None:
         log.warning("Twitch revoked the chat subscription (%s)", payload.status)
+        self.enabled = False
         self.health.bad(f"reconnecting: the subscription was revoked ({payload.status})")
 
     async def _send(self, text: str) -> bool:
+        """Send Chat Message with the bot's token; through a refresh, and with
+        Twitch's Ratelimit-Reset when it says 429."""
         assert self.channel is not None
-        try:
-            sent = await self.channel.send_message(text, sender=self.bot_id, token_for=self.bot_id)
-        except twitchio.MessageRejectedError as e:
-            return _dropped(e.code, e.message)
-        except twitchio.HTTPException as e:
-            if e.status == 429:
-                raise RateLimited() from e
-            raise
-        if not sent.sent:
-            return _dropped(sent.dropped_code, sent.dropped_message)
-        return True
+        for attempt in range(2):
+            held = self._http._tokens.get(self.bot_id)  # type: ignore[attr-defined]
+            if held is None:
+                raise SendFailed("the bot's token was refused")
+            body = {"broadcaster_id": self.channel.id, "sender_id": self.bot_id, "message": text}
+            headers = {
+                "Authorization": f"Bearer {held['token']}",
+                "Client-Id": self.settings.client_id,
+            }
+            try:
+                async with self._http_session().post(
+                    _helix_base() + "chat/messages", json=body, headers=headers
+                ) as r:
+                    status, reset = r.status, r.headers.get("Ratelimit-Reset")
+                    answer = await r.json(content_type=None) if status < 500 else {}
+            except (aiohttp.ClientError, TimeoutError, OSError) as e:
+                raise SendFailed(f"Twitch is not answering ({_name(e)})", transient=True) from None
+            if status == 401 and attempt == 0:
+                # An expired token: refreshed, and the same message sent again.
+                try:
+                    async with asyncio.timeout(self.call_timeout):
+                        await self._http._refresh_token(self.bot_id, held["refresh"])  # type: ignore[attr-defined]
+                except Exception as e:
+                    why = f"the token refresh failed ({_name(e)})"
+                    raise SendFailed(why, transient=True) from None
+                continue
+            if status == 429:
+                raise TryLater("too many requests (429)", retry_at=_epoch(reset))
+            if status >= 500:
+                raise SendFailed(f"Twitch answered HTTP {status}", transient=True)
+            if status != 200:
+                raise SendFailed(f"Twitch refused the message (HTTP {status}: "
+                                 f"{answer.get('message', '')})")  # fmt: skip
+            sent = (answer.get("data") or [{}])[0]
+            if not sent.get("is_sent"):
+                reason = sent.get("drop_reason") or {}
+                return _dropped(reason.get("code"), reason.get("message"))
+            return True
+        raise SendFailed("the refreshed token was refused too")
 
     @property
     def bot_login(self) -> str:
         return self.keeper.current.login if self.keeper.current else self.bot_id
 
     async def close(self, **options: Any) -> None:
+        self.health.alive = None
         for task in self._tasks:
             if task is not asyncio.current_task():
                 task.cancel()
@@ -348,7 +508,89 @@ class TeletypeBot(_TokenFileMixin, commands.Bot):
             *(t for t in self._tasks if t is not asyncio.current_task()), return_exceptions=True
         )
         await self.bridge.close()
+        if self._sender is not None:
+            await self._sender.close()
         await super().close(**options)
+
+
+def _name(e: BaseException) -> str:
+    return type(e).__name__
+
+
+def _id_base() -> str:
+    from twitchio.http import Route
+
+    return Route.ID_BASE
+
+
+def _helix_base() -> str:
+    from twitchio.http import Route
+
+    return Route.BASE
+
+
+def _epoch(value: str | None) -> float | None:
+    """Ratelimit-Reset: the Unix time at which the bucket is full again."""
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
+
+
+# --- a planned reconnect loses nothing (twitchio 3.3.2, patched narrowly) ---------------
+#
+# On `session_reconnect` twitchio opens the new socket from inside the old
+# socket's reader and, once the new one is welcomed, closes the old one with
+# its unread frames: Twitch sends on the old socket until the new one is
+# welcomed, so a line sent in that moment was lost. Here the new socket is
+# opened beside the old one, whose reader goes on; the old one is closed
+# only after the new welcome and a moment of quiet on it. A line that comes
+# on both is handled once (TeletypeBot.seen, by message id).
+
+RECONNECT_DRAIN = 1.0  # seconds of quiet on the old socket before it is closed
+RECONNECT_DRAIN_MAX = 10.0
+
+
+async def _process_reconnect_keeping_the_old(self: Websocket, data: Any) -> None:
+    url = data["payload"]["session"]["reconnect_url"]
+    log.info("Twitch moves the chat session; reading the old one until the new is welcomed")
+    task = asyncio.create_task(_reconnect_keeping_the_old(self, url), name="eventsub reconnect")
+    self._connection_tasks.add(task)
+    task.add_done_callback(self._connection_tasks.discard)
+
+
+async def _reconnect_keeping_the_old(old: Websocket, url: str) -> None:
+    new = Websocket(
+        keep_alive_timeout=old._keep_alive_timeout,
+        reconnect_attempts=old._original_attempts,
+        client=old._client,
+        token_for=old._token_for,
+        http=old._http,
+        shard_id=old._shard_id,
+    )
+    new._subscriptions = old._subscriptions
+    try:
+        await new.connect(url=url, reconnect=False, fail_once=True)
+    except Exception:
+        # As twitchio: a fresh connection for the old socket, and a resubscribe.
+        return await old.connect(reconnect=True)
+    client = old._client
+    if client is not None:
+        client._websockets[old._token_for][new.session_id] = new  # type: ignore[index]
+    # The old socket goes on being read until it has been quiet a moment.
+    old._closing = True
+    started = time.monotonic()
+    while old.connected and time.monotonic() - started < RECONNECT_DRAIN_MAX:
+        heard = old._last_keepalive
+        quiet = (datetime.datetime.now() - heard).total_seconds() if heard else RECONNECT_DRAIN
+        if quiet >= RECONNECT_DRAIN:
+            break
+        await asyncio.sleep(RECONNECT_DRAIN - quiet)
+    old._closing = False
+    await old.close()
+
+
+Websocket._process_reconnect = _process_reconnect_keeping_the_old  # type: ignore[method-assign]
 
 
 class SeenMessages:
@@ -375,7 +617,7 @@ class SeenMessages:
 RETRY_LATER = {"msg_slowmode", "msg_duplicate", "msg_ratelimit", "msg_timedout", "msg_suspended"}
 
 
-class DroppedForNow(RateLimited):
+class DroppedForNow(TryLater):
     """Twitch dropped a message for a reason that passes: try it again later."""
 
 
@@ -405,12 +647,16 @@ class TransientTwitch(Exception):
 
 class Health:
     """What systemd hears: READY once, STATUS with what the bridge is doing, and
-    WATCHDOG pings only while chat works (or while it waits for a sign-in)."""
+    WATCHDOG pings only while `alive()` says chat is heard (or a sign-in waits).
+
+    `alive` is the bot's own reading of what Twitch sent lately, asked at each
+    ping: no flag that a stalled loop could leave standing."""
 
     def __init__(self) -> None:
         self.ready = False
         self.state = ""
         self.healthy = False
+        self.alive: Callable[[], bool] | None = None
 
     def good(self, what: str) -> None:
         self._say(what, healthy=True)
@@ -427,8 +673,12 @@ class Health:
             log.info("%s", what)
             notify.status(what)
             self.state = what
-        if healthy:
-            notify.watchdog()
+
+    def live(self) -> bool:
+        try:
+            return bool(self.alive and self.alive())
+        except Exception:  # a reading that fails is no sign of life
+            return False
 
 
 def _viewer(chatter) -> Viewer:
@@ -474,13 +724,16 @@ async def run_bot(config: Config) -> None:
             bot = TeletypeBot(settings, keeper, engine, health)
             try:
                 await _run_once(bot)
-                failures, broken_since = 0, None
             except TokensRefused as e:
                 log.warning("%s: signing in again", e)
                 health.bad("token refused: sign in again (a code follows on paper)")
                 keeper.forget()
                 continue
             except TransientTwitch as e:
+                if bot.subscribed.is_set():
+                    # It worked for a while: this is a new bad spell, not
+                    # the same one going on.
+                    failures, broken_since = 0, None
                 failures += 1
                 now = asyncio.get_running_loop().time()
                 broken_since = now if broken_since is None else broken_since
@@ -501,7 +754,8 @@ async def run_bot(config: Config) -> None:
 async def _run_once(bot: TeletypeBot) -> None:
     """Log in with the saved tokens, subscribe, and run until something ends it."""
     try:
-        flow = await bot.login_dcf(load_token=True, save_token=False)
+        async with asyncio.timeout(2 * bot.call_timeout):  # a check, and maybe a refresh
+            flow = await bot.login_dcf(load_token=True, save_token=False)
     except twitchio.InvalidTokenException as e:
         # twitchio calls any failed check of a token invalid, a 503 too.
         if e.status == 429 or e.status >= 500:
@@ -517,7 +771,7 @@ async def _run_once(bot: TeletypeBot) -> None:
         await bot.start_dcf(block=True)
     except twitchio.HTTPException as e:
         raise _twitch_failure(e) from None
-    except (aiohttp.ClientError, TimeoutError, OSError) as e:
+    except Exception as e:  # a refused websocket, a timeout, a reset: all passing
         raise TransientTwitch(f"Twitch is not answering ({type(e).__name__})") from None
     if bot.failure is not None:
         raise bot.failure
@@ -529,7 +783,7 @@ async def _pet_watchdog(health: Health) -> None:
     if not interval:
         return
     while True:
-        if health.healthy:
+        if health.live():
             notify.watchdog()
         await asyncio.sleep(interval)
 
@@ -575,8 +829,10 @@ async def sign_in_on_paper(
             await engine.print_text("THE TWITCH SIGN-IN WAS DECLINED.\n", source="system")
 
     # READY now, not once Twitch answers: a Pi's Wi-Fi may come up minutes
-    # later, and systemd would kill a start that takes that long.
+    # later, and systemd would kill a start that takes that long. The sign-in
+    # loop cannot stall (each call has a timeout): alive while it waits.
     health.good("waiting for sign-in: asking Twitch for a code")
+    health.alive = lambda: True
     while True:
         signed = await sign_in(settings.client_id, list(SCOPES), show, on_declined=declined)
         if settings.bot and signed.login.lower() != settings.bot.lower():
@@ -590,6 +846,7 @@ async def sign_in_on_paper(
             continue
         keeper.store(signed.user_id, signed.login, signed.token, signed.refresh)
         log.info("signed in to Twitch as %s", signed.login)
+        health.alive = None  # from here on, the bot's reading of chat
         return
 
 

@@ -29,6 +29,13 @@ Twitch's failure modes, all off until a test asks for them:
     push_chat(source_broadcaster=...)  a shared-chat message from another channel
     drop_next_posts()           Send Chat Message answers 200 with is_sent=false + drop_reason
     fail_next() / stall_next()  5xx answers / slow answers on OAuth, Helix and the /ws upgrade
+    reset_next()                the connection dropped with no answer (a reset)
+    rate_limit_next()           429 with Twitch's Ratelimit-Limit/-Remaining/-Reset headers
+    chat_limit                  Send Chat Message over 20 in 30 s: dropped, msg_ratelimit
+    slow_down_next()            the device-code poll answers 400 "slow_down"
+    ban()                       the bot is banned: chat_user_banned, posts dropped msg_banned
+    send_session_reconnect()    events go on the old socket until the new one is welcomed;
+                                an old socket not closed within reconnect_grace: 4004
     refuse_refresh, revoke_user_tokens()   refresh refused / the user disconnected the app
     expire_device_code(), decline_device(), device_code_lifetime   device-code flow endings
 """
@@ -142,6 +149,7 @@ class Session:
     keepalive_task: asyncio.Task[None] | None = None
     unused_task: asyncio.Task[None] | None = None  # the 4003 "connection unused" timer
     silenced: bool = False  # FakeTwitch.silence(): no more keepalives on this socket
+    last_sent: float = 0.0  # when the fake last sent a frame on it (keepalives follow silence)
 
     @property
     def open(self) -> bool:
@@ -175,8 +183,9 @@ class FakeTwitch:
         The app credentials the fake accepts (client_secret=None -> a public client: the
         client_credentials grant is refused, like Twitch does for public clients).
     keepalive_interval:
-        Seconds between `session_keepalive` frames (real Twitch: ~keepalive_timeout_seconds).
-        None = never send keepalives (to exercise twitchio's keepalive-timeout reconnect).
+        Seconds between `session_keepalive` frames. "session" (the default) is Twitch's
+        own: a keepalive after each keepalive_timeout_seconds the session asked for (10
+        for twitchio) with nothing else sent. None = never send keepalives.
     echo_sent_messages:
         Like real Twitch, a message sent via POST chat/messages comes back as a
         channel.chat.message notification (chatter == sender), so the bot sees its own
@@ -193,7 +202,7 @@ class FakeTwitch:
         *,
         client_id: str = "fake-client-id",
         client_secret: str | None = "fake-client-secret",
-        keepalive_interval: float | None = 1.0,
+        keepalive_interval: float | str | None = "session",
         echo_sent_messages: bool = True,
         device_interval: int = 5,
         device_code_lifetime: int = 1800,
@@ -216,6 +225,16 @@ class FakeTwitch:
         # True: the refresh_token grant answers 400 "Invalid refresh token" even for a valid
         # refresh token (which stays valid, so a test can switch this back off).
         self.refuse_refresh = False
+        # Send Chat Message: at most this many messages per sender in this many seconds
+        # (Twitch: 20 in 30 s, 100 for a moderator); over it, dropped with msg_ratelimit.
+        self.chat_limit: tuple[int, float] | None = (20, 30.0)
+        self._chat_sent: dict[str, list[float]] = {}
+        self.banned: set[str] = set()  # user ids banned from the channel's chat
+        # After a session_reconnect, seconds the old socket may stay open once the new
+        # one is welcomed; then Twitch closes it 4004 "reconnect grace time expired".
+        self.reconnect_grace = 30.0
+        self._slow_downs = 0
+        self._resets: dict[tuple[str, str], int] = {}
 
         self.users: dict[str, FakeUser] = {}
         self.tokens: dict[str, TokenInfo] = {}  # access token -> info
@@ -224,6 +243,7 @@ class FakeTwitch:
 
         # --- recordings (read these from tests) ---
         self.requests: list[RecordedRequest] = []
+        self.stalled: list[RecordedRequest] = []  # requests held by stall_next, when held
         self.chat_messages: list[dict[str, Any]] = []  # POST chat/messages bodies (+ "_token_user")
         # POST chat/messages answered is_sent=false by drop_next_posts() (+ "drop_reason").
         self.dropped_messages: list[dict[str, Any]] = []
@@ -366,6 +386,39 @@ class FakeTwitch:
         handshake is held, so ws_connect times out)."""
         # No Twitch doc page: latency is a property of the network path, not an API shape.
         self._stalls.setdefault((method.upper(), path), []).extend([seconds] * n)
+
+    def reset_next(self, method: str, path: str, n: int = 1) -> None:
+        """The next `n` requests to `method path` get no answer: the connection is dropped
+        (a reset on a flaky network path). aiohttp raises ServerDisconnectedError or
+        ClientOSError in the client."""
+        key = (method.upper(), path)
+        self._resets[key] = self._resets.get(key, 0) + n
+
+    def rate_limit_next(self, method: str, path: str, reset_in: float = 1.0, n: int = 1) -> None:
+        """The next `n` requests to `method path` answer 429 with Twitch's rate-limit
+        headers: Ratelimit-Limit, Ratelimit-Remaining 0 and Ratelimit-Reset, the Unix time
+        (whole seconds, as Twitch sends it; rounded up) at which the bucket is full again."""
+        # API reference, "Rate limits": a 429 carries Ratelimit-Reset, an epoch timestamp.
+        reset = str(int(time.time() + reset_in) + 1)
+        headers = {"Ratelimit-Limit": "800", "Ratelimit-Remaining": "0", "Ratelimit-Reset": reset}
+        body = {"error": "Too Many Requests", "status": 429, "message": "Too Many Requests"}
+        if path.startswith("/oauth2/"):
+            body = {"status": 429, "message": "Too Many Requests"}
+        for _ in range(n):
+            self.queue_response(method, path, 429, body, headers)
+
+    def slow_down_next(self, n: int = 1) -> None:
+        """The next `n` device-code token polls answer 400 "slow_down" (RFC 8628: the
+        client must add 5 s to its interval)."""
+        self._slow_downs += n
+
+    async def ban(self, user_id: str) -> None:
+        """The broadcaster bans `user_id`: Twitch revokes the chat subscriptions it holds as
+        that user with chat_user_banned, and drops its posts with msg_banned."""
+        self.banned.add(user_id)
+        await self.revoke_subscriptions(
+            "chat_user_banned", match=lambda sub: sub["condition"].get("user_id") == user_id
+        )
 
     def drop_next_posts(self, code: str, message: str, n: int = 1) -> None:
         """The next `n` otherwise valid POST /helix/chat/messages are not delivered: Twitch
@@ -546,6 +599,7 @@ class FakeTwitch:
             }
             text = json.dumps(frame)
             await session.ws.send_str(text)
+            session.last_sent = time.monotonic()
             if duplicate:
                 # WebSocket reference, metadata.message_id: "Twitch sends messages at least
                 # once ... you may receive a notification twice ... the message ID will be
@@ -645,6 +699,9 @@ class FakeTwitch:
             if sub["status"] != "enabled" or (match is not None and not match(sub)):
                 continue
             sub["status"] = status
+            if status == "authorization_revoked" and sub["condition"].get("user_id"):
+                # The user took the app's access away: its tokens go with it.
+                self.revoke_user_tokens(sub["condition"]["user_id"])
             session = self._session(sub["transport"].get("session_id", ""))
             if session is None or not session.open:
                 continue
@@ -751,8 +808,19 @@ class FakeTwitch:
             authorization=request.headers.get("Authorization"),
         )
         request[_JSON_KEY] = body
+        resets = self._resets.get((request.method, request.path), 0)
+        if resets:
+            self._resets[(request.method, request.path)] = resets - 1
+            assert request.transport is not None
+            request.transport.abort()  # no answer at all: the client sees a reset
+            rec.status = -1
+            self.requests.append(rec)
+            await self._notify()
+            raise asyncio.CancelledError  # aiohttp ends the handler quietly
         stalls = self._stalls.get((request.method, request.path))
         if stalls:
+            self.stalled.append(rec)  # the stall has begun: a test may act meanwhile
+            await self._notify()
             await asyncio.sleep(stalls.pop(0))
         canned = self._canned.get((request.method, request.path))
         if canned:
@@ -857,6 +925,9 @@ class FakeTwitch:
                 # Getting OAuth Access Tokens, device code grant flow: the code lives
                 # `expires_in` seconds; after that it is an invalid device code.
                 return self._id_error(400, "invalid device code")
+            if self._slow_downs:
+                self._slow_downs -= 1
+                return self._id_error(400, "slow_down")
             if dc.user_id is None:
                 # twitchio compares message.lower() to "authorization_pending", then
                 # sleeps `interval`.
@@ -1031,6 +1102,28 @@ class FakeTwitch:
             return self._error(401, "Missing scope: user:write:chat")
         if not auth.is_app and auth.user_id != sender:
             return self._error(403, "sender_id must match the user ID in the user access token")
+        text = str(body.get("message", ""))
+        if len(text) > 500:
+            # Send Chat Message, "message": limited to a maximum of 500 characters.
+            return self._error(400, "The message is too long.")
+        if sender in self.banned:
+            self._drops.insert(0, {"code": "msg_banned", "message": "You are banned."})
+        elif self.chat_limit is not None:
+            most, window = self.chat_limit
+            now = time.monotonic()
+            recent = [t for t in self._chat_sent.get(sender, []) if now - t < window]
+            if len(recent) >= most:
+                self._drops.insert(
+                    0,
+                    {
+                        "code": "msg_ratelimit",
+                        "message": "Your message was not sent because you are sending "
+                        "messages too quickly.",
+                    },
+                )
+            else:
+                recent.append(now)
+            self._chat_sent[sender] = recent
         if self._drops:
             # Send Chat Message, Response Body: 200, is_sent false, drop_reason {code, message}.
             drop = self._drops.pop(0)
@@ -1095,10 +1188,15 @@ class FakeTwitch:
             requested_keepalive=requested,
         )
         if reconnect_from:
-            # Migration (session_reconnect): subscriptions move to the new session.
+            # Migration (session_reconnect): until now events went to the old session;
+            # from its welcome on they go to the new one, and the old one has
+            # reconnect_grace seconds to be closed by the client, else 4004.
             for sub in self.subscriptions.values():
                 if sub["transport"].get("session_id") == reconnect_from:
                     sub["transport"] = {**sub["transport"], "session_id": session.id}
+            old = self._session(reconnect_from)
+            if old is not None and old.open:
+                self._spawn(self._close_after(old, self.reconnect_grace, 4004))
         self.sessions.append(session)
         welcome = {
             "metadata": self._meta("session_welcome"),
@@ -1116,6 +1214,7 @@ class FakeTwitch:
         await ws.send_str(json.dumps(welcome))
         if self.keepalive_interval is not None:
             session.keepalive_task = asyncio.create_task(self._keepalive(session))
+        session.last_sent = time.monotonic()
         if not self._enabled_subs(session.id):  # a migrated session keeps its subscriptions
             self._arm_unused(session)
         await self._notify()
@@ -1142,15 +1241,38 @@ class FakeTwitch:
         return ws
 
     async def _keepalive(self, session: Session) -> None:
-        assert self.keepalive_interval is not None
+        # Handling WebSocket Events, "Keepalive message": sent when no event was sent
+        # within keepalive_timeout_seconds.
         with contextlib.suppress(ConnectionResetError, RuntimeError):
             while not session.ws.closed:
-                await asyncio.sleep(self.keepalive_interval)
-                if self.keepalive_interval is None or session.silenced:  # switched off mid-test
+                every = self.keepalive_interval
+                if every is None or session.silenced:  # switched off mid-test
+                    return
+                if every == "session":
+                    every = float(session.requested_keepalive)
+                    await asyncio.sleep(max(0.0, session.last_sent + every - time.monotonic()))
+                    if time.monotonic() - session.last_sent < every:
+                        continue  # a notification went out meanwhile
+                else:
+                    await asyncio.sleep(float(every))
+                if self.keepalive_interval is None or session.silenced:
                     return
                 await session.ws.send_str(
                     json.dumps({"metadata": self._meta("session_keepalive"), "payload": {}})
                 )
+                session.last_sent = time.monotonic()
+
+    async def _close_after(self, session: Session, seconds: float, code: int) -> None:
+        await asyncio.sleep(seconds)
+        if session.open:
+            session.close_code = code
+            with contextlib.suppress(ConnectionResetError, RuntimeError):
+                await session.ws.close(code=code, message=b"reconnect grace time expired")
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
 
 @contextlib.contextmanager

@@ -524,13 +524,17 @@ def test_expired_token_is_refreshed_and_saved(tmp_path):
 # --- signing in -----------------------------------------------------------------------
 
 
-def _login(tmp_path: Path, as_user: str, caplog) -> tuple[list, TwitchTokens | Exception]:
+def _login(
+    tmp_path: Path, as_user: str, caplog, twitch_first=None
+) -> tuple[list, TwitchTokens | Exception]:
     config = _config(tmp_path)
     shown: list[tuple[str, str]] = []
 
     async def scenario():
         async with FakeTwitch(client_id=CLIENT_ID, client_secret=None, device_interval=1) as fake:
             users = _users(fake)
+            if twitch_first is not None:
+                twitch_first(fake)
 
             async def show(url: str, code: str) -> None:
                 shown.append((url, code))
@@ -560,6 +564,48 @@ def test_device_code_login_stores_the_tokens_for_us_alone(tmp_path, caplog):
     assert tokens.token not in caplog.text and tokens.refresh not in caplog.text
     assert tokens.token not in repr(tokens)
     assert not Path(".tio.tokens.json").exists()
+
+
+def test_a_rate_limited_or_slowed_sign_in_waits_and_goes_on(tmp_path, caplog):
+    # A 429 on /oauth2/device is Twitch's limit, not a bad Client ID: an
+    # exit 78 would leave the bridge stopped for good (RestartPreventExitStatus).
+    def busy(fake: FakeTwitch) -> None:
+        fake.rate_limit_next("POST", "/oauth2/device", reset_in=0.5)
+        fake.slow_down_next()
+
+    shown, tokens = _login(tmp_path, "teletypebot", caplog, twitch_first=busy)
+    assert isinstance(tokens, TwitchTokens), tokens
+    assert len(shown) == 1
+
+
+def test_the_journal_gets_no_secret_in_any_field():
+    # The real JournalHandler's fields, caught at its sender: it sends the raw
+    # exception (EXCEPTION_INFO) and every attribute of the record.
+    import logging
+
+    journal = pytest.importorskip("systemd.journal")
+    from appliance.logs import RedactSecrets, secret
+
+    token = "u9876543210fedcba98765432"
+    secret(token)
+    sent: list[dict] = []
+    handler = journal.JournalHandler(
+        sender_function=lambda MESSAGE, **fields: sent.append({"MESSAGE": MESSAGE, **fields})
+    )
+    handler.addFilter(RedactSecrets())
+    log = logging.getLogger("test.journal")
+    log.addHandler(handler)
+    try:
+        try:
+            raise ValueError(f"Authorization: Bearer {token} was refused")
+        except ValueError:
+            log.exception("failed with %s", token)
+    finally:
+        log.removeHandler(handler)
+    assert len(sent) == 1
+    assert "[redacted]" in sent[0]["MESSAGE"] and "ValueError" in sent[0]["MESSAGE"]
+    for name, value in sent[0].items():
+        assert token not in str(value), name
 
 
 def test_login_as_the_wrong_account_is_refused(tmp_path, caplog):
@@ -769,3 +815,38 @@ def test_teletype_chat_process_notifies_ready_and_stops_on_sigterm(tmp_path, eng
     assert [ln["text"] for ln in lines] == ["hello from chat"]
     assert code == 0, err
     assert "subscribed to #streamer as teletypebot" in notify.wait_for("READY=1")
+
+
+def test_outbox_waits_for_ratelimit_reset_and_keeps_a_message_through_passing_failures():
+    from appliance.outbox import SendFailed, TryLater
+
+    tries: list[float] = []
+    failures = [
+        SendFailed("Twitch answered HTTP 500 (during a token refresh)", transient=True),
+        *[TryLater("too many requests (429)", retry_at=None) for _ in range(5)],
+    ]
+
+    async def scenario():
+        reset_at = time.time() + 0.5
+
+        async def send(text: str) -> bool:
+            tries.append(time.time())
+            if len(tries) == 1:
+                raise TryLater("too many requests (429)", retry_at=reset_at)
+            if failures:
+                raise failures.pop(0)
+            return True
+
+        outbox = Outbox(send, per_window=100, window=0.2)
+        runner = asyncio.create_task(outbox.run())
+        await outbox.post("x" * 600)
+        while outbox.sent + outbox.dropped == 0:
+            await asyncio.sleep(0.05)
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+        return outbox, reset_at
+
+    outbox, reset_at = asyncio.run(scenario())
+    assert outbox.sent == 1 and outbox.dropped == 0
+    assert tries[1] >= reset_at  # not before Twitch's Ratelimit-Reset
+    assert len(tries) == 8  # one 429, one 500, five more 429s, then sent

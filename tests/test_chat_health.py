@@ -7,6 +7,7 @@ running with no subscription, or stopped for good on a passing error.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from pathlib import Path
 
@@ -76,7 +77,9 @@ def test_a_revoked_subscription_is_repaired(tmp_path, engine):
     async def scenario():
         async with stage(tmp_path, engine) as s:
             before = len(s.fake.sessions)
-            assert await s.fake.revoke_subscriptions() == 1
+            # A revocation that leaves the tokens alone (authorization_revoked
+            # takes them too: test_a_revoked_authorization_means_a_new_sign_in).
+            assert await s.fake.revoke_subscriptions("version_removed") == 1
             await _repaired(s, before)
             await _hears(s, "after the revocation")
 
@@ -278,7 +281,7 @@ def test_teletype_chat_survives_a_misbehaving_twitch_and_logs_no_token(tmp_path,
                 fake.drop_next_posts("msg_slowmode", "This room is in slow mode.")
                 await fake.wait_until(lambda: len(fake.chat_messages) >= 1, timeout=60)
                 before = len(fake.sessions)
-                await fake.revoke_subscriptions()
+                await fake.revoke_subscriptions("version_removed")
                 await fake.wait_until(lambda: len(fake.sessions) > before and _enabled(fake), 60)
                 await say("line three, after the revocation")
                 before = len(fake.sessions)
@@ -405,7 +408,7 @@ def test_the_watchdog_is_pinged_only_while_chat_works_and_a_lost_cause_exits(
                     healthy = await pings_during(1.5)
                     # Twitch takes the subscription away and will not give it back.
                     fake.fail_next("POST", "/helix/eventsub/subscriptions", 500, n=1000)
-                    await fake.revoke_subscriptions()
+                    await fake.revoke_subscriptions("version_removed")
                     await asyncio.sleep(0.5)  # a check or two notices
                     broken = await pings_during(1.5)
                     status = [m for m in notify.messages if "STATUS=" in m][-1]
@@ -440,3 +443,174 @@ def test_a_planned_session_reconnect_keeps_chat_flowing(tmp_path, engine):
             return len(s.fake.subscription_posts) - posts
 
     assert asyncio.run(scenario()) == 0
+
+
+# --- round two: liveness from what Twitch sends, repairs that cannot die ---------------
+
+
+@contextlib.asynccontextmanager
+async def bridge_alone(tmp_path: Path, before_start=None):
+    """The bridge against the fake Twitch, with no engine (chat lines wait for it):
+    for what only Twitch and systemd see. Yields the fake once subscribed."""
+    config = _config(tmp_path)
+    async with FakeTwitch(client_id=CLIENT_ID, client_secret=None) as fake:
+        users = _users(fake)
+        _sign_in(fake, config)
+        if before_start is not None:
+            before_start(fake)
+        with patch_twitchio(fake):
+            bot = asyncio.create_task(run_bot(config))
+            try:
+                await fake.wait_until(lambda: _enabled(fake) or bot.done(), timeout=30)
+                assert not bot.done(), bot.exception() if bot.done() else None
+                fake.users_by_name = users  # type: ignore[attr-defined]
+                yield fake
+            finally:
+                bot.cancel()
+                await asyncio.gather(bot, return_exceptions=True)
+
+
+@pytest.fixture
+def notify(tmp_path, monkeypatch):
+    socket = NotifySocket(tmp_path / "notify.sock")
+    monkeypatch.setenv("NOTIFY_SOCKET", str(socket.path))
+    monkeypatch.setenv("WATCHDOG_USEC", "200000")  # a ping every 0.1 s while alive
+    yield socket
+    socket.close()
+
+
+def test_a_stalled_check_does_not_keep_the_watchdog_fed_while_deaf(tmp_path, notify, monkeypatch):
+    # The health loop hangs on a subscription list Twitch never answers; then
+    # the socket goes (4003: twitchio does not come back). Nothing is heard.
+    monkeypatch.setattr(TeletypeBot, "ask_twitch_every", 1, raising=False)
+    monkeypatch.setattr(TeletypeBot, "call_timeout", 10.0, raising=False)
+
+    async def scenario():
+        async with bridge_alone(tmp_path) as fake:
+            await asyncio.to_thread(notify.wait_for, "WATCHDOG=1", 10)
+            fake.stall_next("GET", "/helix/eventsub/subscriptions", 60, n=100)
+            await fake.wait_until(lambda: fake.stalled, timeout=10)
+            await fake.close_sessions(4003, b"connection unused")
+            await fake.wait_until(lambda: not fake.open_sessions(), timeout=10)
+            await asyncio.sleep(0.3)  # the last ping of a live bridge may be on its way
+            before = notify.count("WATCHDOG=1")
+            await asyncio.sleep(1.0)
+            return notify.count("WATCHDOG=1") - before
+
+    assert asyncio.run(scenario()) == 0
+
+
+def test_a_refused_websocket_during_repair_does_not_end_the_repairs(tmp_path):
+    async def scenario():
+        async with bridge_alone(tmp_path) as fake:
+            before = len(fake.sessions)
+            fake.fail_next("GET", "/ws", 503)  # the first repair's new socket is refused
+            await fake.close_sessions(4003, b"connection unused")
+            await fake.wait_until(lambda: fake.refused_ws_attempts == 1, timeout=10)
+            await fake.wait_until(
+                lambda: (
+                    len(fake.sessions) > before
+                    and any(
+                        s["transport"]["session_id"] == fake.sessions[-1].id for s in _enabled(fake)
+                    )
+                ),
+                timeout=30,
+            )
+
+    asyncio.run(scenario())
+
+
+def test_a_refused_websocket_at_start_is_retried(tmp_path, notify):
+    def refuse(fake: FakeTwitch) -> None:
+        fake.fail_next("GET", "/ws", 503)
+
+    async def scenario():
+        async with bridge_alone(tmp_path, before_start=refuse) as fake:
+            assert fake.refused_ws_attempts == 1
+            await asyncio.to_thread(notify.wait_for, "WATCHDOG=1", 10)
+
+    asyncio.run(scenario())
+    assert "READY=1" in " ".join(notify.messages)
+
+
+def test_token_checks_go_on_through_resets_and_stalls(tmp_path, monkeypatch):
+    # Twitch wants the token validated at start and hourly; here every 0.2 s.
+    monkeypatch.setattr(TeletypeBot, "validate_every", 0.2, raising=False)
+    monkeypatch.setattr(TeletypeBot, "call_timeout", 1.0, raising=False)
+
+    def validations(fake: FakeTwitch) -> list[int]:
+        return [r.status for r in fake.requests if r.path == "/oauth2/validate"]
+
+    async def scenario():
+        async with bridge_alone(tmp_path) as fake:
+            fake.reset_next("GET", "/oauth2/validate", n=2)
+            fake.stall_next("GET", "/oauth2/validate", 5.0)
+            await fake.wait_until(lambda: validations(fake).count(-1) == 2, timeout=20)
+            await fake.wait_until(lambda: fake.stalled, timeout=20)
+            after = len(validations(fake))
+            await fake.wait_until(lambda: validations(fake)[after:].count(200) >= 2, timeout=30)
+
+    asyncio.run(scenario())
+
+
+def test_an_expired_token_found_by_the_check_is_refreshed_and_kept(tmp_path, monkeypatch):
+    monkeypatch.setattr(TeletypeBot, "validate_every", 0.2, raising=False)
+    config = _config(tmp_path)
+    path = token_path(Path(config.engine.state_dir))
+
+    async def scenario():
+        async with bridge_alone(tmp_path) as fake:
+            first = load_tokens(path)
+            fake.expire_token(first.token)
+            await _until(lambda: load_tokens(path).token != first.token)
+            fresh = load_tokens(path)
+            assert fresh.token != first.token and fake.tokens[fresh.token].valid
+
+    asyncio.run(scenario())
+
+
+def test_a_line_sent_on_the_old_socket_during_a_planned_reconnect_is_kept(tmp_path, engine):
+    # Twitch sends on the old socket until the new one is welcomed: here the
+    # new handshake is held a moment, and a line is said meanwhile.
+    async def scenario():
+        async with stage(tmp_path, engine) as s:
+            before = len(s.fake.sessions)
+            s.fake.stall_next("GET", "/ws", 1.0)
+            await s.fake.send_session_reconnect()
+            await s.fake.wait_until(lambda: s.fake.stalled, timeout=10)
+            await s.say("alice", "said while the session moved")
+            await _repaired(s, before)
+            await _hears(s, "after the move")
+            return [ln["text"] for ln in await s.history()]
+
+    texts = asyncio.run(scenario())
+    assert texts.count("said while the session moved") == 1
+
+
+def test_the_channels_own_lines_count_in_shared_chat(tmp_path, engine):
+    # Twitch may name the channel itself as the source of its own lines
+    # during a shared-chat session; only another channel's lines are skipped.
+    async def scenario():
+        async with stage(tmp_path, engine) as s:
+            await s.fake.push_chat(
+                "said here, tagged with our own channel",
+                broadcaster=s.users["streamer"],
+                chatter=s.users["bob"],
+                source_broadcaster=s.users["streamer"],
+            )
+            await _hears(s, "a line after it")
+            return [ln["text"] for ln in await s.history()]
+
+    assert "said here, tagged with our own channel" in asyncio.run(scenario())
+
+
+def test_a_revoked_authorization_means_a_new_sign_in(tmp_path, monkeypatch):
+    # authorization_revoked: the bot account took the app's access away, and
+    # with it the tokens. Nothing to repair: a code to sign in again.
+    async def scenario():
+        async with bridge_alone(tmp_path) as fake:
+            fake.device_interval = 0
+            await fake.revoke_subscriptions("authorization_revoked")
+            await fake.wait_until(lambda: fake.device_codes, timeout=30)
+
+    asyncio.run(scenario())

@@ -110,3 +110,29 @@ def test_units_button_starts_in_a_directory_it_may_write():
     assert button["WorkingDirectory"] == ["/tmp"] and button["PrivateTmp"] == ["yes"]
     # gpiozero reads the board revision in /proc/device-tree or /proc/cpuinfo.
     assert "ProcSubset" not in button
+
+
+def test_units_chat_fails_visibly_after_quick_failures_and_on_a_broken_config(tmp_path):
+    chat = _settings("teletype-chat.service")
+    # Quick failures stop after a few starts (systemd marks the unit failed)
+    # instead of a restart every 10 s for ever.
+    burst, interval = int(chat["StartLimitBurst"][0]), int(chat["StartLimitIntervalSec"][0])
+    assert burst * int(chat["RestartSec"][0]) < interval
+    # ExecCondition passes a teletype.toml it cannot read: ExecStart then
+    # fails with the error (exit 78) and the unit shows failed, not skipped.
+    broken = tmp_path / "teletype.toml"
+    broken.write_text("[chat\nchannel = ")
+    condition = subprocess.run(
+        [sys.executable, "-m", "appliance.cli", "chat", "--configured", "--config", str(broken)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert condition.returncode == 0, condition.stderr
+    start = subprocess.run(
+        [sys.executable, "-m", "appliance.cli", "chat", "--config", str(broken)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert start.returncode == 78 and str(broken) in start.stderr
