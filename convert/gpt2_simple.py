@@ -346,22 +346,12 @@ def hf_tensors(bundle: Bundle, hparams: dict[str, int]):
 
 def write_tokenizer(directory: Path, out: Path, n_ctx: int) -> int:
     """encoder.json + vocab.bpe -> a transformers GPT-2 tokenizer; returns the end-of-text id."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
-    from transformers import GPT2TokenizerFast
+    from tokenizers import models
+
+    from convert.tokenizer import as_transformers, gpt2_byte_level
 
     bpe = models.BPE.from_file(str(directory / "encoder.json"), str(directory / "vocab.bpe"))
-    tokenizer = Tokenizer(bpe)
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-    tokenizer.decoder = decoders.ByteLevel()
-    tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
-    wrapped = GPT2TokenizerFast(
-        tokenizer_object=tokenizer,
-        bos_token=END_OF_TEXT,
-        eos_token=END_OF_TEXT,
-        unk_token=END_OF_TEXT,
-        add_prefix_space=False,
-        model_max_length=n_ctx,
-    )
+    wrapped = as_transformers(gpt2_byte_level(bpe), model_max_length=n_ctx)
     wrapped.save_pretrained(out)
     return int(wrapped.eos_token_id)
 

@@ -23,19 +23,14 @@ def train_tokenizer(
     min_frequency: int = 2,
 ) -> Path:
     """Train a byte-level BPE on `train_text`; write a transformers tokenizer to `out_dir`."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import GPT2TokenizerFast
+    from tokenizers import models, pre_tokenizers, trainers
 
     if vocab_size < 257:
         raise TokenizerError(f"vocab size {vocab_size} is below the 256 bytes plus end-of-text")
     if not train_text.is_file():
         raise TokenizerError(f"training text not found: {train_text}")
 
-    tokenizer = Tokenizer(models.BPE())
-    # GPT-2's own settings: no prefix space, its split regex, bytes as symbols.
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-    tokenizer.decoder = decoders.ByteLevel()
-    tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
+    tokenizer = gpt2_byte_level(models.BPE())
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         min_frequency=min_frequency,
@@ -51,13 +46,7 @@ def train_tokenizer(
     documents = [d.strip("\n") for d in text.split(END_OF_TEXT)]
     tokenizer.train_from_iterator(_lines(documents), trainer=trainer)
 
-    wrapped = GPT2TokenizerFast(
-        tokenizer_object=tokenizer,
-        bos_token=END_OF_TEXT,
-        eos_token=END_OF_TEXT,
-        unk_token=END_OF_TEXT,
-        add_prefix_space=False,
-    )
+    wrapped = as_transformers(tokenizer)
     out_dir.mkdir(parents=True, exist_ok=True)
     wrapped.save_pretrained(out_dir)
     (out_dir / "tokenizer_meta.json").write_text(
@@ -74,6 +63,32 @@ def train_tokenizer(
         + "\n"
     )
     return out_dir
+
+
+def gpt2_byte_level(bpe):
+    """A tokenizer around `bpe` with GPT-2's own settings: no prefix space, its split regex,
+    bytes as symbols (so llama.cpp's converter takes it as GPT-2's pre-tokenizer)."""
+    from tokenizers import Tokenizer, decoders, pre_tokenizers, processors
+
+    tokenizer = Tokenizer(bpe)
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
+    return tokenizer
+
+
+def as_transformers(tokenizer, **settings):
+    """The tokenizer as transformers saves GPT-2's, end-of-text its only special token."""
+    from transformers import GPT2TokenizerFast
+
+    return GPT2TokenizerFast(
+        tokenizer_object=tokenizer,
+        bos_token=END_OF_TEXT,
+        eos_token=END_OF_TEXT,
+        unk_token=END_OF_TEXT,
+        add_prefix_space=False,
+        **settings,
+    )
 
 
 def _lines(documents: list[str]):
