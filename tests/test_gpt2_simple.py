@@ -377,3 +377,18 @@ def test_the_command_line_says_one_line_and_exits_1(tmp_path):
     assert done.returncode == 1
     assert done.stderr.strip().count("\n") == 0, done.stderr
     assert "is empty" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("size", "parameters"),
+    [("124M", 124_439_808), ("355M", 354_823_168), ("774M", 774_030_080)],
+)
+def test_the_released_shapes_add_up_to_their_parameter_counts(size, parameters):
+    """OpenAI's three sizes a gpt-2-simple user fine-tunes: every variable, every shape."""
+    from convert.gpt2_simple import GPT2_SIZES, expected_shapes
+
+    n_layer, n_embd, n_head = GPT2_SIZES[size]
+    hparams = {"n_vocab": 50257, "n_ctx": 1024, "n_embd": n_embd, "n_head": n_head}
+    shapes = expected_shapes({**hparams, "n_layer": n_layer})
+    assert sum(int(np.prod(s)) for s in shapes.values()) == parameters
+    assert len(shapes) == 4 + 12 * n_layer
