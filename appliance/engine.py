@@ -43,11 +43,12 @@ from appliance.teletype.profiles import get_profile
 log = logging.getLogger("teletype.engine")
 
 RECENT_JOBS = 64  # finished jobs kept for GET /v1/jobs/<id>, across restarts too
-# A printed reply's frames over its max_chars, before any has been measured:
-# the generator stops at the first sentence end past max_chars (replies of
-# the embedded model ran 1.2 times it, median, to 1.64), and word wrap, CR,
-# LF and fills add a tenth or more.
-FIRST_REPLY_LENGTH = 1.5
+# A printed reply before any has been measured: max_chars in frames (word wrap, CR, LF
+# and fills add a tenth or so), and then the rest of the sentence, for the generator
+# stops at the first sentence end past max_chars. Replies of the embedded model, 16 at
+# each max_chars: 40 -> 101 frames, 100 -> 177, 200 -> 272, 500 -> 598, that is about
+# 1.08 a character and 58 more. A ratio alone (1.5 was used) was 1.7 times short at 40.
+FIRST_REPLY_TAIL = 60.0
 MEASURED_REPLIES = 20
 
 
@@ -487,11 +488,11 @@ class Engine:
 
     # --- status and events ---------------------------------------------------------
 
-    def reply_length(self) -> float:
+    def reply_length(self) -> float | None:
         """A printed reply's frames over its max_chars: the mean of the last ones (the
-        queue's wait is a sum, and a few long replies weigh in it)."""
+        queue's wait is a sum, and a few long replies weigh in it); None before any."""
         if not self.reply_lengths:
-            return FIRST_REPLY_LENGTH
+            return None
         return statistics.fmean(self.reply_lengths)
 
     def expected_frames(self, job: Job) -> float:
@@ -503,7 +504,10 @@ class Engine:
             if job.paper_frames is None:  # restored from the journal
                 job.paper_frames = self.paper_frames(job.literal)
             return float(job.paper_frames)
-        return job.max_chars * self.reply_length()
+        measured = self.reply_length()
+        if measured is None:
+            return job.max_chars * self.frames_per_character + FIRST_REPLY_TAIL
+        return job.max_chars * measured
 
     def wait_for_a_place(self, spare: int = 0) -> float:
         """Seconds until a job asking for `spare` free places beside it would fit: until
