@@ -122,5 +122,9 @@ class BackgroundWriter:
                 if not batch.done():
                     batch.set_result(None)
 
-    def close(self) -> None:
+    async def close(self) -> None:
+        """Once the writes asked for are done (or failed), the thread ends."""
+        while self._running is not None and not self._running.done():
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._running)
         self._thread.shutdown(wait=True)

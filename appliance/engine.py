@@ -160,9 +160,9 @@ class Engine:
         except StateError as e:
             log.warning("%s", e)
 
-    def close(self) -> None:
-        """The journal's writer thread ends, once its last write is done."""
-        self._journal_writer.close()
+    async def close(self) -> None:
+        """The journal's writer thread ends, once its last write is on the card."""
+        await self._journal_writer.close()
 
     # --- submitting -------------------------------------------------------------
 
@@ -183,9 +183,7 @@ class Engine:
 
     def paper_frames(self, text: str) -> int:
         """The frames `text` takes on paper: transliterated, folded, wrapped, CR LF and fills."""
-        layout = self._layout
-        layout.column, layout._pending, layout._blank_lines = 0, "", 0
-        return len(layout.feed(text)) + len(layout.flush()) + len(layout.end_line())
+        return self._layout.paper_frames(text)
 
     async def submit(self, job: Job, spare: int = 0) -> int:
         """Queue a job; its position (1 = next). QueueFull when there is no room.

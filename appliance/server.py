@@ -164,7 +164,7 @@ async def _serve(config: Config, generator, printer, port_state: str) -> int:
         task.cancel()
     engine.motor.close()  # the line is finished: the motor may stop
     await runner.cleanup()
-    engine.close()  # the journal's last write is on the card
+    await engine.close()  # the journal's last write is on the card
     socket_path(config).unlink(missing_ok=True)
     return 0
 

@@ -78,5 +78,5 @@ async def running_engine(
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await server.close()
-        engine.close()
+        await engine.close()
         printer.close()
