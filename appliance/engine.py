@@ -94,6 +94,9 @@ class Engine:
             cr_fills=t.cr_fills, lf_fills=t.lf_fills, fill=t.fill,
         )  # fmt: skip
         self.max_frames = int(config.engine.max_paper_seconds * self.cps)
+        # Where a print is cut: a line past the limit, so that a text allowed at the limit
+        # (its frames are counted exactly) prints whole, with the CR LF that may open it.
+        self.cut_at = self.max_frames + profile.columns + 2 * (2 + t.cr_fills + t.lf_fills)
         self.reply_lengths: deque[float] = deque(maxlen=MEASURED_REPLIES)
         self.keyboard = KeyboardReader(profile, config.teletype.half_duplex)
         printer.on_write = self._on_write
@@ -434,7 +437,7 @@ class Engine:
         job = self.current
         if job is not None:
             job.printed += len(data)
-            if job.printed >= self.max_frames and not job.cancel.is_set():
+            if job.printed >= self.cut_at and not job.cancel.is_set():
                 # A reply whose printed form runs long (a model that writes U+FDFD):
                 # the line is finished and the rest left out, and the job says why.
                 job.cut = True

@@ -196,12 +196,13 @@ def test_the_queue_counts_a_texts_frames_after_transliteration(tmp_path, embedde
 def test_a_reply_that_prints_past_the_paper_limit_is_cut_and_says_why(tmp_path, embedded_generator):
     async def scenario() -> None:
         async with running_engine(
-            tmp_path, embedded_generator, "[engine]\nmax_paper_seconds = 10"
+            tmp_path, embedded_generator, "[engine]\nmax_paper_seconds = 60"
         ) as run:
             engine = run.engine
             job = engine.new_job("hello", use_history=False)
             engine.current = job  # the printer's report of what it wrote, as it writes
-            engine._on_write(b"x" * (engine.max_frames - 1))
+            assert engine.max_frames < engine.cut_at < engine.max_frames * 1.2
+            engine._on_write(b"x" * (engine.cut_at - 1))
             assert not job.cancel.is_set()
             engine._on_write(b"x")
             assert job.cancel.is_set() and job.cut
