@@ -11,12 +11,15 @@ engines too (for the "before" figures): what they lack is measured the way they 
   the owner signs in from another address (127.0.0.2): the worst of 5 sign-ins.
 - disk: /healthz's worst time while 200 chat lines are posted (20 at a time).
 - log: the log lines that 2,000 malformed request heads write.
+- cap: with the connection cap (64 here) filled by clients that asked once and went
+  idle on keep-alive, how many of 10 new clients are served.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import io
 import logging
 import platform
@@ -150,6 +153,43 @@ async def log_lines_for_bad_requests(count: int) -> int:
     return len(out.getvalue().splitlines())
 
 
+async def new_clients_served_at_a_full_cap(limit: int = 64, newcomers: int = 10) -> int:
+    from appliance.connections import ConnectionGuard, GuardedTCPSite
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    guard = ConnectionGuard(limit=limit, reserve=0)
+    guard.install(app)
+    runner = web.AppRunner(app, access_log=None, keepalive_timeout=75.0)
+    await runner.setup()
+    site = GuardedTCPSite(runner, guard, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    head = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    idle = []
+    for _ in range(limit):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(head)
+        await reader.readuntil(b'{"ok": true}')
+        idle.append(writer)
+    await asyncio.sleep(1.0)  # idle for a second, as keep-alive clients are
+    served = 0
+    for _ in range(newcomers):
+        with contextlib.suppress(OSError, asyncio.IncompleteReadError, TimeoutError):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(head)
+            await asyncio.wait_for(reader.readuntil(b'{"ok": true}'), 5)
+            served += 1
+            idle.append(writer)
+    for writer in idle:
+        writer.close()
+    await runner.cleanup()
+    return served
+
+
 async def main(out: Path | None) -> None:
     generator = load_generator(Config().model)
     rows: list[tuple[str, str]] = []
@@ -160,6 +200,8 @@ async def main(out: Path | None) -> None:
         rows.append(("/healthz worst time during 200 history posts (ms)", f"{worst * 1000:.0f}"))
     lines = await log_lines_for_bad_requests(2000)
     rows.append(("log lines for 2,000 malformed request heads", str(lines)))
+    served = await new_clients_served_at_a_full_cap()
+    rows.append(("new clients served of 10, the cap (64) full of idle ones", str(served)))
     generator.close()
     text = (
         "# Engine guards: what an attacker gets, what the owner waits\n\n"
