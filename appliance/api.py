@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import ipaddress
 import json
 import logging
@@ -28,9 +27,11 @@ from appliance.errors import (
     QueueFull,
     ShuttingDown,
     StateError,
+    TooLong,
     Withheld,
 )
-from appliance.panel import Sessions, csrf_refusal, is_panel_path
+from appliance.guesses import client_of, same_secret
+from appliance.panel import Sessions, csrf_refusal, is_panel_path, too_soon
 from appliance.panel import add_routes as add_panel_routes
 from appliance.schema import (
     MAX_PROMPT,
@@ -67,6 +68,8 @@ def _answer(e: ApplianceError) -> web.Response:
         return _error(503, str(e), **{"Retry-After": "5"})
     if isinstance(e, Blocked | Withheld):
         return _error(422, str(e))
+    if isinstance(e, TooLong):
+        return _error(413, f"not queued: {e}")
     if isinstance(e, BadChatLine):
         return _error(400, str(e))
     return _error(500, str(e))
@@ -89,15 +92,16 @@ def build_app(
         if is_panel_path(request.path):
             pass  # the page and its sign-in
         elif session is not None:
-            # Signed in to the panel: a change must carry the session's CSRF token.
-            refusal = csrf_refusal(request, session)
+            # Signed in to the panel: a change must carry the session's CSRF token; so
+            # must the seed route, a GET that prints.
+            refusal = csrf_refusal(request, session, changes=request.path.startswith(PRINTS))
             if refusal:
                 return _error(403, refusal)
         # Else a token, when set, is required on every route but the health check.
         elif token and request.path != "/healthz":
-            given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-            if not hmac.compare_digest(given.encode(), token.encode()):
-                return _error(401, "missing or wrong API token (Authorization: Bearer ...)")
+            refusal = _token_refusal(request, token, sessions)
+            if refusal is not None:
+                return refusal
         try:
             return await handler(request)
         except web.HTTPException as e:
@@ -118,6 +122,26 @@ def build_app(
         app.router.add_route(route.method, route.path, handlers[route.name])
     add_panel_routes(app, sessions)
     return app
+
+
+PRINTS = "/asr33bot/"  # the seed project's route prints on a GET
+
+
+def _token_refusal(request: web.Request, token: str, sessions: Sessions) -> web.Response | None:
+    """401 for a missing or wrong token, 429 for any token while the client's last wrong
+    guess (of the token or the panel's password) still costs it; None to go on."""
+    scheme, _, given = request.headers.get("Authorization", "").strip().partition(" ")
+    if scheme.lower() != "bearer" or not given.strip():
+        # A bare token is not a bearer token: a typo'd header must not half-work.
+        return _error(401, "missing API token (Authorization: Bearer TOKEN)")
+    client = client_of(request)
+    wait = sessions.guesses.wait(client)
+    if wait > 0:
+        return too_soon(wait)
+    if not same_secret(given.strip(), token):
+        sessions.guesses.wrong(client)
+        return _error(401, "wrong API token (Authorization: Bearer TOKEN)")
+    return None
 
 
 def _browser_refusal(request: web.Request, allowed_hosts) -> str | None:
@@ -188,7 +212,7 @@ async def seed_route(request: web.Request) -> web.StreamResponse:
     engine: Engine = request.app["engine"]
     prompt = request.match_info["prompt"][:MAX_PROMPT]
     job = engine.new_job(prompt, use_history=False)
-    engine.submit(job)
+    await engine.submit(job)
     await engine.wait(job)
     if job.status == "failed":
         return web.Response(status=500, text=f"generation failed: {job.error}\n")
@@ -205,7 +229,7 @@ async def generate(request: web.Request) -> web.StreamResponse:
         body.prompt, use_history, max_chars=body.max_chars, seed=body.seed, print=body.print,
         source=body.source,
     )  # fmt: skip
-    engine.submit(job)
+    await engine.submit(job)
     if not body.wait and not body.stream:
         return _accepted(engine, job)
     if not body.stream:
@@ -236,7 +260,7 @@ async def print_text(request: web.Request) -> web.Response:
     if hit is not None:
         return _error(422, f"not printed: blocked by the blocklist ({hit.term})")
     job = engine.new_print(body.text, body.source)
-    engine.submit(job, spare)
+    await engine.submit(job, spare)
     return _accepted(engine, job)
 
 
@@ -245,7 +269,7 @@ async def queue_get(request: web.Request) -> web.Response:
 
 
 async def queue_clear(request: web.Request) -> web.Response:
-    return _json({"cleared": request.app["engine"].clear_queue()})
+    return _json({"cleared": await request.app["engine"].clear_queue()})
 
 
 async def motor_switch(request: web.Request) -> web.Response:
@@ -289,7 +313,7 @@ async def job_get(request: web.Request) -> web.Response:
 async def job_cancel(request: web.Request) -> web.Response:
     engine: Engine = request.app["engine"]
     job = _job(request)
-    if not engine.cancel_job(job):
+    if not await engine.cancel_job(job):
         return _json(job.summary(), 409)
     return _json(job.summary())
 
@@ -303,12 +327,12 @@ async def history_get(request: web.Request) -> web.Response:
 async def history_add(request: web.Request) -> web.Response:
     engine: Engine = request.app["engine"]
     body = await _body(request, ChatLineRequest, required=True)
-    line = engine.add_chat_line(body.name, body.text)
+    line = await engine.add_chat_line(body.name, body.text)
     return _json({"name": line.name, "text": line.text}, 201)
 
 
 async def history_clear(request: web.Request) -> web.Response:
-    request.app["engine"].history.clear()
+    await request.app["engine"].history.clear_async()
     return web.Response(status=204)
 
 

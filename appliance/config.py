@@ -153,6 +153,9 @@ class EngineConfig:
     )
     runtime_dir: str = _opt("", "the API socket; empty for $RUNTIME_DIRECTORY or /tmp")
     bell_interval: float = _opt(10.0, "seconds between two rings of the bell", min=0.0, max=3600)
+    max_paper_seconds: float = _opt(
+        600.0, "the longest a job may print; a longer one is refused or cut", min=10.0, max=86400
+    )
     status_on_paper: bool = _opt(
         True,
         "print the Pi's name, addresses, model and Twitch state at the first start and "

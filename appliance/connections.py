@@ -6,6 +6,11 @@ to use up the engine's 1,024 file descriptors: the Unix socket and /healthz stop
 answering and asyncio logged thousands of "socket.accept() out of system resources"
 tracebacks. The guard puts a proxy protocol in front of aiohttp's RequestHandler that
 refuses connections over the cap and closes those that send no request head in time.
+
+At the cap, a connection that has made its requests and sits idle on keep-alive makes
+room for a new one before any is refused: 600 clients that asked once and went quiet
+kept new TCP clients out for the whole keep-alive time (75 s). The idle one is closed
+between requests, which HTTP clients expect of keep-alive and answer by reconnecting.
 """
 
 from __future__ import annotations
@@ -33,6 +38,10 @@ REPORT_INTERVAL = 60.0
 # partial data). aiohttp 3.14's default of 3630 s suits a reverse proxy; our clients are
 # local and reconnect cheaply, and an idle connection holds one of a few hundred slots.
 KEEPALIVE_TIMEOUT = 75.0
+
+# A connection counts as idle this long after its last response was handed to aiohttp, so
+# one closed to make room never loses a response still being written.
+IDLE_AFTER = 0.5
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -64,6 +73,11 @@ class ConnectionGuard:
         self.timed_out = 0
         # Admitted connections that have not yet made a request, with their deadlines.
         self._deadlines: dict[asyncio.BaseTransport, asyncio.TimerHandle] = {}
+        # Connections between requests, the longest idle first, with when they went idle.
+        self._idle: dict[asyncio.BaseTransport, float] = {}
+        self._closing: set[asyncio.BaseTransport] = set()  # closed to make room, not yet lost
+        self.made_room = 0  # idle connections closed for a new one, for the process's life
+        self._open: set[asyncio.BaseTransport] = set()
         self._unreported_refused = 0
         self._unreported_timed_out = 0
         self._last_report = float("-inf")
@@ -73,11 +87,17 @@ class ConnectionGuard:
         async def middleware(request: web.Request, handler: _Handler) -> web.StreamResponse:
             # The handler runs only once aiohttp has parsed the whole request head, which
             # is exactly what the deadline waits for.
-            if request.transport is not None:
-                deadline = self._deadlines.pop(request.transport, None)
+            transport = request.transport
+            if transport is not None:
+                deadline = self._deadlines.pop(transport, None)
                 if deadline is not None:
                     deadline.cancel()
-            return await handler(request)
+                self._idle.pop(transport, None)
+            try:
+                return await handler(request)
+            finally:
+                if transport is not None and transport in self._open:
+                    self._idle[transport] = asyncio.get_running_loop().time()
 
         self.middleware = middleware
 
@@ -102,18 +122,36 @@ class ConnectionGuard:
         return lambda: _GuardedProtocol(self, server, unix)
 
     def _admit(self, transport: asyncio.BaseTransport, unix: bool) -> bool:
-        if self.open >= self.limit + (self.reserve if unix else 0):
+        cap = self.limit + (self.reserve if unix else 0)
+        if self.open - len(self._closing) >= cap and not self._make_room():
             self.refused += 1
             self._unreported_refused += 1
             self._report_soon()
             return False
         self.open += 1
+        self._open.add(transport)
         loop = asyncio.get_running_loop()
         self._deadlines[transport] = loop.call_later(self.header_timeout, self._expire, transport)
         return True
 
+    def _make_room(self) -> bool:
+        """Close the connection idle longest (if one has been idle IDLE_AFTER); whether one was."""
+        now = asyncio.get_running_loop().time()
+        for transport, since in self._idle.items():
+            if now - since < IDLE_AFTER:
+                break  # the rest went idle later still
+            del self._idle[transport]
+            self._closing.add(transport)
+            self.made_room += 1
+            transport.close()  # connection_lost follows and gives the slot back
+            return True
+        return False
+
     def _release(self, transport: asyncio.BaseTransport) -> None:
         self.open -= 1
+        self._open.discard(transport)
+        self._idle.pop(transport, None)
+        self._closing.discard(transport)
         deadline = self._deadlines.pop(transport, None)
         if deadline is not None:
             deadline.cancel()

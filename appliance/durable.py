@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import os
 import secrets
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 
@@ -54,7 +59,76 @@ def remove_leftovers(path: Path) -> None:
     """Temporary files of `write_atomic` that a kill -9 or power cut left beside `path`."""
     # By stem: ".history.*" also catches the names the mkstemp of earlier versions used.
     for stale in path.parent.glob(f".{path.stem}.*"):
-        stale.unlink(missing_ok=True)
+        # A directory, say: then the write beside it fails, and says so.
+        with contextlib.suppress(OSError):
+            stale.unlink(missing_ok=True)
+
+
+def set_aside(path: Path, why: str, log: logging.Logger) -> Path | None:
+    """Move a state file the engine cannot use out of the way, keeping it for a person.
+
+    Renamed beside itself with the time in its name, never deleted: a file of
+    the wrong shape may still hold jobs or lines someone wants back. None if
+    it cannot be moved (then the engine goes on without it, and says so).
+    """
+    aside = path.with_name(f"{path.name}.set-aside-{time.strftime('%Y%m%d-%H%M%S')}")
+    try:
+        os.replace(path, aside)
+    except OSError as e:
+        log.warning("cannot use %s (%s) and cannot move it aside: %s", path, why, e)
+        return None
+    log.warning("set aside %s as %s: %s", path, aside.name, why)
+    return aside
+
+
+class BackgroundWriter:
+    """Durable writes of one file in a thread of its own, so the event loop never waits on
+    the card; callers await the write that holds their change.
+
+    Writes are batched: every save() that arrives while a write is under way is served by
+    the next one, which takes a fresh snapshot. So a burst of 50 changes costs two writes,
+    not 50, and the file on disk is always a whole snapshot, in order.
+    """
+
+    def __init__(self, write: Callable[[bytes], None], snapshot: Callable[[], bytes]):
+        self._write = write
+        self._snapshot = snapshot  # called on the event loop: the state is not shared
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="durable")
+        self._next: asyncio.Future[None] | None = None  # the write not yet started
+        self._running: asyncio.Task[None] | None = None
+
+    async def save(self) -> None:
+        """Until a snapshot taken after this call is on disk; the OSError if it failed."""
+        loop = asyncio.get_running_loop()
+        if self._next is None:
+            self._next = loop.create_future()
+        waiting = self._next
+        if self._running is None or self._running.done():
+            self._running = loop.create_task(self._drain())
+        # shield: a client that hangs up does not cancel a write others wait for.
+        await asyncio.shield(waiting)
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._next is not None:
+            batch, self._next = self._next, None
+            try:
+                data = self._snapshot()
+                await loop.run_in_executor(self._thread, self._write, data)
+            except Exception as e:
+                if not batch.done():
+                    batch.set_exception(e)
+                    batch.exception()  # retrieved: no "never retrieved" warning if none waits
+            else:
+                if not batch.done():
+                    batch.set_result(None)
+
+    async def close(self) -> None:
+        """Once the writes asked for are done (or failed), the thread ends."""
+        while self._running is not None and not self._running.done():
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._running)
+        self._thread.shutdown(wait=True)
 
 
 def write_atomic_in(

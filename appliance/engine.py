@@ -21,23 +21,34 @@ from pathlib import Path
 from typing import Any
 
 from appliance.config import Config
-from appliance.errors import Blocked, PortError, QueueFull, ShuttingDown, StateError, Withheld
+from appliance.durable import BackgroundWriter
+from appliance.errors import (
+    Blocked,
+    PortError,
+    QueueFull,
+    ShuttingDown,
+    StateError,
+    TooLong,
+    Withheld,
+)
 from appliance.history import ChatLine, PersistentHistory
 from appliance.jobs import QUEUED, RUNNING, Job
 from appliance.journal import Journal, waiting
 from appliance.motor import Motor
 from appliance.replies import Replies
+from appliance.teletype.discipline import LineDiscipline
 from appliance.teletype.keyboard import KeyboardReader
 from appliance.teletype.profiles import get_profile
 
 log = logging.getLogger("teletype.engine")
 
 RECENT_JOBS = 64  # finished jobs kept for GET /v1/jobs/<id>, across restarts too
-# A printed reply's frames over its max_chars, before any has been measured:
-# the generator stops at the first sentence end past max_chars (replies of
-# the embedded model ran 1.2 times it, median, to 1.64), and word wrap, CR,
-# LF and fills add a tenth or more.
-FIRST_REPLY_LENGTH = 1.5
+# A printed reply before any has been measured: max_chars in frames (word wrap, CR, LF
+# and fills add a tenth or so), and then the rest of the sentence, for the generator
+# stops at the first sentence end past max_chars. Replies of the embedded model, 16 at
+# each max_chars: 40 -> 101 frames, 100 -> 177, 200 -> 272, 500 -> 598, that is about
+# 1.08 a character and 58 more. A ratio alone (1.5 was used) was 1.7 times short at 40.
+FIRST_REPLY_TAIL = 60.0
 MEASURED_REPLIES = 20
 
 
@@ -51,6 +62,12 @@ class Engine:
         self.blocklist = self.replies.blocklist
         self.history = PersistentHistory(state_dir / "history.json", config.history.lines)
         self.journal = Journal(state_dir / "jobs.json")
+        # Journal writes go to a thread of their own, batched: the event loop never waits
+        # on the card, and a client hears "accepted" only once its job is on it.
+        self._journal_writer = BackgroundWriter(self.journal.write, self._journal_bytes)
+        self.state_error: str | None = None  # why the state directory refuses writes, if it does
+        self._submitting = 0  # jobs on their way into the journal, counted against the queue
+        self._background: set[asyncio.Future] = set()
         self.queue_size = config.engine.queue_size
         self.waiting: list[Job] = []  # the queue, oldest first
         self._arrived = asyncio.Event()  # the worker's wake-up call
@@ -70,6 +87,16 @@ class Engine:
         # Each line costs CR, LF and their fills on top of its characters.
         t = config.teletype
         self.frames_per_character = 1 + (2 + t.cr_fills + t.lf_fills) / (profile.columns * 0.9)
+        # The printer's own layout, to count a text's frames before it prints: a character
+        # may transliterate to many (U+FDFD is 18 words), and paper time goes by frames.
+        self._layout = LineDiscipline(
+            profile, parity=t.parity or profile.parity, software_parity=False,
+            cr_fills=t.cr_fills, lf_fills=t.lf_fills, fill=t.fill,
+        )  # fmt: skip
+        self.max_frames = int(config.engine.max_paper_seconds * self.cps)
+        # Where a print is cut: a line past the limit, so that a text allowed at the limit
+        # (its frames are counted exactly) prints whole, with the CR LF that may open it.
+        self.cut_at = self.max_frames + profile.columns + 2 * (2 + t.cr_fills + t.lf_fills)
         self.reply_lengths: deque[float] = deque(maxlen=MEASURED_REPLIES)
         self.keyboard = KeyboardReader(profile, config.teletype.half_duplex)
         printer.on_write = self._on_write
@@ -99,15 +126,46 @@ class Engine:
                 "restarted with %d job(s) still to print and %d interrupted", len(requeued), lost
             )
         self._trim()
-        self._save_journal()
+        try:
+            self._save_journal()
+        except StateError as e:
+            # A full or read-only card: serve what can be served (status, the queue in
+            # memory) and say why jobs are refused, rather than exit and restart forever.
+            self.state_error = str(e)
+            log.error("%s; running without saving until the card takes writes again", e)
 
     def _trim(self) -> None:
         finished = [i for i, j in self.jobs.items() if j.is_finished]
         for job_id in finished[: max(0, len(finished) - RECENT_JOBS)]:
             del self.jobs[job_id]
 
+    def _journal_bytes(self) -> bytes:
+        return self.journal.encode(self.jobs.values(), self.reply_lengths)
+
     def _save_journal(self) -> None:
-        self.journal.save(self.jobs.values(), self.reply_lengths)
+        """On the caller's thread: only at start, before the event loop serves anyone."""
+        self.journal.write(self._journal_bytes())
+
+    async def save_journal(self) -> None:
+        """Until the journal as it is now is on the card; StateError if it will not take it."""
+        try:
+            await self._journal_writer.save()
+        except StateError as e:
+            self.state_error = str(e)
+            raise
+        self.state_error = None
+
+    async def _save_journal_quietly(self) -> None:
+        # A start or an end that cannot be written costs at most a job run
+        # twice or answered for late after a crash; the job itself goes on.
+        try:
+            await self.save_journal()
+        except StateError as e:
+            log.warning("%s", e)
+
+    async def close(self) -> None:
+        """The journal's writer thread ends, once its last write is on the card."""
+        await self._journal_writer.close()
 
     # --- submitting -------------------------------------------------------------
 
@@ -122,26 +180,45 @@ class Engine:
 
     def new_print(self, text: str, source: str = "api") -> Job:
         """A job that prints the text as it is."""
-        return Job(text, len(text), print=True, source=source, literal=text)
+        job = Job(text, len(text), print=True, source=source, literal=text)
+        job.paper_frames = self.paper_frames(text)
+        return job
 
-    def submit(self, job: Job, spare: int = 0) -> int:
+    def paper_frames(self, text: str) -> int:
+        """The frames `text` takes on paper: transliterated, folded, wrapped, CR LF and fills."""
+        return self._layout.paper_frames(text)
+
+    async def submit(self, job: Job, spare: int = 0) -> int:
         """Queue a job; its position (1 = next). QueueFull when there is no room.
 
         `spare` keeps that many places free for others: chat lines to print
         are welcome while the printer has time, but must never crowd out a
         reply somebody asked for. The job is in the journal before this
-        returns: StateError if the card will not take it.
+        returns: StateError if the card will not take it. TooLong if its
+        paper would run past engine.max_paper_seconds.
         """
         if self.stopping.is_set():
             raise ShuttingDown("the engine is stopping; ask again in a moment")
-        if len(self.waiting) + spare >= self.queue_size:
-            raise QueueFull(max(1, round(self.eta_seconds())))
+        if len(self.waiting) + self._submitting + spare >= self.queue_size:
+            raise QueueFull(max(1, round(self.wait_for_a_place(spare))))
+        frames = self.expected_frames(job)
+        if frames > self.max_frames:
+            raise TooLong(
+                f"its printed form would take about {frames / self.cps / 60:.0f} minutes of "
+                f"paper; the limit is {self.max_frames / self.cps / 60:.0f} "
+                "(engine.max_paper_seconds)"
+            )
         self.jobs[job.id] = job
+        self._submitting += 1
         try:
-            self._save_journal()
-        except Exception:
-            del self.jobs[job.id]
+            await self.save_journal()
+        except BaseException:
+            self.jobs.pop(job.id, None)
+            # A later write may have taken the job along: take it out of the card again.
+            self._in_background(self._save_journal_quietly())
             raise
+        finally:
+            self._submitting -= 1
         self.waiting.append(job)
         if job.print:
             self.motor.want()  # it spins up while the model writes
@@ -150,12 +227,12 @@ class Engine:
         self.emit("queued", job)
         return len(self.waiting)
 
-    def add_chat_line(self, name: str, text: str) -> ChatLine:
+    async def add_chat_line(self, name: str, text: str) -> ChatLine:
         """A chat line into the history, unless the blocklist has a word against it."""
         hit = self.blocklist.find(f"{name} {text}")
         if hit is not None:
             raise Blocked(f"blocked by the blocklist ({hit.term})")
-        return self.history.add(name, text)
+        return await self.history.add_async(name, text)
 
     def ring_bell(self) -> float:
         """Ring the Teletype's bell; 0, or the seconds to wait if it rang too recently."""
@@ -187,27 +264,42 @@ class Engine:
         job.cancel.set()
         return True
 
-    def cancel_job(self, job: Job) -> bool:
-        """Take a waiting job off the queue, or stop the printing one; False if it has ended."""
+    async def cancel_job(self, job: Job) -> bool:
+        """Take a waiting job off the queue, or stop the printing one; False if it has ended.
+
+        A waiting job is "cancelled" only once the journal says so: StateError (and the
+        job still queued) if the card will not take it, or it would print after a restart.
+        """
         if job is self.current:
             job.cancel.set()
             return True
         if job not in self.waiting:
             return False
-        self.waiting.remove(job)
-        job.cancel.set()
-        job.status, job.finished = "cancelled", time.time()
-        self._save_journal_quietly()
-        self._finished(job)
-        self._quiet_now()
-        return True
+        return await self._cancel_waiting([job]) == 1
 
-    def clear_queue(self) -> int:
+    async def clear_queue(self) -> int:
         """Every waiting job off the queue (the one printing goes on); how many."""
-        waiting = list(self.waiting)
-        for job in waiting:
-            self.cancel_job(job)
-        return len(waiting)
+        return await self._cancel_waiting(list(self.waiting))
+
+    async def _cancel_waiting(self, jobs: list[Job]) -> int:
+        places = [(self.waiting.index(job), job) for job in jobs]
+        for _, job in places:
+            self.waiting.remove(job)
+            job.status, job.finished = "cancelled", time.time()
+        try:
+            await self.save_journal()
+        except BaseException:
+            for place, job in places:  # in their old places, as if never touched
+                job.status, job.finished = QUEUED, None
+                self.waiting.insert(place, job)
+            if self.waiting:
+                self._arrived.set()
+            raise
+        for _, job in places:
+            job.cancel.set()
+            self._finished(job)
+        self._quiet_now()
+        return len(places)
 
     def switch_motor(self, on: bool) -> None:
         """The operator's switch: on runs it for a quiet spell; off only while idle."""
@@ -274,7 +366,7 @@ class Engine:
             job = self.waiting.pop(0)
             self.current = job
             job.status, job.started = RUNNING, time.time()
-            self._save_journal_quietly()
+            await self._save_journal_quietly()
             self.emit("started", job)
             try:
                 if job.print:
@@ -292,7 +384,7 @@ class Engine:
                 self.reply_lengths.append(round(job.printed / max(1, job.max_chars), 3))
             self.current = None
             self.jobs_finished += 1
-            self._save_journal_quietly()
+            await self._save_journal_quietly()
             self._finished(job)
             self._quiet_now()
 
@@ -303,17 +395,9 @@ class Engine:
             self._done.pop(job.id).set()
 
     def _ended(self, job: Job) -> str:
-        if not job.cancel.is_set():
+        if not job.cancel.is_set() or job.cut:
             return "done"
         return "interrupted" if self.stopping.is_set() else "cancelled"
-
-    def _save_journal_quietly(self) -> None:
-        # A start or an end that cannot be written costs at most a job run
-        # twice or answered for late after a crash; the job itself goes on.
-        try:
-            self._save_journal()
-        except OSError as e:
-            log.warning("%s", e)
 
     def _run(self, job: Job) -> None:
         if job.literal is not None:
@@ -353,6 +437,15 @@ class Engine:
         job = self.current
         if job is not None:
             job.printed += len(data)
+            if job.printed >= self.cut_at and not job.cancel.is_set():
+                # A reply whose printed form runs long (a model that writes U+FDFD):
+                # the line is finished and the rest left out, and the job says why.
+                job.cut = True
+                job.error = (
+                    f"cut after {self.max_frames / self.cps / 60:.0f} minutes of paper "
+                    "(engine.max_paper_seconds)"
+                )
+                job.cancel.set()
         if self.loop is not None and self.subscribers:
             # The paper as it prints, for the panel: the codes on the wire
             # without their parity bit, fills and all (the page draws them).
@@ -383,16 +476,24 @@ class Engine:
                     self.loop.call_soon_threadsafe(self._typed, line)
 
     def _typed(self, line: str) -> None:
-        with contextlib.suppress(QueueFull, ShuttingDown, OSError):
-            self.submit(self.new_job(line, use_history=False, source="keyboard"))
+        self._in_background(self._submit_typed(line))
+
+    def _in_background(self, work) -> None:
+        task = asyncio.ensure_future(work)
+        self._background.add(task)  # held until done: the loop keeps only a weak reference
+        task.add_done_callback(self._background.discard)
+
+    async def _submit_typed(self, line: str) -> None:
+        with contextlib.suppress(QueueFull, ShuttingDown, TooLong, OSError):
+            await self.submit(self.new_job(line, use_history=False, source="keyboard"))
 
     # --- status and events ---------------------------------------------------------
 
-    def reply_length(self) -> float:
+    def reply_length(self) -> float | None:
         """A printed reply's frames over its max_chars: the mean of the last ones (the
-        queue's wait is a sum, and a few long replies weigh in it)."""
+        queue's wait is a sum, and a few long replies weigh in it); None before any."""
         if not self.reply_lengths:
-            return FIRST_REPLY_LENGTH
+            return None
         return statistics.fmean(self.reply_lengths)
 
     def expected_frames(self, job: Job) -> float:
@@ -401,8 +502,25 @@ class Engine:
         if not job.print:
             return 0.0
         if job.literal is not None:
-            return len(job.literal) * self.frames_per_character
-        return job.max_chars * self.reply_length()
+            if job.paper_frames is None:  # restored from the journal
+                job.paper_frames = self.paper_frames(job.literal)
+            return float(job.paper_frames)
+        measured = self.reply_length()
+        if measured is None:
+            return job.max_chars * self.frames_per_character + FIRST_REPLY_TAIL
+        return job.max_chars * measured
+
+    def wait_for_a_place(self, spare: int = 0) -> float:
+        """Seconds until a job asking for `spare` free places beside it would fit: until
+        enough waiting jobs have left the queue for the printer (not the whole queue's
+        drain, which a 429's Retry-After used to say)."""
+        leave = len(self.waiting) + self._submitting + spare - self.queue_size + 1
+        if leave <= 0:
+            return 0.0
+        if not self.waiting:
+            return self.eta_seconds()
+        last_to_leave = self.waiting[min(leave, len(self.waiting)) - 1]
+        return self.eta_seconds(before=last_to_leave)
 
     def eta_seconds(self, before: Job | None = None) -> float:
         """Seconds until the queue is empty (or until `before` starts), from the
@@ -440,6 +558,7 @@ class Engine:
                 "configured": bool(self.config.chat.channel) or self.chat_state is not None,
                 "state": self.chat_state,
             },
+            "state_error": self.state_error,
         }
 
     def emit(self, kind: str, payload) -> None:

@@ -68,6 +68,10 @@ class BadChatLine(ApplianceError, ValueError):
     """A chat line that cannot go into the history (not text, too long, blank)."""
 
 
+class TooLong(ApplianceError, ValueError):
+    """A job whose printed form would run past engine.max_paper_seconds."""
+
+
 class Withheld(ApplianceError):
     """No reply to print: every try ran into the blocklist, or the model said nothing."""
 

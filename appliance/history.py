@@ -9,6 +9,7 @@ so one bad line can never stop a reply or the engine.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import unicodedata
@@ -17,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from appliance.durable import remove_leftovers, write_atomic
+from appliance.durable import remove_leftovers, set_aside, write_atomic
 from appliance.errors import BadChatLine, StateError
 
 log = logging.getLogger("teletype.history")
@@ -98,24 +99,51 @@ class PersistentHistory(History):
     """The history, written to the state directory after every change.
 
     A change that cannot be saved (a read-only or full card) is not made:
-    StateError says so, and memory and disk never disagree.
+    StateError says so, and memory and disk never disagree. add() and
+    clear() write on the caller's thread; the engine's API uses add_async()
+    and clear_async(), which write in a thread of their own, one change at
+    a time, so the event loop never waits on the card.
     """
 
     def __init__(self, path: Path, size: int):
         self.path = path
         remove_leftovers(path)  # a write cut short by kill -9 or a power cut
         super().__init__(size, load_lines(path))
+        self._one_at_a_time: asyncio.Lock | None = None
+
+    def _with(self, line: ChatLine) -> list[ChatLine]:
+        """The lines once `line` is added: the newest `maxlen`, all of them while there is room."""
+        kept = [*self._lines, line]
+        return kept[-(self._lines.maxlen or len(kept)) :]
 
     def add(self, name: str, text: str) -> ChatLine:
         line = chat_line(name, text)
-        kept = [*self._lines, line]
-        self._save(kept[len(kept) - (self._lines.maxlen or len(kept)) :])
+        self._save(self._with(line))
         self._lines.append(line)
         return line
 
     def clear(self) -> None:
         self._save([])
         self._lines.clear()
+
+    async def add_async(self, name: str, text: str) -> ChatLine:
+        line = chat_line(name, text)
+        async with self._lock():
+            await asyncio.to_thread(self._save, self._with(line))
+            self._lines.append(line)
+        return line
+
+    async def clear_async(self) -> None:
+        async with self._lock():
+            await asyncio.to_thread(self._save, [])
+            self._lines.clear()
+
+    def _lock(self) -> asyncio.Lock:
+        # Made on first use, inside the running loop. Each change is worked out from the
+        # lines as the last one left them, so changes go one at a time.
+        if self._one_at_a_time is None:
+            self._one_at_a_time = asyncio.Lock()
+        return self._one_at_a_time
 
     def _save(self, lines: list[ChatLine]) -> None:
         data = {"lines": [{"name": ln.name, "text": ln.text} for ln in lines]}
@@ -134,11 +162,11 @@ def load_lines(path: Path) -> list[ChatLine]:
     except FileNotFoundError:
         return []
     except (OSError, ValueError, RecursionError) as e:
-        log.warning("ignoring an unreadable history file %s: %s", path, e)
+        set_aside(path, f"ignoring an unreadable history file: {e}", log)
         return []
     entries = saved.get("lines") if isinstance(saved, dict) else None
     if not isinstance(entries, list):
-        log.warning('ignoring the history file %s: not a {"lines": [...]} object', path)
+        set_aside(path, 'ignoring the history file: not a {"lines": [...]} object', log)
         return []
     lines = []
     for entry in entries:

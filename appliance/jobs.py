@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
 
 from appliance.schema import JobOut
 
@@ -46,6 +49,32 @@ _KEPT = (
 )  # fmt: skip
 
 
+_Time = Annotated[float, Meta(ge=0, le=1e11)]  # seconds since 1970; finite
+_Count = Annotated[int, Meta(ge=0, le=10**9)]
+
+
+class JobRecord(msgspec.Struct, forbid_unknown_fields=False):
+    """A job as the journal keeps it: what restore() accepts (fields it does not know are
+    left out, fields of the wrong type are refused)."""
+
+    prompt: str
+    max_chars: Annotated[int, Meta(ge=1, le=100_000)]
+    id: Annotated[int, Meta(ge=1, le=2**62)]
+    seed: Annotated[int, Meta(ge=0, lt=2**32)] | None = None
+    print: bool = True
+    source: str = "api"
+    literal: str | None = None
+    status: Literal["queued", "running", "done", "failed", "cancelled", "withheld",
+                    "interrupted"] = QUEUED  # fmt: skip
+    text: str = ""
+    printed: _Count = 0
+    error: str | None = None
+    blocked: _Count = 0
+    created: _Time = 0.0
+    started: _Time | None = None
+    finished: _Time | None = None
+
+
 @dataclass
 class Job:
     prompt: str
@@ -63,6 +92,10 @@ class Job:
     created: float = field(default_factory=time.time)
     started: float | None = None
     finished: float | None = None
+    # Not journaled: the frames a text to print takes (counted once, when it is queued),
+    # and whether the paper limit cut the job short.
+    paper_frames: int | None = field(default=None, repr=False)
+    cut: bool = field(default=False, repr=False)
     cancel: threading.Event = field(default_factory=threading.Event, repr=False)
     done: threading.Event = field(default_factory=threading.Event, repr=False)
 
@@ -79,15 +112,17 @@ class Job:
         return {name: getattr(self, name) for name in _KEPT}
 
     @classmethod
-    def restore(cls, record: dict[str, Any]) -> Job:
-        """A job from its record; TypeError or ValueError if the record is not one."""
-        known = {f.name: f.type for f in fields(cls)}
-        values = {k: v for k, v in record.items() if k in _KEPT and k in known}
-        job = cls(**values)
-        if not isinstance(job.prompt, str) or not isinstance(job.id, int):
-            raise ValueError("not a job record")
-        if job.status not in (QUEUED, RUNNING, *FINISHED):
-            raise ValueError(f"unknown status {job.status!r}")
+    def restore(cls, record: object) -> Job:
+        """A job from its record; ValueError saying what is wrong if the record is not one.
+
+        Every field is checked against its type: a `max_chars` of null or a
+        `text` of 5 would otherwise fail later, in a reply or in every answer.
+        """
+        try:
+            checked = msgspec.convert(record, JobRecord)
+        except msgspec.ValidationError as e:
+            raise ValueError(f"not a job record: {e}") from None
+        job = cls(**msgspec.structs.asdict(checked))
         ids.seen(job.id)
         if job.is_finished:
             job.done.set()

@@ -14,12 +14,28 @@ import logging
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Annotated, Any
 
-from appliance.durable import remove_leftovers, write_atomic
+import msgspec
+from msgspec import Meta
+
+from appliance.durable import remove_leftovers, set_aside, write_atomic
 from appliance.errors import StateError
 from appliance.jobs import QUEUED, RUNNING, Job
 
 log = logging.getLogger("teletype.journal")
+
+
+# A printed reply's frames over its max_chars, as the journal may hold them: anything
+# outside this is not a measurement (and 1e308 twenty times made the queue's ETA inf).
+_Length = Annotated[float, Meta(gt=0, le=100)]
+
+
+class _Saved(msgspec.Struct):
+    """The journal file's shape; each job record is checked on its own (Job.restore)."""
+
+    jobs: list[Any] = []
+    reply_lengths: list[Any] = []
 
 
 class Journal:
@@ -31,23 +47,26 @@ class Journal:
         """The jobs as the last engine left them, and its measured reply lengths.
 
         A job that was running is marked interrupted. Whatever cannot be
-        read is logged and skipped: a bad journal never stops the engine.
+        read is logged and skipped: a bad journal never stops the engine. A
+        file of the wrong shape is set aside (renamed, kept) for a person to look at.
         """
         try:
-            saved = json.loads(self.path.read_bytes())
+            raw = self.path.read_bytes()
         except FileNotFoundError:
             return [], []
-        except (OSError, ValueError, RecursionError) as e:
-            log.warning("ignoring an unreadable job journal %s: %s", self.path, e)
+        except OSError as e:  # a directory, an unreadable file
+            set_aside(self.path, f"ignoring an unreadable job journal: {e.strerror or e}", log)
             return [], []
-        if not isinstance(saved, dict):
-            log.warning("ignoring the job journal %s: not a JSON object", self.path)
+        try:
+            saved = msgspec.json.decode(raw, type=_Saved)
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as e:
+            set_aside(self.path, f"ignoring a job journal of the wrong shape: {e}", log)
             return [], []
         jobs = []
-        for record in saved.get("jobs") or []:
+        for record in saved.jobs:
             try:
                 job = Job.restore(record)
-            except (TypeError, ValueError, AttributeError) as e:
+            except ValueError as e:
                 log.warning("skipping a bad job in %s: %s", self.path, e)
                 continue
             if job.status == RUNNING:
@@ -55,18 +74,33 @@ class Journal:
                 job.error = "the engine stopped while printing it (a crash or a power cut)"
                 job.done.set()
             jobs.append(job)
-        lengths = [x for x in saved.get("reply_lengths") or [] if isinstance(x, int | float)]
+        lengths, bad = [], 0
+        for length in saved.reply_lengths:
+            try:
+                lengths.append(msgspec.convert(length, _Length))
+            except msgspec.ValidationError:
+                bad += 1
+        if bad:
+            log.warning("skipping %d bad reply length(s) in %s", bad, self.path)
         return jobs, lengths
 
-    def save(self, jobs: Iterable[Job], reply_lengths: Iterable[float]) -> None:
+    def encode(self, jobs: Iterable[Job], reply_lengths: Iterable[float]) -> bytes:
+        """The journal's bytes for these jobs (made on the event loop, written elsewhere)."""
         data = {
             "jobs": [job.record() for job in jobs],
             "reply_lengths": list(reply_lengths),
         }
+        return json.dumps(data).encode("utf-8")
+
+    def write(self, data: bytes) -> None:
+        """Put `data` on the card; StateError if it will not take it."""
         try:
-            write_atomic(self.path, json.dumps(data).encode("utf-8"))
+            write_atomic(self.path, data)
         except OSError as e:
             raise StateError(f"cannot save the job journal {self.path}: {e.strerror or e}") from e
+
+    def save(self, jobs: Iterable[Job], reply_lengths: Iterable[float]) -> None:
+        self.write(self.encode(jobs, reply_lengths))
 
 
 def waiting(jobs: Iterable[Job]) -> list[Job]:

@@ -47,7 +47,8 @@ class GenerateRequest(Struct, forbid_unknown_fields=True):
 class PrintRequest(Struct, forbid_unknown_fields=True):
     """Text to print as it is (the blocklist still applies)."""
 
-    text: Annotated[str, Meta(min_length=1, max_length=MAX_PROMPT, pattern=NOT_BLANK)]
+    # The panel's line of MAX_PROMPT characters comes with its newline.
+    text: Annotated[str, Meta(min_length=1, max_length=MAX_PROMPT + 1, pattern=NOT_BLANK)]
     # chat-line: a chat message; system: a notice of our own (a sign-in code)
     # that the chat bridge must not repeat in chat.
     source: PrintSource = "api"
@@ -121,6 +122,9 @@ class StatusOut(Struct):
     port: PortOut
     motor: MotorOut | None  # None: no relay ([motor] pin = -1)
     chat: ChatOut
+    # Why the state directory refuses writes (a full card): jobs and chat lines are
+    # refused (503) until it takes them again. None: all is well.
+    state_error: str | None
 
 
 class MotorRequest(Struct, forbid_unknown_fields=True):
@@ -181,6 +185,8 @@ class Route:
 _BAD = (400, ("a problem with the request", ErrorOut))
 _FULL = (429, ("the queue is full (Retry-After says when to ask again)", ErrorOut))
 _STOPPING = (503, ("the engine is stopping or cannot save the job; ask again soon", ErrorOut))
+_TOO_LONG = (413, ("its printed form would run past engine.max_paper_seconds", ErrorOut))
+_UNSAVED = (503, ("the journal cannot be saved: nothing changed", ErrorOut))
 
 ROUTES = [
     Route(
@@ -188,7 +194,7 @@ ROUTES = [
         "The seed project's route: print a reply to the prompt, answer with its text",
         responses=dict([(200, ("the text", TEXT)), _FULL,
                         (422, ("nothing printable came of it", TEXT)),
-                        (500, ("generation failed", TEXT)), _STOPPING]),
+                        (500, ("generation failed", TEXT)), _STOPPING, _TOO_LONG]),
     ),
     Route(
         "generate", "POST", "/v1/generate",
@@ -199,7 +205,7 @@ ROUTES = [
                         (202, ("queued: where the job is and about when it starts", Accepted)),
                         _BAD, _FULL,
                         (422, ("nothing printable came of it (the job says why)", JobOut)),
-                        (500, ("generation failed", JobOut)), _STOPPING]),
+                        (500, ("generation failed", JobOut)), _STOPPING, _TOO_LONG]),
     ),
     Route(
         "print_text", "POST", "/v1/print",
@@ -207,7 +213,8 @@ ROUTES = [
         "queue is free",
         body=PrintRequest, body_required=True,
         responses=dict([(202, ("queued", Accepted)), _BAD,
-                        (422, ("blocked by the blocklist", ErrorOut)), _FULL, _STOPPING]),
+                        (422, ("blocked by the blocklist", ErrorOut)), _FULL, _STOPPING,
+                        _TOO_LONG]),
     ),
     Route(
         "queue_get", "GET", "/v1/jobs",
@@ -217,7 +224,7 @@ ROUTES = [
     Route(
         "queue_clear", "DELETE", "/v1/jobs",
         "Take every waiting job off the queue (the one printing goes on)",
-        responses={200: ("how many were taken off", ClearedOut)},
+        responses=dict([(200, ("how many were taken off", ClearedOut)), _UNSAVED]),
     ),
     Route(
         "job_get", "GET", "/v1/jobs/{id}",
@@ -232,7 +239,7 @@ ROUTES = [
         "Cancel a job: taken off the queue, or stopped at the end of its line if printing",
         responses=dict([(200, ("the job as it is now", JobOut)),
                         (404, ("no such job", ErrorOut)),
-                        (409, ("the job has already finished", JobOut))]),
+                        (409, ("the job has already finished", JobOut)), _UNSAVED]),
     ),
     Route(
         "history_get", "GET", "/v1/history", "The last chat lines",

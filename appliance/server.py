@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import signal
@@ -62,10 +63,14 @@ def run_serve(config: Config) -> int:
     try:
         running.set()
     except OSError as e:
-        raise StartupError(
-            f"cannot write the state directory {running.path.parent}: {e.strerror or e} "
-            "(engine.state_dir in the config)"
-        ) from e
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            # A full card: the engine starts anyway, and its status says what cannot be saved.
+            log.error("cannot mark the engine as running in %s: %s", running.path.parent, e)
+        else:
+            raise StartupError(
+                f"cannot write the state directory {running.path.parent}: {e.strerror or e} "
+                "(engine.state_dir in the config)"
+            ) from e
     try:
         code = asyncio.run(_serve(config, generator, printer, port_state))
     finally:
@@ -120,15 +125,8 @@ class PaperMarker:
 
 
 async def _serve(config: Config, generator, printer, port_state: str) -> int:
-    from aiohttp import web
-
     from appliance.api import build_app
-    from appliance.connections import (
-        KEEPALIVE_TIMEOUT,
-        ConnectionGuard,
-        default_limit,
-        raise_file_limit,
-    )
+    from appliance.connections import ConnectionGuard, default_limit, raise_file_limit
     from appliance.engine import Engine
     from appliance.motor import open_motor
     from appliance.teletype.ports import SerialPort
@@ -144,14 +142,7 @@ async def _serve(config: Config, generator, printer, port_state: str) -> int:
     # request's head: idle sockets can no longer starve the real clients.
     guard = ConnectionGuard(limit=default_limit(raise_file_limit()), log=log)
     guard.install(app)
-    runner = web.AppRunner(
-        app,
-        access_log=None,
-        keepalive_timeout=KEEPALIVE_TIMEOUT,
-        # Requests still open after the engine has answered them all (503)
-        # get this long; aiohttp's own default is a minute.
-        shutdown_timeout=STOP_GRACE,
-    )
+    runner = make_runner(app)
     await runner.setup()
     try:
         where = await _start_sites(runner, guard, config)
@@ -195,8 +186,27 @@ async def _serve(config: Config, generator, printer, port_state: str) -> int:
         task.cancel()
     engine.motor.close()  # the line is finished: the motor may stop
     await runner.cleanup()
+    await engine.close()  # the journal's last write is on the card
     socket_path(config).unlink(missing_ok=True)
     return 0
+
+
+def make_runner(app):
+    """The engine's aiohttp runner: no access log, a short keep-alive, bad requests summed."""
+    from aiohttp import web
+
+    from appliance.connections import KEEPALIVE_TIMEOUT
+    from appliance.httplog import server_logger
+
+    return web.AppRunner(
+        app,
+        access_log=None,
+        keepalive_timeout=KEEPALIVE_TIMEOUT,
+        # Requests still open after the engine has answered them all (503)
+        # get this long; aiohttp's own default is a minute.
+        shutdown_timeout=STOP_GRACE,
+        logger=server_logger(summary_to=log),
+    )
 
 
 async def _start_sites(runner, guard, config: Config) -> list[str]:

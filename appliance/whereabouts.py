@@ -25,9 +25,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from anyascii import anyascii
+
 from appliance.config import Config
 from appliance.durable import write_atomic
-from appliance.errors import QueueFull, ShuttingDown, StateError
+from appliance.errors import QueueFull, ShuttingDown, StateError, TooLong
 from appliance.network import RESULT_PATH, read_result
 
 log = logging.getLogger("teletype.whereabouts")
@@ -141,9 +143,17 @@ def api_line(config: Config, hostname: str, local_name: bool) -> str:
     return f"API: HTTP://{where}:{port}/ WITH THE TOKEN IN TELETYPE.TOML"
 
 
+# The bridge's own words, as printed: two lines of paper at most. Transliterated first,
+# since one character may spell out as many (a 300-character state made 156 lines).
+MAX_CHAT_STATE = 130
+
+
 def twitch_line(config: Config, chat_state: str | None) -> str:
     if chat_state is not None:
-        return f"TWITCH: {chat_state}"
+        spelled = " ".join(anyascii(chat_state).split())
+        if len(spelled) > MAX_CHAT_STATE:
+            spelled = spelled[: MAX_CHAT_STATE - 3].rstrip() + "..."
+        return f"TWITCH: {spelled}"
     if not config.chat.channel:
         return "TWITCH: NOT SET UP ([CHAT] IN TELETYPE.TOML)"
     return f"TWITCH: #{config.chat.channel}, THE BRIDGE IS STARTING"
@@ -247,8 +257,8 @@ async def keep_announcing(
             block = status_block(now, config, str(engine.generator.model_path),
                                  engine.chat_state, AVAHI.exists())  # fmt: skip
             try:
-                engine.submit(engine.new_print(block, source="system"))
-            except (QueueFull, ShuttingDown, StateError) as e:
+                await engine.submit(engine.new_print(block, source="system"))
+            except (QueueFull, ShuttingDown, StateError, TooLong) as e:
                 log.info("the status block waits: %s", e)
             else:
                 log.info("status on paper: %s", "; ".join(block.splitlines()[1:]))

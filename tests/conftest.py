@@ -138,3 +138,14 @@ def teletype(tmp_path):
     yield reader
     with contextlib.suppress(OSError):
         reader.close()
+
+
+@pytest.fixture(scope="session")
+def embedded_generator():
+    """The embedded model, loaded once, for the tests that run the engine in this process."""
+    from appliance.config import Config
+    from appliance.generator import load_generator
+
+    generator = load_generator(Config().model)
+    yield generator
+    generator.close()

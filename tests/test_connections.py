@@ -277,3 +277,78 @@ def test_default_limit_stays_well_under_the_file_limit():
         # The Unix socket's default reserve fits too, once there is room for anything.
         if nofile >= 128:
             assert limit + 32 < nofile // 2
+
+
+def test_idle_keep_alive_connections_make_room_for_new_ones_at_the_cap(tmp_path, monkeypatch):
+    # 600 clients that asked once and went idle kept new TCP clients out for the whole
+    # keep-alive time. (connections.IDLE_AFTER is made 0: idle as soon as answered.)
+    monkeypatch.setattr(connections, "IDLE_AFTER", 0.0, raising=False)
+    limit = 4
+    guard = ConnectionGuard(limit=limit, header_timeout=30.0, reserve=0)
+
+    async def scenario() -> None:
+        async with serving(tmp_path, guard) as (port, _):
+            idle = [await asyncio.open_connection("127.0.0.1", port) for _ in range(limit)]
+            try:
+                for reader, writer in idle:
+                    assert await raw_get(reader, writer) == 200
+                # At the cap, each newcomer is served; the longest idle one made room.
+                newcomers = []
+                for oldest in range(2):
+                    newcomers.append(await asyncio.open_connection("127.0.0.1", port))
+                    assert await raw_get(*newcomers[-1]) == 200
+                    assert await closed_within(idle[oldest][0], 3.0)
+                assert guard.made_room == 2 and guard.refused == 0
+                # A connection that has not asked yet is never the one closed: with the
+                # idle ones gone, the cap refuses.
+                close_all([w for _, w in idle + newcomers])
+                await until(lambda: guard.open == 0)
+                fresh = [await asyncio.open_connection("127.0.0.1", port) for _ in range(limit)]
+                try:
+                    await until(lambda: guard.open == limit)
+                    with pytest.raises(aiohttp.ClientError):
+                        await healthz(port)
+                    assert guard.made_room == 2
+                finally:
+                    close_all([w for _, w in fresh])
+            finally:
+                close_all([w for _, w in idle])
+
+    asyncio.run(scenario())
+
+
+def test_malformed_request_heads_are_counted_not_each_logged(tmp_path, caplog):
+    # 2,000 bad requests were 24,000 lines of traceback; now one summary line a minute.
+    from appliance.server import make_runner
+
+    caplog.set_level(logging.DEBUG)
+    sent = 200
+
+    async def scenario() -> None:
+        async def healthz(request: web.Request) -> web.Response:
+            return web.json_response({"ok": True})
+
+        app = web.Application()
+        app.router.add_get("/healthz", healthz)
+        guard = ConnectionGuard(limit=64)
+        guard.install(app)
+        runner = make_runner(app)
+        await runner.setup()
+        site = GuardedTCPSite(runner, guard, "127.0.0.1", 0)
+        await site.start()
+        try:
+            for n in range(sent):
+                reader, writer = await asyncio.open_connection("127.0.0.1", site.port)
+                bad = b"Content-Length: x" if n % 2 else b"Bad Header Without A Colon"
+                writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + bad + b"\r\n\r\n")
+                assert (await asyncio.wait_for(reader.readline(), 5)).split()[1] == b"400"
+                writer.close()
+            assert await raw_get(*await asyncio.open_connection("127.0.0.1", site.port)) == 200
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(scenario())
+    assert [r for r in caplog.records if r.exc_info] == []
+    summaries = [r.getMessage() for r in caplog.records if "malformed request" in r.getMessage()]
+    assert len(summaries) == 1 and summaries[0].startswith("answered 1 malformed request(s)")
+    assert len(caplog.records) <= 3, [r.getMessage() for r in caplog.records]

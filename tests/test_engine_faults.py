@@ -424,7 +424,7 @@ def test_the_queue_eta_comes_from_the_lengths_of_replies_printed(tmp_path):
     async def run(seeds) -> list:
         jobs = [engine.new_job("", use_history=True, seed=s) for s in seeds]
         for job in jobs:
-            engine.submit(job)
+            await engine.submit(job)
         for job in jobs:
             await engine.wait(job)
         return jobs

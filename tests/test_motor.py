@@ -98,7 +98,7 @@ def run_engine(tmp_path: Path, teletype, motor: str, scenario) -> dict:
 
 async def print_and_wait(engine, text: str) -> None:
     job = engine.new_print(text)
-    engine.submit(job)
+    await engine.submit(job)
     await engine.wait(job)
 
 

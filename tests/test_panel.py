@@ -120,13 +120,20 @@ def test_sign_in_watch_the_paper_and_cancel_at_column_zero(engine, browser, tele
     from selenium.webdriver.common.by import By
 
     sign_in(browser, engine.lan, "not the password")
-    started = time.monotonic()
     error = wait_until(lambda: browser.find_element(By.ID, "login-error").text)
-    assert error == "Wrong password." and time.monotonic() - started >= 1.0  # a delay
+    assert error == "Wrong password."
     assert not browser.find_element(By.ID, "panel").is_displayed()
 
-    sign_in(browser, engine.lan)  # no lockout: the owner gets in at once
-    wait_until(lambda: browser.find_element(By.ID, "panel").is_displayed())
+    def let_in() -> bool:
+        # Right after a wrong guess this address waits a second (429, said on the page);
+        # no lockout: then the owner gets in.
+        sign_in(browser, engine.lan)
+        panel = browser.find_element(By.ID, "panel")
+        said = lambda: browser.find_element(By.ID, "login-error").text  # noqa: E731
+        wait_until(lambda: panel.is_displayed() or "again in" in said())
+        return panel.is_displayed()
+
+    wait_until(let_in, timeout=15, every=0.5)
     wait_until(lambda: browser.find_element(By.ID, "state").text.upper() == "READY")
 
     bearer = {"Authorization": f"Bearer {TOKEN}"}
@@ -210,7 +217,7 @@ def _login(engine, password: str) -> tuple[int, dict, str]:
     return status, headers, raw.decode()
 
 
-def test_sessions_need_their_csrf_token_and_a_wrong_password_is_a_delay(engine):
+def test_sessions_need_their_csrf_token_and_a_wrong_guess_costs_the_guesser(engine):
     status, headers, raw = _login(engine, PASSWORD)
     assert status == 200
     cookie = SimpleCookie(headers["Set-Cookie"])["teletype_session"]
@@ -234,21 +241,21 @@ def test_sessions_need_their_csrf_token_and_a_wrong_password_is_a_delay(engine):
     engine.request("POST", "/panel/logout", headers=session)
     assert engine.request("GET", "/v1/status", headers=session)[0] == 401
 
-    # Wrong guesses wait a second each, one at a time; the owner is never locked out.
-    times: list[float] = []
+    # A wrong guess costs this client its next guesses for a second: they are refused
+    # unchecked (429), at once, and nothing waits on a lock. Details: test_api_guard.py.
+    codes: list[int] = []
 
     def guess() -> None:
-        started = time.monotonic()
-        assert _login(engine, "guess")[0] == 401
-        times.append(time.monotonic() - started)
+        codes.append(_login(engine, "guess")[0])
 
     guessers = [threading.Thread(target=guess) for _ in range(3)]
     for t in guessers:
         t.start()
     for t in guessers:
         t.join()
-    assert min(times) >= 1.0 and max(times) >= 3.0  # serialised: about 1, 2 and 3 s
-    assert _login(engine, PASSWORD)[0] == 200  # right after them: no lockout
+    assert 401 in codes and set(codes) <= {401, 429}
+    # The owner on the same address waits out Retry-After (a second), and is let in.
+    wait_until(lambda: _login(engine, PASSWORD)[0] == 200, timeout=10)
 
 
 def test_the_page_is_locked_down_and_shows_no_secret(engine):

@@ -41,6 +41,22 @@ def config_for(tmp_path: Path, extra: str = ""):
 # --- the block -----------------------------------------------------------------------
 
 
+def test_a_long_chat_state_is_two_printed_lines_at_most(tmp_path):
+    # 300 characters that transliterate to 28 letters each became a 156-line block.
+    from appliance.teletype.discipline import LineDiscipline
+    from appliance.teletype.profiles import get_profile
+
+    config = config_for(tmp_path)
+    where = Whereabouts("teletype", ("192.168.1.23",))
+    lines = {}
+    for state in (None, "\ufdfd" * 300):
+        block = status_block(where, config, "tiny.q8_0.gguf", state, local_name=False)
+        layout = LineDiscipline(get_profile(config.teletype.profile))
+        frames = layout.feed(block) + layout.flush() + layout.end_line()
+        lines[state] = sum(frame.line_end for frame in frames)
+    assert lines["\ufdfd" * 300] <= lines[None] + 2, lines
+
+
 def test_the_block_says_name_addresses_model_twitch_and_api_and_nothing_secret(tmp_path):
     config = config_for(tmp_path, '[chat]\nchannel = "streamer"\nclient_id = "abcdefghij"\n')
     where = Whereabouts("teletype", ("192.168.1.23", "2001:db8::23"))

@@ -9,8 +9,10 @@ Who may use it:
 - Without `engine.token` the API listens on loopback only: the page is for
   a browser on the Pi itself (or through an SSH tunnel), no sign-in.
 - With a token (required for the network), a person signs in with
-  `engine.panel_password` (the token itself while that is empty). A wrong password costs a
-  second, one guess at a time: a delay, never a lockout of the owner.
+  `engine.panel_password` (the token itself while that is empty). A wrong password costs
+  the client that sent it a second before its next guess (appliance.guesses): the owner,
+  from another address, never waits behind a guesser. Signing in again ends the
+  browser's old session.
 - A session is a random cookie (HttpOnly, SameSite=Strict, 12 hours); every
   request that changes something must also carry the session's CSRF token
   in X-CSRF-Token (a header no other site's page can set), on top of the
@@ -19,22 +21,23 @@ Who may use it:
 
 from __future__ import annotations
 
-import asyncio
-import hmac
 import logging
+import math
 import secrets
 import time
 from dataclasses import dataclass
 from importlib import resources
 
+import msgspec
 from aiohttp import web
+
+from appliance.guesses import Guesses, client_of, same_secret
 
 log = logging.getLogger("teletype.panel")
 
 COOKIE = "teletype_session"
 SESSION_SECONDS = 12 * 3600
 MAX_SESSIONS = 64  # browsers signed in at once (a page load without a token makes one)
-WRONG_PASSWORD_DELAY = 1.0
 CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 FILES = {
@@ -52,6 +55,10 @@ HEADERS = {
 }
 
 
+class Login(msgspec.Struct):
+    password: str
+
+
 @dataclass
 class Session:
     csrf: str
@@ -61,11 +68,11 @@ class Session:
 class Sessions:
     """Signed-in browsers, in memory (a restart signs everyone out)."""
 
-    def __init__(self, password: str, clock=time.monotonic):
+    def __init__(self, password: str, clock=time.monotonic, guesses: Guesses | None = None):
         self.password = password
         self.clock = clock
         self._sessions: dict[str, Session] = {}
-        self._guessing = asyncio.Lock()
+        self.guesses = guesses or Guesses()
 
     @property
     def login_needed(self) -> bool:
@@ -90,13 +97,14 @@ class Sessions:
     def end(self, request: web.Request) -> None:
         self._sessions.pop(request.cookies.get(COOKIE, ""), None)
 
-    async def check_password(self, given: str) -> bool:
-        # One guess at a time, each wrong one a second: a delay, not a lockout.
-        async with self._guessing:
-            if hmac.compare_digest(given.encode(), self.password.encode()):
-                return True
-            await asyncio.sleep(WRONG_PASSWORD_DELAY)
-            return False
+    def check_password(self, client: str, given: str) -> bool:
+        """Whether `given` is the password; a wrong one costs `client` its next guesses for
+        a while (ask self.guesses.wait(client) first)."""
+        if same_secret(given, self.password):
+            self.guesses.right(client)
+            return True
+        self.guesses.wrong(client)
+        return False
 
     def _forget_expired(self) -> None:
         now = self.clock()
@@ -109,13 +117,24 @@ def is_panel_path(path: str) -> bool:
     return path in FILES or path in ("/panel/session", "/panel/login", "/panel/logout")
 
 
-def csrf_refusal(request: web.Request, session: Session) -> str | None:
-    if request.method in SAFE_METHODS:
+def csrf_refusal(request: web.Request, session: Session, changes: bool = False) -> str | None:
+    """Why a signed-in request is refused, if it is: a change (any method but a read's,
+    or a read that prints, `changes`) must carry the session's CSRF token."""
+    if request.method in SAFE_METHODS and not changes:
         return None
     given = request.headers.get(CSRF_HEADER, "")
-    if not hmac.compare_digest(given.encode(), session.csrf.encode()):
+    if not same_secret(given, session.csrf):
         return f"refused: a change from the panel needs its {CSRF_HEADER}"
     return None
+
+
+def too_soon(wait: float) -> web.Response:
+    """429 for a guess that came too soon after a wrong one (password or token)."""
+    seconds = max(1, math.ceil(wait))
+    return web.json_response(
+        {"error": f"a wrong password or token from here a moment ago; again in {seconds} s"},
+        status=429, headers={**HEADERS, "Retry-After": str(seconds)},
+    )  # fmt: skip
 
 
 def add_routes(app: web.Application, sessions: Sessions) -> None:
@@ -146,16 +165,19 @@ def add_routes(app: web.Application, sessions: Sessions) -> None:
         if request.content_type != "application/json":
             raise web.HTTPUnsupportedMediaType(reason="send the body as application/json")
         try:
-            given = (await request.json()).get("password", "")
-        except (ValueError, AttributeError):
-            given = None
-        if not isinstance(given, str):
-            raise web.HTTPBadRequest(reason='send {"password": "..."}')
-        if not await sessions.check_password(given):
-            log.warning("panel: a wrong password from %s", request.remote or "the socket")
+            given = msgspec.json.decode(await request.read(), type=Login).password
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+            raise web.HTTPBadRequest(reason='send {"password": "..."}') from None
+        client = client_of(request)
+        wait = sessions.guesses.wait(client)
+        if wait > 0:  # not even checked: this client's last guess was wrong a moment ago
+            return too_soon(wait)
+        if not sessions.check_password(client, given):
+            log.warning("panel: a wrong password from %s", client)
             return web.json_response({"error": "wrong password"}, status=401, headers=HEADERS)
+        sessions.end(request)  # a browser signing in again leaves no old session behind
         key, session = sessions.new()
-        log.info("panel: signed in from %s", request.remote or "the socket")
+        log.info("panel: signed in from %s", client)
         return signed_in(session, key)
 
     async def logout(request: web.Request) -> web.Response:

@@ -171,6 +171,10 @@ document.addEventListener("DOMContentLoaded", () => {
       $("password").value = "";
       $("login-error").textContent = "";
       showPanel();
+    } else if (response.status === 429) {
+      // A wrong guess from here a moment ago: this one was not even checked.
+      const body = await response.json().catch(() => ({}));
+      $("login-error").textContent = body.error || "Too soon after a wrong password.";
     } else {
       $("login-error").textContent = "Wrong password.";
     }

@@ -134,6 +134,16 @@ class LineDiscipline:
     def discard_pending(self) -> None:
         self._pending = ""
 
+    def paper_frames(self, text: str) -> int:
+        """The frames `text` would take as a job of its own, from column 0 to the end of its
+        last line: its paper time. Use an instance that prints nothing (it starts over)."""
+        self.column, self._pending, self._blank_lines = 0, "", 0
+        self._carriage_unknown = False
+        self.encoder.reset()
+        count = len(self.feed(text)) + len(self.flush()) + len(self.end_line())
+        self.column = 0
+        return count
+
     def bell(self) -> list[Frame]:
         return self._emit(Encoder.BELL, self.column)
 
