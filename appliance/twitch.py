@@ -33,7 +33,7 @@ from appliance.chat import PREFIX, ChatBridge, Viewer
 from appliance.client import EngineClient, EngineUnavailable
 from appliance.config import ChatConfig, Config
 from appliance.errors import ConfigError
-from appliance.logs import secret
+from appliance.logs import redact, secret
 from appliance.outbox import Outbox, SendFailed, TryLater
 from appliance.tokens import TokenError, TwitchTokens, load_tokens, save_tokens, token_path
 
@@ -491,7 +491,7 @@ class TeletypeBot(_TokenFileMixin, commands.Bot):
             sent = (answer.get("data") or [{}])[0]
             if not sent.get("is_sent"):
                 reason = sent.get("drop_reason") or {}
-                return _dropped(reason.get("code"), reason.get("message"))
+                return _dropped(text, reason.get("code"), reason.get("message"))
             return True
         raise SendFailed("the refreshed token was refused too")
 
@@ -621,17 +621,25 @@ class DroppedForNow(TryLater):
     """Twitch dropped a message for a reason that passes: try it again later."""
 
 
-def _dropped(code: str | None, message: str | None) -> bool:
+def _dropped(text: str, code: str | None, message: str | None) -> bool:
+    said = _shortened(redact(text))
     if code in RETRY_LATER:
-        log.info("Twitch held our message back (%s); trying again shortly", code)
+        log.info("Twitch held our message %r back (%s); trying again shortly", said, code)
         raise DroppedForNow(code or "")
     log.warning(
-        "Twitch dropped our message (%s: %s); making the bot a moderator of the channel "
+        "Twitch dropped our message %r (%s: %s); making the bot a moderator of the channel "
         "lifts most room rules",
+        said,
         code or "no reason given",
         message or "",
     )
     return False
+
+
+def _shortened(text: str, most: int = 60) -> str:
+    """Enough of a message to know it again in the journal (replies run to 500)."""
+    text = " ".join(text.split())
+    return text if len(text) <= most else text[: most - 3] + "..."
 
 
 def _twitch_failure(e: twitchio.HTTPException) -> BaseException:
