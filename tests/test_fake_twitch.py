@@ -702,7 +702,7 @@ def test_authorization_revoked_takes_the_tokens_and_other_revocations_do_not():
     run(scenario)
 
 
-def test_keepalives_come_at_the_sessions_interval_unless_a_notification_went_out():
+def test_keepalives_come_at_the_sessions_interval():
     async def scenario(s: Stage) -> None:
         ws = await s.http.ws_connect(s.fake.ws_url + "?keepalive_timeout_seconds=1")
         welcome = await ws.receive_json(timeout=2)
