@@ -858,6 +858,55 @@ async def sign_in_on_paper(
         return
 
 
+# The config error last said on paper, in the state directory: the retry
+# timer starts a bridge that cannot read teletype.toml every 15 minutes, and
+# the paper hears about each error once.
+CONFIG_ERROR_SAID = "config-error-said"
+
+
+def say_config_error(error: ConfigError) -> None:
+    """A teletype.toml the bridge cannot read, said on paper as well as in the journal,
+    once, if the engine is running (one started before the file broke: an engine
+    reading the same broken file does not run, and says nothing either).
+
+    The config names neither the engine's socket nor the state directory, so
+    both are systemd's (or the defaults), as every unit finds them.
+    """
+    from appliance.paths import socket_path, state_dir
+
+    defaults = Config()
+    text = f"THE TWITCH CHAT BRIDGE DID NOT START: {error}"
+    said = state_dir(defaults) / CONFIG_ERROR_SAID
+    with contextlib.suppress(OSError):
+        if said.read_text() == text:
+            return
+    engine = EngineClient(socket_path(defaults))
+
+    async def tell() -> int:
+        async with asyncio.timeout(10):
+            status, _ = await engine.print_text(text + "\n", source="system")
+        return status
+
+    try:
+        status = asyncio.run(tell())
+    except (EngineUnavailable, TimeoutError, OSError) as e:
+        log.info("could not say the config error on paper (%s)", _name(e))
+        return
+    if status < 300:
+        with contextlib.suppress(OSError):
+            said.parent.mkdir(parents=True, exist_ok=True)
+            said.write_text(text)
+
+
+def config_error_mended(config: Config) -> None:
+    """teletype.toml reads again: the next error is news for the paper."""
+    from appliance.paths import state_dir
+
+    with contextlib.suppress(OSError):
+        (state_dir(Config()) / CONFIG_ERROR_SAID).unlink(missing_ok=True)
+        (state_dir(config) / CONFIG_ERROR_SAID).unlink(missing_ok=True)
+
+
 def run_chat(config: Config) -> int:
     from appliance.logs import setup_logging
 
