@@ -8,7 +8,7 @@
 #   CHECKPOINT  gpt-2-simple's run directory for `make model-import`
 #   OUT, TYPE   its GGUF and quantisation                       (models/RUN-SIZE.q8_0.gguf)
 #   PYTEST   extra arguments for pytest                         (none)
-#   SOAK_ROUNDS, SOAK_SEED  `make soak-twitch`'s length and fault order  (115 rounds, a random seed)
+#   SOAK_ROUNDS, SOAK_SEED  `make soak-twitch`'s length and fault order  (120 rounds, a random seed)
 #   PIGEN_COMMIT  the pi-gen commit `make image` builds with      (the 2026-06-18 Bookworm arm64 release)
 #   IMAGE_URL_BASE  where `make image`'s files will be served, for Imager's repository
 #                   (none: a local manifest, file:// URLs that work on this machine only)
@@ -100,8 +100,8 @@ test: lint test-deps $(TF_STAMP)
 	$(BIN)/python -m pytest $(PYTEST)
 
 # The chat bridge as a process, for SOAK_ROUNDS faults drawn at random (every
-# fault once per 23 rounds); `make test` runs the 23 (tests/test_chat_soak.py).
-SOAK_ROUNDS ?= 115
+# fault once per 24 rounds); `make test` runs the 24 (tests/test_chat_soak.py).
+SOAK_ROUNDS ?= 120
 SOAK_SEED ?=
 soak-twitch: setup
 	$(BIN)/python -m tests.soak_twitch --rounds $(SOAK_ROUNDS) $(if $(SOAK_SEED),--seed $(SOAK_SEED),)

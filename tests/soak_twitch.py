@@ -296,7 +296,11 @@ class Soak:
             for _ in range(2):
                 await self.line(during=True)
         elif fault == "connection reset":
+            gone = {s.id for s in f.open_sessions()}
             f.reset_sessions()
+            # Lines said before the fake itself sees the reset would be written to
+            # a dead connection: Twitch would lose them too. Said after it.
+            await self.until("the reset", lambda: not gone & {s.id for s in f.open_sessions()}, 30)
         elif fault.startswith("close "):
             await f.close_sessions(int(fault.split()[1]))
         elif fault.startswith("revocation "):
