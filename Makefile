@@ -8,6 +8,7 @@
 #   CHECKPOINT  gpt-2-simple's run directory for `make model-import`
 #   OUT, TYPE   its GGUF and quantisation                       (models/RUN-SIZE.q8_0.gguf)
 #   PYTEST   extra arguments for pytest                         (none)
+#   SOAK_ROUNDS, SOAK_SEED  `make soak-twitch`'s length and fault order  (120 rounds, a random seed)
 #   PIGEN_COMMIT  the pi-gen commit `make image` builds with      (the 2026-06-18 Bookworm arm64 release)
 #   IMAGE_URL_BASE  where `make image`'s files will be served, for Imager's repository
 #                   (none: a local manifest, file:// URLs that work on this machine only)
@@ -34,7 +35,7 @@ corpus_arg = $(if $(CORPUS),--corpus $(CORPUS),)
 .DEFAULT_GOAL := help
 .PHONY: help setup system-deps test-deps demo test lint bench model model-import model-sweep gguf quantize eval clean \
 	wheels-arm64 wheels-arm64-deps image-check image-check-deps boot-check boot-check-deps board-fit \
-	image wiring
+	image wiring soak-twitch
 
 # pi-gen, pinned: the bookworm-arm64 branch at its 2026-06-18 release tag
 # (the arm64 and master branches build Trixie now).
@@ -45,6 +46,7 @@ help:
 	@echo "make demo         set up, then run the appliance on the embedded model"
 	@echo "make test         set up, then ruff and the whole test suite"
 	@echo "make setup        create .venv and install (a no-op when nothing changed)"
+	@echo "make soak-twitch  teletype chat against a fake Twitch through seeded random faults (~10 min)"
 	@echo "make bench        speed, memory, start-up and pacing, side by side (bench/results.md)"
 	@echo "make model        corpus -> tokenizer -> train -> GGUF -> quantise -> eval -> models/"
 	@echo "make model-import CHECKPOINT=checkpoint/run1 [OUT=FILE.gguf]  a gpt-2-simple model -> GGUF + card"
@@ -96,6 +98,13 @@ lint: setup
 
 test: lint test-deps $(TF_STAMP)
 	$(BIN)/python -m pytest $(PYTEST)
+
+# The chat bridge as a process, for SOAK_ROUNDS faults drawn at random (every
+# fault once per 24 rounds); `make test` runs the 24 (tests/test_chat_soak.py).
+SOAK_ROUNDS ?= 120
+SOAK_SEED ?=
+soak-twitch: setup
+	$(BIN)/python -m tests.soak_twitch --rounds $(SOAK_ROUNDS) $(if $(SOAK_SEED),--seed $(SOAK_SEED),)
 
 $(TF_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[convert,dev,tf-reference]'

@@ -156,9 +156,16 @@ def cmd_chat(args) -> int:
             return 0
         # 1 skips the unit cleanly: a Teletype without Twitch never starts the bridge.
         return 0 if config.chat.channel else 1
-    config = load_config(args.config)
-    from appliance.twitch import run_chat
+    try:
+        config = load_config(args.config)
+    except ConfigError as e:
+        from appliance.twitch import say_config_error
 
+        say_config_error(e)  # on paper too, if the engine runs; then exit 78
+        raise
+    from appliance.twitch import config_error_mended, run_chat
+
+    config_error_mended(config)
     return run_chat(config)
 
 

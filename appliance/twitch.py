@@ -33,7 +33,7 @@ from appliance.chat import PREFIX, ChatBridge, Viewer
 from appliance.client import EngineClient, EngineUnavailable
 from appliance.config import ChatConfig, Config
 from appliance.errors import ConfigError
-from appliance.logs import secret
+from appliance.logs import redact, secret
 from appliance.outbox import Outbox, SendFailed, TryLater
 from appliance.tokens import TokenError, TwitchTokens, load_tokens, save_tokens, token_path
 
@@ -491,7 +491,7 @@ class TeletypeBot(_TokenFileMixin, commands.Bot):
             sent = (answer.get("data") or [{}])[0]
             if not sent.get("is_sent"):
                 reason = sent.get("drop_reason") or {}
-                return _dropped(reason.get("code"), reason.get("message"))
+                return _dropped(text, reason.get("code"), reason.get("message"))
             return True
         raise SendFailed("the refreshed token was refused too")
 
@@ -621,17 +621,25 @@ class DroppedForNow(TryLater):
     """Twitch dropped a message for a reason that passes: try it again later."""
 
 
-def _dropped(code: str | None, message: str | None) -> bool:
+def _dropped(text: str, code: str | None, message: str | None) -> bool:
+    said = _shortened(redact(text))
     if code in RETRY_LATER:
-        log.info("Twitch held our message back (%s); trying again shortly", code)
+        log.info("Twitch held our message %r back (%s); trying again shortly", said, code)
         raise DroppedForNow(code or "")
     log.warning(
-        "Twitch dropped our message (%s: %s); making the bot a moderator of the channel "
+        "Twitch dropped our message %r (%s: %s); making the bot a moderator of the channel "
         "lifts most room rules",
+        said,
         code or "no reason given",
         message or "",
     )
     return False
+
+
+def _shortened(text: str, most: int = 60) -> str:
+    """Enough of a message to know it again in the journal (replies run to 500)."""
+    text = " ".join(text.split())
+    return text if len(text) <= most else text[: most - 3] + "..."
 
 
 def _twitch_failure(e: twitchio.HTTPException) -> BaseException:
@@ -848,6 +856,55 @@ async def sign_in_on_paper(
         log.info("signed in to Twitch as %s", signed.login)
         health.alive = None  # from here on, the bot's reading of chat
         return
+
+
+# The config error last said on paper, in the state directory: the retry
+# timer starts a bridge that cannot read teletype.toml every 15 minutes, and
+# the paper hears about each error once.
+CONFIG_ERROR_SAID = "config-error-said"
+
+
+def say_config_error(error: ConfigError) -> None:
+    """A teletype.toml the bridge cannot read, said on paper as well as in the journal,
+    once, if the engine is running (one started before the file broke: an engine
+    reading the same broken file does not run, and says nothing either).
+
+    The config names neither the engine's socket nor the state directory, so
+    both are systemd's (or the defaults), as every unit finds them.
+    """
+    from appliance.paths import socket_path, state_dir
+
+    defaults = Config()
+    text = f"THE TWITCH CHAT BRIDGE DID NOT START: {error}"
+    said = state_dir(defaults) / CONFIG_ERROR_SAID
+    with contextlib.suppress(OSError):
+        if said.read_text() == text:
+            return
+    engine = EngineClient(socket_path(defaults))
+
+    async def tell() -> int:
+        async with asyncio.timeout(10):
+            status, _ = await engine.print_text(text + "\n", source="system")
+        return status
+
+    try:
+        status = asyncio.run(tell())
+    except (EngineUnavailable, TimeoutError, OSError) as e:
+        log.info("could not say the config error on paper (%s)", _name(e))
+        return
+    if status < 300:
+        with contextlib.suppress(OSError):
+            said.parent.mkdir(parents=True, exist_ok=True)
+            said.write_text(text)
+
+
+def config_error_mended(config: Config) -> None:
+    """teletype.toml reads again: the next error is news for the paper."""
+    from appliance.paths import state_dir
+
+    with contextlib.suppress(OSError):
+        (state_dir(Config()) / CONFIG_ERROR_SAID).unlink(missing_ok=True)
+        (state_dir(config) / CONFIG_ERROR_SAID).unlink(missing_ok=True)
 
 
 def run_chat(config: Config) -> int:

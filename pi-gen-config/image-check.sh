@@ -220,13 +220,14 @@ check "user teletype exists, in dialout and gpio" \
 	in_root 'id -nG teletype | tr " " "\n" | grep -qx dialout && id -nG teletype | tr " " "\n" | grep -qx gpio'
 check "teletype --version runs from the venv" in_root '/usr/local/bin/teletype --version | grep -q teletype-gpt2'
 for unit in teletype.target teletype-engine.service teletype-button.service teletype-chat.service \
-	teletype-network.service; do
+	teletype-network.service teletype-chat-retry.timer; do
 	check "$unit enabled" in_root "systemctl is-enabled $unit | grep -qx enabled"
 done
 verify() {
 	local out
 	out=$(systemd-analyze verify --root="$rootfs" \
-		"$rootfs"/etc/systemd/system/teletype-*.service 2>&1) || {
+		"$rootfs"/etc/systemd/system/teletype-*.service \
+		"$rootfs"/etc/systemd/system/teletype-*.timer 2>&1) || {
 		echo "$out"
 		return 1
 	}

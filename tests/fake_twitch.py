@@ -34,6 +34,7 @@ Twitch's failure modes, all off until a test asks for them:
     chat_limit                  Send Chat Message over 20 in 30 s: dropped, msg_ratelimit
     slow_down_next()            the device-code poll answers 400 "slow_down"
     ban()                       the bot is banned: chat_user_banned, posts dropped msg_banned
+    reset_sessions()            EventSub connections dropped with no close frame
     send_session_reconnect()    events go on the old socket until the new one is welcomed;
                                 an old socket not closed within reconnect_grace: 4004
     refuse_refresh, revoke_user_tokens()   refresh refused / the user disconnected the app
@@ -150,6 +151,7 @@ class Session:
     unused_task: asyncio.Task[None] | None = None  # the 4003 "connection unused" timer
     silenced: bool = False  # FakeTwitch.silence(): no more keepalives on this socket
     last_sent: float = 0.0  # when the fake last sent a frame on it (keepalives follow silence)
+    transport: Any = None  # the TCP connection under it (reset_sessions aborts it)
 
     @property
     def open(self) -> bool:
@@ -655,6 +657,17 @@ class FakeTwitch:
         for s in self.open_sessions():
             s.close_code = code
             await s.ws.close(code=code, message=message)
+
+    def reset_sessions(self) -> int:
+        """The network drops every open EventSub connection: no close frame, the TCP
+        connection is just gone (a Wi-Fi roam, a NAT timeout). Returns how many."""
+        n = 0
+        for s in self.open_sessions():
+            if s.transport is not None:
+                s.close_code = 1006  # "abnormal closure": what a client reports for it
+                s.transport.abort()
+                n += 1
+        return n
 
     async def send_session_reconnect(self) -> None:
         """Twitch's planned migration: `session_reconnect` with a reconnect_url. The client
@@ -1186,6 +1199,7 @@ class FakeTwitch:
             id=f"session-{next(self._ids)}-{secrets.token_hex(4)}",
             ws=ws,
             requested_keepalive=requested,
+            transport=request.transport,
         )
         if reconnect_from:
             # Migration (session_reconnect): until now events went to the old session;

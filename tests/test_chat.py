@@ -850,3 +850,33 @@ def test_outbox_waits_for_ratelimit_reset_and_keeps_a_message_through_passing_fa
     assert outbox.sent == 1 and outbox.dropped == 0
     assert tries[1] >= reset_at  # not before Twitch's Ratelimit-Reset
     assert len(tries) == 8  # one 429, one 500, five more 429s, then sent
+
+
+def test_a_broken_config_is_said_on_paper_once_by_a_bridge_that_cannot_start(
+    tmp_path, engine, teletype
+):
+    # The engine runs (it was started before teletype.toml broke); the
+    # bridge cannot read the file, so it finds the engine where systemd's
+    # units put it ($RUNTIME_DIRECTORY here) and says why on paper; the retry
+    # timer starting it again every 15 minutes does not say it again.
+    broken = tmp_path / "teletype.toml.broken"
+    broken.write_text("[chat\nchannel = ")
+    env = {
+        **os.environ,
+        "RUNTIME_DIRECTORY": str(tmp_path / "run"),
+        "STATE_DIRECTORY": str(tmp_path / "chat-state"),
+    }
+    runs = [
+        subprocess.run(
+            [sys.executable, "-m", "appliance.cli", "chat", "--config", str(broken)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
+        for _ in range(2)
+    ]
+    assert [r.returncode for r in runs] == [78, 78]
+    paper = " ".join(check_ascii(teletype.collect(quiet=1.0)).text.split())
+    assert paper.count("THE TWITCH CHAT BRIDGE DID NOT START") == 1
+    assert "NOT VALID TOML" in paper

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from appliance.chat import HELP
 from appliance.tokens import load_tokens, token_path
 from appliance.twitch import TeletypeBot, run_bot
 from tests.engine_process import EngineProcess, NotifySocket
@@ -178,6 +179,9 @@ def test_a_post_dropped_by_a_room_rule_is_logged_and_the_bridge_goes_on(tmp_path
         posted = asyncio.run(scenario())
     assert posted == []  # not sent again: it would be dropped again
     assert "msg_followersonly" in caplog.text and "moderator" in caplog.text
+    # What was dropped, shortened: the start of the !help text, not all of it.
+    assert "I print on a real Teletype" in caplog.text
+    assert HELP not in caplog.text
 
 
 def _paper_codes(teletype) -> list[str]:

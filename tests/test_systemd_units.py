@@ -12,6 +12,10 @@ import pytest
 
 UNITS = Path(__file__).resolve().parent.parent / "appliance" / "systemd"
 SERVICES = sorted(p.name for p in UNITS.glob("*.service"))
+TIMERS = sorted(p.name for p in UNITS.glob("*.timer"))
+ROOT = Path(__file__).resolve().parent.parent
+INSTALL = ROOT / "pi-gen-config" / "stage-teletype" / "02-appliance" / "01-run-chroot.sh"
+IMAGE_CHECK = ROOT / "pi-gen-config" / "image-check.sh"
 INSTALLED_PATH = "/opt/teletype-gpt2/venv/bin/teletype"
 
 pytestmark = pytest.mark.skipif(
@@ -46,7 +50,7 @@ def test_units_are_the_engine_chat_button_a_target_and_the_network_oneshot():
         assert (service in target) == (service != "teletype-network.service")
 
 
-@pytest.mark.parametrize("unit", [*SERVICES, "teletype.target"])
+@pytest.mark.parametrize("unit", [*SERVICES, *TIMERS, "teletype.target"])
 def test_units_verify_without_a_word(units, unit):
     # verify exits 0 on warnings: its stderr is the verdict.
     result = subprocess.run(
@@ -136,3 +140,30 @@ def test_units_chat_fails_visibly_after_quick_failures_and_on_a_broken_config(tm
         timeout=60,
     )
     assert start.returncode == 78 and str(broken) in start.stderr
+
+
+def test_units_chat_is_started_again_a_while_after_systemd_gave_up_on_it():
+    # The start limit marks the bridge failed after quick failures (Twitch or
+    # the network down for a while); a timer starts it again later, once the
+    # start limit's window has passed (a start within it would be refused).
+    assert TIMERS == ["teletype-chat-retry.timer"]
+    timer = _settings("teletype-chat-retry.timer")
+    assert timer["Unit"] == ["teletype-chat.service"]
+    (after,) = timer["OnUnitInactiveSec"]
+    assert after.endswith("min")
+    window = int(_settings("teletype-chat.service")["StartLimitIntervalSec"][0])
+    assert int(after.removesuffix("min")) * 60 > window
+    # Stopping the appliance stops the retries too.
+    assert timer["PartOf"] == ["teletype.target"] and timer["WantedBy"] == ["teletype.target"]
+
+
+def test_units_every_unit_file_is_installed_enabled_and_checked_by_the_image():
+    units = sorted(p.name for p in UNITS.iterdir() if p.suffix in (".service", ".timer", ".target"))
+    script = INSTALL.read_text()
+    assert '"${units}"/*.timer' in script
+    enabled = re.search(r"systemctl enable ((?:[^\\\n]|\\\n)+)", script)
+    assert enabled and sorted(enabled.group(1).replace("\\", " ").split()) == units
+    checked = re.search(
+        r"for unit in ((?:[^;\\]|\\\n)+); do\n\tcheck \"\$unit enabled", IMAGE_CHECK.read_text()
+    )
+    assert checked and sorted(checked.group(1).replace("\\", " ").split()) == units

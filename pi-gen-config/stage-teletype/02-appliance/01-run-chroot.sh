@@ -17,6 +17,8 @@ ln -sf "${venv}/bin/teletype" /usr/local/bin/teletype
 
 units=$("${venv}/bin/python" -c \
 	'import appliance, pathlib; print(pathlib.Path(appliance.__file__).parent / "systemd")')
-install -m 644 "${units}"/*.service "${units}"/*.target /etc/systemd/system/
+install -m 644 "${units}"/*.service "${units}"/*.timer "${units}"/*.target /etc/systemd/system/
+# The retry timer starts the chat bridge again some minutes after its start
+# limit marked it failed (teletype-chat-retry.timer says why).
 systemctl enable teletype.target teletype-engine.service teletype-button.service \
-	teletype-chat.service teletype-network.service
+	teletype-chat.service teletype-network.service teletype-chat-retry.timer
