@@ -56,14 +56,18 @@ def cmd_generate(args) -> int:
     from appliance.generator import load_generator
     from appliance.replies import Replies
 
-    generator = load_generator(config.model)
+    # The port first: a wrong one is said at once, not after the model loads.
+    printer = _open_printer(config) if args.port else None
+    try:
+        generator = load_generator(config.model)
+    except BaseException:
+        if printer is not None:
+            printer.close()
+        raise
     try:
         replies = Replies(config, generator)
         pieces = replies.stream(replies.prompt(None, args.prompt or ""))
-        if args.port:
-            from appliance.teletype import build_printer
-
-            printer = build_printer(config.teletype)
+        if printer is not None:
             cancel = threading.Event()
             try:
                 print_cancellable(printer, replies.for_printer(pieces, cancel), cancel)
@@ -91,13 +95,28 @@ def _write_out(pieces) -> None:
 
 def cmd_print(args) -> int:
     config = _settings(args)
-    text = sys.stdin.read() if args.text in (None, "-") else args.text
+    printer = _open_printer(config)
+    try:
+        text = sys.stdin.read() if args.text in (None, "-") else args.text
+        print_cancellable(printer, [text])
+    finally:
+        printer.close()
+    return 0
+
+
+def _open_printer(config: Config):
+    """The printer with its port open now: a missing, mistyped or non-serial port is a
+    PortError (one line, exit 1) here, where the printer itself would wait for it to
+    come back (what `serve` wants for an unplugged adapter, not a command run by hand)."""
     from appliance.teletype import build_printer
 
     printer = build_printer(config.teletype)
-    print_cancellable(printer, [text])
-    printer.close()
-    return 0
+    try:
+        printer.port.open()
+    except BaseException:
+        printer.close()
+        raise
+    return printer
 
 
 def print_cancellable(printer, pieces, cancel: threading.Event | None = None) -> bool:

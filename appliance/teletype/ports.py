@@ -8,6 +8,9 @@ everything above runs the same on a Pi and on a laptop).
 from __future__ import annotations
 
 import contextlib
+import glob
+import os
+import stat
 import sys
 from pathlib import Path
 from typing import Protocol, TextIO
@@ -112,12 +115,29 @@ class SerialPort:
         import serial
 
         self.close()
+        self._check_device()
         try:
             # Everything in the constructor: some drivers (and ptys) refuse
             # a later change of data bits or parity on an open port.
             self._serial = serial.Serial(self.name, **self.settings())
         except (serial.SerialException, OSError, ValueError) as e:
+            if not _is_a_terminal(self.name):  # /dev/null, /dev/zero: characters, not a UART
+                raise PortError(_not_serial(self.name)) from e
             raise PortError(f"cannot open the Teletype's port {self.name}: {e}") from e
+
+    def _check_device(self) -> None:
+        """A missing, mistyped or non-serial path, said in plain words before pyserial tries."""
+        try:
+            mode = os.stat(self.name).st_mode
+        except FileNotFoundError:
+            raise PortError(
+                f"cannot open the Teletype's port {self.name}: no such device"
+                f"{_serial_devices_here()}"
+            ) from None
+        except OSError as e:
+            raise PortError(f"cannot open the Teletype's port {self.name}: {e.strerror}") from e
+        if not stat.S_ISCHR(mode):
+            raise PortError(_not_serial(self.name))
 
     def write(self, data: bytes) -> None:
         import serial
@@ -158,6 +178,34 @@ class SerialPort:
             with contextlib.suppress(OSError):
                 self._serial.close()
             self._serial = None
+
+
+# Where a Pi's UART and USB serial adapters appear (and the image's udev name).
+_SERIAL_PATTERNS = ("/dev/teletype", "/dev/serial[0-9]", "/dev/ttyUSB*", "/dev/ttyACM*")
+
+
+def _not_serial(path: str) -> str:
+    return f"cannot open the Teletype's port {path}: not a serial device{_serial_devices_here()}"
+
+
+def _is_a_terminal(path: str) -> bool:
+    """Whether the path is a tty at all (non-blocking: no wait for a modem's carrier)."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+    except OSError:
+        return True  # busy or not ours to open: pyserial's own message says more
+    try:
+        return os.isatty(fd)
+    finally:
+        os.close(fd)
+
+
+def _serial_devices_here() -> str:
+    """ "; serial devices here: ..." for an error message, or a hint when there are none."""
+    found = sorted({path for pattern in _SERIAL_PATTERNS for path in glob.glob(pattern)})
+    if found:
+        return "; serial devices here: " + ", ".join(found)
+    return "; none is plugged in here (try --port virtual)"
 
 
 class VirtualTeletype:
