@@ -226,7 +226,12 @@ def parser() -> argparse.ArgumentParser:
     p = commands.add_parser("generate", help="text from a prompt (to the terminal or --port)")
     p.add_argument("prompt", nargs="?", help="what the text should follow")
     _common(p)
-    p.add_argument("--max-chars", type=int, help="stop at the first sentence end past this")
+    p.add_argument(
+        "--max-chars",
+        type=int,
+        help="stop at the first sentence end past this many characters (one that runs on "
+        "is closed after a whole word, with a period)",
+    )
     p.set_defaults(run=cmd_generate)
 
     p = commands.add_parser("print", help="print text on the Teletype (- for standard input)")
