@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import subprocess
@@ -86,3 +87,21 @@ def test_cli_generate_max_chars_ends_at_a_sentence_end(embedded_generator):
 )
 def test_cli_a_reply_cut_mid_sentence_is_closed_with_a_period(pieces, printed):
     assert "".join(ending_a_sentence(pieces)) == printed
+
+
+def test_cli_every_command_has_a_summary_and_every_flag_its_help():
+    top = parser()
+    commands = next(a for a in top._actions if isinstance(a, argparse._SubParsersAction))
+    summaries = {choice.dest: choice.help for choice in commands._choices_actions}
+    missing = [
+        name
+        for name, sub in commands.choices.items()
+        if not summaries.get(name) or sub.description != summaries[name]
+    ]
+    for name, sub in commands.choices.items():
+        for action in sub._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            if not action.help or action.help == argparse.SUPPRESS:
+                missing.append(f"{name} {'/'.join(action.option_strings) or action.dest}")
+    assert missing == []
