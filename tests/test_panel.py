@@ -264,7 +264,13 @@ def test_destructive_actions_ask_first(tmp_path, teletype, browser, action):
         wait_until(ask.is_displayed)
         browser.find_element(By.ID, "confirm-yes").click()
         wait_until(lambda: not ask.is_displayed())
-        wait_until(lambda: said.text and said.text != "Nothing was changed.")
+        # Nothing printing, nothing waiting here: the message says so, not "done".
+        after = {
+            "cancel": "Nothing was printing.",
+            "clear-queue": "The queue was already empty.",
+            "clear-history": "The chat history is cleared.",
+        }[action]
+        wait_until(lambda: said.text == after)
         if action == "clear-history":
             wait_until(lambda: engine.json("GET", "/v1/history")[1]["lines"] == [])
             wait_until(lambda: history.text == "")

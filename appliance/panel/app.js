@@ -167,6 +167,17 @@ const questions = {
   "clear-history": ["Forget every chat line the replies are made from?", "Clear the history"],
 };
 
+// What happened, where the answer says more than that it worked.
+function saidOf(name, data) {
+  if (name === "cancel" && data.cancelled === false) return "Nothing was printing.";
+  if (name === "clear-queue" && typeof data.cleared === "number") {
+    if (data.cleared === 0) return "The queue was already empty.";
+    return data.cleared === 1 ? "1 waiting job taken off the queue."
+      : `${data.cleared} waiting jobs taken off the queue.`;
+  }
+  return done[name];
+}
+
 function confirmFirst(name) {
   const question = questions[name];
   if (!question) return Promise.resolve(true);
@@ -193,7 +204,7 @@ async function act(name) {
     return;
   }
   if (answer.status < 300) {
-    say(done[name]);
+    say(saidOf(name, answer.data || {}));
   } else {
     say(`${failed[name]}: ${(answer.data && answer.data.error) || `the engine said ${answer.status}`}.`);
   }
