@@ -33,7 +33,7 @@ CONVERT := $(BIN)/python -m convert
 corpus_arg = $(if $(CORPUS),--corpus $(CORPUS),)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup system-deps test-deps demo test lint bench model model-import model-sweep gguf quantize eval clean \
+.PHONY: help setup venv system-deps test-deps demo test lint bench model model-import model-sweep gguf quantize eval clean \
 	wheels-arm64 wheels-arm64-deps image-check image-check-deps boot-check boot-check-deps board-fit \
 	image wiring soak-twitch
 
@@ -76,15 +76,31 @@ system-deps:
 	  fi; \
 	fi
 
-# Reinstall only when the project's dependencies change.
-$(STAMP): pyproject.toml | system-deps
+# .venv with a Python the appliance can run (3.11 or newer). One made by an
+# older Python, or whose Python has since gone, would fail every later make
+# the same way: it is removed and made again, or make says what to do.
+NEW_ENOUGH := import sys; sys.exit(sys.version_info < (3, 11))
+venv:
+	@if [ -e $(VENV) ] && ! $(BIN)/python -c '$(NEW_ENOUGH)' 2>/dev/null; then \
+	  echo "$(VENV) was made with $$($(BIN)/python --version 2>&1 || echo a Python that is gone);" \
+	    "the appliance needs Python 3.11 or newer: making $(VENV) again"; \
+	  rm -rf $(VENV); \
+	fi
+	@if [ ! -e $(VENV) ] && ! $(PYTHON) -c '$(NEW_ENOUGH)' 2>/dev/null; then \
+	  echo "make needs Python 3.11 or newer to make $(VENV), and $(PYTHON) is" \
+	    "$$($(PYTHON) --version 2>&1 || echo not there): install one, then e.g." \
+	    "make demo PYTHON=python3.11"; \
+	  exit 1; \
+	fi
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+
+# Reinstall only when the project's dependencies change.
+$(STAMP): pyproject.toml | system-deps venv
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[convert,dev]'
 	touch $@ $(APPLIANCE_STAMP)
 
-$(APPLIANCE_STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+$(APPLIANCE_STAMP): pyproject.toml | venv
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e .
 	touch $@

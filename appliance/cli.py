@@ -206,11 +206,19 @@ def cmd_twitch_login(args) -> int:
     return run_login(load_config(args.config))
 
 
-def _common(p: argparse.ArgumentParser, port: bool = True) -> None:
+def _config_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, help="the TOML file (default: the usual places)")
+
+
+def _port_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--port", help="serial device (/dev/ttyUSB0), 'virtual', or 'file:PATH'")
+    p.add_argument("--profile", help="asr33, model28 or ita2")
+
+
+def _common(p: argparse.ArgumentParser, port: bool = True) -> None:
+    _config_flag(p)
     if port:
-        p.add_argument("--port", help="serial device, 'virtual', or 'file:PATH'")
-        p.add_argument("--profile", help="asr33, model28 or ita2")
+        _port_flags(p)
     p.add_argument("--model", type=Path, help="a GGUF file (default: the embedded model)")
     p.add_argument("--seed", type=int, help="sampling seed, for the same text again")
 
@@ -233,14 +241,18 @@ def parser() -> argparse.ArgumentParser:
     p = commands.add_parser("generate", help="text from a prompt (to the terminal or --port)")
     p.add_argument("prompt", nargs="?", help="what the text should follow")
     _common(p)
-    p.add_argument("--max-chars", type=int, help="stop at the first sentence end past this")
+    p.add_argument(
+        "--max-chars",
+        type=int,
+        help="stop at the first sentence end past this many characters (one that runs on "
+        "is closed after a whole word, with a period)",
+    )
     p.set_defaults(run=cmd_generate)
 
     p = commands.add_parser("print", help="print text on the Teletype (- for standard input)")
     p.add_argument("text", nargs="?", help="the text, or - to read standard input")
-    p.add_argument("--config", type=Path)
-    p.add_argument("--port")
-    p.add_argument("--profile")
+    _config_flag(p)
+    _port_flags(p)
     p.set_defaults(run=cmd_print)
 
     p = commands.add_parser("serve", help="the engine: model, printer, history, queue, local API")
@@ -248,11 +260,11 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_serve)
 
     p = commands.add_parser("button", help="the front-panel button and LED (a client of serve)")
-    p.add_argument("--config", type=Path)
+    _config_flag(p)
     p.set_defaults(run=cmd_button)
 
     p = commands.add_parser("chat", help="the Twitch chat bridge: !gpt2 and the last chat lines")
-    p.add_argument("--config", type=Path)
+    _config_flag(p)
     p.add_argument(
         "--configured",
         action="store_true",
@@ -263,13 +275,13 @@ def parser() -> argparse.ArgumentParser:
     p = commands.add_parser(
         "twitch-login", help="sign the bot's Twitch account in (a code to enter on any phone)"
     )
-    p.add_argument("--config", type=Path)
+    _config_flag(p)
     p.set_defaults(run=cmd_twitch_login)
 
     p = commands.add_parser(
         "network", help="check teletype.toml's [network] (Wi-Fi, hostname, SSH); --apply as root"
     )
-    p.add_argument("--config", type=Path)
+    _config_flag(p)
     p.add_argument(
         "--apply",
         action="store_true",
@@ -279,11 +291,14 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_network)
 
     p = commands.add_parser("config", help="print the effective configuration (secrets masked)")
-    p.add_argument("--config", type=Path)
+    _config_flag(p)
     p.add_argument(
         "--template", action="store_true", help="print a teletype.toml with every key commented"
     )
     p.set_defaults(run=cmd_config)
+    # `teletype COMMAND --help` opens with the same one line `teletype --help` lists.
+    for action in commands._choices_actions:
+        commands.choices[action.dest].description = action.help
     return top
 
 

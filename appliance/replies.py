@@ -9,6 +9,7 @@ is asked for.
 from __future__ import annotations
 
 import queue
+import re
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from threading import Event
@@ -49,15 +50,17 @@ class Replies:
         printable in it.
         """
         m = self.config.model
-        return clean_reply(
-            self.generator,
-            prompt,
-            max_chars or m.max_chars,
-            m.seed if seed is None else seed,
-            self.sampling,
-            self.blocklist,
-            self.config.moderation.tries,
-            on_hit,
+        return ending_a_sentence(
+            clean_reply(
+                self.generator,
+                prompt,
+                max_chars or m.max_chars,
+                m.seed if seed is None else seed,
+                self.sampling,
+                self.blocklist,
+                self.config.moderation.tries,
+                on_hit,
+            )
         )
 
     def for_printer(self, pieces: Iterator[str], cancel: Event) -> Iterator[str]:
@@ -106,6 +109,37 @@ def clean_reply(
         if said_something:
             return
     raise Withheld(f"the model had nothing to print ({tries + 1} tries)")
+
+
+# A reply that ends a sentence: . ! or ?, perhaps inside a closing quote or bracket.
+_ENDS_A_SENTENCE = re.compile(r"[.!?][\"')\]]*$")
+# What a sentence cut off after its last whole word may end in, before its period.
+_DANGLING = " \t\n,;:-"
+
+
+def ending_a_sentence(pieces: Iterable[str]) -> Iterator[str]:
+    """The pieces, with a period after the last word if the reply stops mid-sentence.
+
+    The generator stops at the first sentence end past max_chars, but a
+    sentence that runs on past its hard limit (or a loop, or the model's own
+    end) is cut after its last whole word: closed here, on paper it reads
+    as a sentence rather than a line that broke off. One piece is held back
+    to know which is the last; the printer waits no longer for it than for
+    the model's next word.
+    """
+    held: str | None = None
+    for piece in pieces:
+        if held is not None and piece.strip(_DANGLING):
+            yield held
+            held = piece
+        else:  # a lone dash or comma stays with the word before it
+            held = (held or "") + piece
+    if held is None:
+        return
+    text = held.rstrip()
+    if text and not _ENDS_A_SENTENCE.search(text) and text.rstrip(_DANGLING):
+        held = text.rstrip(_DANGLING) + "."
+    yield held
 
 
 # --- ahead of the printer -------------------------------------------------------------

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from appliance.cli import _settings, parser
+from appliance.replies import Replies, ending_a_sentence
 
 
 def _teletype(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -53,3 +58,50 @@ def test_cli_print_on_a_serial_port_still_prints(tmp_path, teletype):
     done = _teletype(["print", "HI", "--port", str(teletype.link)], tmp_path)
     assert done.returncode == 0, done.stderr
     assert b"HI" in bytes(b & 0x7F for b in teletype.collect())
+
+
+# A reply ends where a sentence ends: . ! or ? (a closing quote or bracket may follow).
+_SENTENCE_END = re.compile(r"[.!?][\"')\]]?$")
+
+
+def test_cli_generate_max_chars_ends_at_a_sentence_end(embedded_generator):
+    # What `teletype generate --max-chars 100 --seed N` prints. Seed 2 ran on with
+    # no sentence end and was cut at 199 characters, mid-sentence.
+    config = _settings(parser().parse_args(["generate", "--max-chars", "100"]))
+    replies = Replies(config, embedded_generator)
+    for seed in (1, 2, 3):
+        text = "".join(replies.stream(replies.prompt(None, ""), seed=seed))
+        assert 100 <= len(text) <= 200, (seed, text)
+        assert _SENTENCE_END.search(text), (seed, text)
+
+
+@pytest.mark.parametrize(
+    "pieces, printed",
+    [
+        (["The clutch ", "is set."], "The clutch is set."),
+        (["The clutch ", "is set", " -", " "], "The clutch is set."),
+        (['He said "stop!"'], 'He said "stop!"'),
+        (["the carriage"], "the carriage."),
+        ([], ""),
+    ],
+)
+def test_cli_a_reply_cut_mid_sentence_is_closed_with_a_period(pieces, printed):
+    assert "".join(ending_a_sentence(pieces)) == printed
+
+
+def test_cli_every_command_has_a_summary_and_every_flag_its_help():
+    top = parser()
+    commands = next(a for a in top._actions if isinstance(a, argparse._SubParsersAction))
+    summaries = {choice.dest: choice.help for choice in commands._choices_actions}
+    missing = [
+        name
+        for name, sub in commands.choices.items()
+        if not summaries.get(name) or sub.description != summaries[name]
+    ]
+    for name, sub in commands.choices.items():
+        for action in sub._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            if not action.help or action.help == argparse.SUPPRESS:
+                missing.append(f"{name} {'/'.join(action.option_strings) or action.dest}")
+    assert missing == []

@@ -149,6 +149,8 @@ def test_sign_in_watch_the_paper_and_cancel_at_column_zero(engine, browser, tele
     assert printing["position"] == 0 and printing["source"] == "button"
     shoot(browser, "panel-desktop.png")
     browser.find_element(By.CSS_SELECTOR, "[data-action=cancel]").click()
+    wait_until(browser.find_element(By.ID, "confirm").is_displayed)
+    browser.find_element(By.ID, "confirm-yes").click()  # a cancel is asked first
     job = wait_until(
         lambda: (
             (j := _api(engine, "GET", f"/v1/jobs/{printing['id']}"))["status"] != "running" and j
@@ -189,7 +191,7 @@ def test_a_phone_sized_screen_has_every_control_in_reach(engine, browser):
         assert button.is_displayed() and box["x"] >= 0 and box["x"] + box["width"] <= inner
         assert box["height"] >= 44  # a finger's size
     browser.find_element(By.CSS_SELECTOR, "[data-action=bell]").click()
-    wait_until(lambda: browser.find_element(By.ID, "message").text == "bell: done")
+    wait_until(lambda: browser.find_element(By.ID, "message").text == "The bell rang.")
     # No motor relay here: its switches are not shown.
     assert not browser.find_element(By.CSS_SELECTOR, "[data-action=motor-on]").is_displayed()
     shoot(browser, "panel-phone.png")
@@ -205,6 +207,73 @@ def test_on_loopback_without_a_token_the_panel_needs_no_sign_in(tmp_path, telety
         wait_until(lambda: browser.find_element(By.ID, "panel").is_displayed())
         assert not browser.find_element(By.ID, "login").is_displayed()
         wait_until(lambda: browser.find_element(By.ID, "twitch").text.startswith("not set up"))
+    finally:
+        engine.close()
+
+
+CONTROLS = "#controls button, #line"
+
+
+@needs_browser
+def test_with_the_engine_down_the_controls_are_disabled_and_the_page_says_it_retries(
+    tmp_path, teletype, browser
+):
+    from selenium.webdriver.common.by import By
+
+    engine = EngineProcess(tmp_path, str(teletype.link)).start()
+    try:
+        browser.get(engine.base + "/")
+        wait_until(lambda: browser.find_element(By.ID, "state").text.upper() == "READY")
+        controls = browser.find_elements(By.CSS_SELECTOR, CONTROLS)
+        assert controls and all(c.is_enabled() for c in controls)
+    finally:
+        engine.close()
+    state = browser.find_element(By.ID, "state")
+    wait_until(lambda: "RETRYING" in state.text.upper())
+    assert "FAULT" not in state.text.upper()
+    assert all(not c.is_enabled() for c in browser.find_elements(By.CSS_SELECTOR, CONTROLS))
+    assert "trying again" in browser.find_element(By.ID, "message").text
+    shoot(browser, "panel-engine-down.png")
+
+
+@needs_browser
+@pytest.mark.parametrize("action", ["clear-history", "clear-queue", "cancel"])
+def test_destructive_actions_ask_first(tmp_path, teletype, browser, action):
+    from selenium.webdriver.common.by import By
+
+    engine = EngineProcess(tmp_path, str(teletype.link)).start()
+    try:
+        line = {"name": "ada", "text": "how does the clutch work"}
+        assert engine.request("POST", "/v1/history", line)[0] == 201
+        browser.get(engine.base + "/")
+        history = browser.find_element(By.ID, "history")
+        wait_until(lambda: "ada: how does the clutch work" in history.text)
+        ask = browser.find_element(By.ID, "confirm")
+        button = browser.find_element(By.CSS_SELECTOR, f"[data-action={action}]")
+
+        button.click()
+        wait_until(ask.is_displayed)
+        assert browser.find_element(By.ID, "confirm-text").text
+        browser.find_element(By.ID, "confirm-no").click()
+        wait_until(lambda: not ask.is_displayed())
+        said = browser.find_element(By.ID, "message")
+        wait_until(lambda: said.text == "Nothing was changed.")
+        assert len(engine.json("GET", "/v1/history")[1]["lines"]) == 1
+
+        button.click()
+        wait_until(ask.is_displayed)
+        browser.find_element(By.ID, "confirm-yes").click()
+        wait_until(lambda: not ask.is_displayed())
+        # Nothing printing, nothing waiting here: the message says so, not "done".
+        after = {
+            "cancel": "Nothing was printing.",
+            "clear-queue": "The queue was already empty.",
+            "clear-history": "The chat history is cleared.",
+        }[action]
+        wait_until(lambda: said.text == after)
+        if action == "clear-history":
+            wait_until(lambda: engine.json("GET", "/v1/history")[1]["lines"] == [])
+            wait_until(lambda: history.text == "")
     finally:
         engine.close()
 

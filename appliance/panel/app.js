@@ -52,12 +52,39 @@ function feed(text) {
 
 // --- what the engine is doing ----------------------------------------------------
 
+// The engine stopped or restarting: nothing to click until it answers again.
+let engineDown = false;
+const RETRY_SECONDS = 5;
+
+function setEngineDown(down) {
+  if (down === engineDown) return;
+  engineDown = down;
+  for (const control of document.querySelectorAll("#controls button, #line")) {
+    control.disabled = down;
+  }
+  if (down) {
+    setState("retrying");
+    say(`The engine is not answering; trying again every ${RETRY_SECONDS} seconds.`);
+  } else {
+    say("The engine is back.");
+    if (!events || events.readyState === EventSource.CLOSED) listen();
+  }
+}
+
 async function refresh() {
-  const status = await api("GET", "/v1/status");
-  if (status.status !== 200) {
-    setState("fault");
+  let status;
+  try {
+    status = await api("GET", "/v1/status");
+  } catch (e) {  // no answer at all: the engine is stopped or restarting
+    setEngineDown(true);
     return;
   }
+  if (status.status === 401) return;  // the sign-in form is shown
+  if (status.status !== 200) {
+    setEngineDown(true);
+    return;
+  }
+  setEngineDown(false);
   const s = status.data;
   setState(s.port.state === "offline" ? "offline" : s.printing ? "printing" : "ready");
   $("printer").textContent = `${s.port.name}: ${s.port.state}; ${s.jobs_finished} printed; ` +
@@ -98,7 +125,8 @@ function listen() {
   for (const kind of ["queued", "started", "finished", "port", "chat"]) {
     events.addEventListener(kind, () => refresh());
   }
-  events.onerror = () => setState("fault");
+  // The stream broke: the engine may be gone (refresh says so) or back at once.
+  events.onerror = () => refresh();
 }
 
 // --- the controls --------------------------------------------------------------------
@@ -113,10 +141,73 @@ const actions = {
   "motor-off": () => api("PUT", "/v1/motor", { on: false }),
 };
 
+// What each control did, and what it could not do, in the words of its button.
+const done = {
+  "press": "Asked for a reply: it prints when its turn comes.",
+  "cancel": "The print stops at the end of its line.",
+  "clear-queue": "The queue is empty.",
+  "bell": "The bell rang.",
+  "clear-history": "The chat history is cleared.",
+  "motor-on": "The motor is on.",
+  "motor-off": "The motor is off.",
+};
+const failed = {
+  "press": "Could not ask for a reply",
+  "cancel": "Could not cancel the print",
+  "clear-queue": "Could not clear the queue",
+  "bell": "Could not ring the bell",
+  "clear-history": "Could not clear the chat history",
+  "motor-on": "Could not switch the motor on",
+  "motor-off": "Could not switch the motor off",
+};
+// The ones that lose something: asked first, with the button's own words.
+const questions = {
+  "cancel": ["Stop the print at the end of its line?", "Cancel the print"],
+  "clear-queue": ["Throw away every job still waiting?", "Clear the queue"],
+  "clear-history": ["Forget every chat line the replies are made from?", "Clear the history"],
+};
+
+// What happened, where the answer says more than that it worked.
+function saidOf(name, data) {
+  if (name === "cancel" && data.cancelled === false) return "Nothing was printing.";
+  if (name === "clear-queue" && typeof data.cleared === "number") {
+    if (data.cleared === 0) return "The queue was already empty.";
+    return data.cleared === 1 ? "1 waiting job taken off the queue."
+      : `${data.cleared} waiting jobs taken off the queue.`;
+  }
+  return done[name];
+}
+
+function confirmFirst(name) {
+  const question = questions[name];
+  if (!question) return Promise.resolve(true);
+  const dialog = $("confirm");
+  $("confirm-text").textContent = question[0];
+  $("confirm-yes").textContent = question[1];
+  return new Promise((resolve) => {
+    dialog.addEventListener("close", () => resolve(dialog.returnValue === "yes"), { once: true });
+    dialog.returnValue = "";
+    dialog.showModal();
+  });
+}
+
 async function act(name) {
-  const answer = await actions[name]();
-  const ok = answer.status < 300;
-  say(ok ? `${name}: done` : `${name}: ${(answer.data && answer.data.error) || answer.status}`);
+  if (!(await confirmFirst(name))) {
+    say("Nothing was changed.");
+    return;
+  }
+  let answer;
+  try {
+    answer = await actions[name]();
+  } catch (e) {
+    await refresh();  // says the engine is down, and disables the controls
+    return;
+  }
+  if (answer.status < 300) {
+    say(saidOf(name, answer.data || {}));
+  } else {
+    say(`${failed[name]}: ${(answer.data && answer.data.error) || `the engine said ${answer.status}`}.`);
+  }
   await refresh();
 }
 
@@ -155,8 +246,15 @@ document.addEventListener("DOMContentLoaded", () => {
     e.preventDefault();
     const text = $("line").value.trim();
     if (!text) return;
-    const answer = await api("POST", "/v1/print", { text: text + "\n" });
-    say(answer.status < 300 ? "queued to print" : `not printed: ${answer.data.error}`);
+    let answer;
+    try {
+      answer = await api("POST", "/v1/print", { text: text + "\n" });
+    } catch (err) {
+      await refresh();
+      return;
+    }
+    say(answer.status < 300 ? "The line is in the queue to print."
+      : `Could not print the line: ${(answer.data && answer.data.error) || answer.status}.`);
     if (answer.status < 300) $("line").value = "";
   });
   $("login").addEventListener("submit", async (e) => {
@@ -184,6 +282,6 @@ document.addEventListener("DOMContentLoaded", () => {
     csrf = null;
     showLogin();
   });
-  setInterval(() => { if (csrf) refresh(); }, 5000);
+  setInterval(() => { if (csrf || engineDown) refresh(); }, RETRY_SECONDS * 1000);
   start();
 });
