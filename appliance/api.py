@@ -308,7 +308,7 @@ async def history_add(request: web.Request) -> web.Response:
 
 
 async def history_clear(request: web.Request) -> web.Response:
-    request.app["engine"].history.clear()
+    request.app["engine"].clear_history()
     return web.Response(status=204)
 
 
