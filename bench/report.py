@@ -196,10 +196,12 @@ def _warm_prompt_section(warm: dict | None) -> list[str]:
     lines = [
         "## 9. The warm prompt: the next reply's prompt evaluated while idle",
         "",
-        "`POST /v1/generate` to the first letter on the pty, small Q8_0, through a real "
-        "engine. Warm: a press (the history's prompt) after the engine had idle time to "
-        "evaluate it. Cold: a prompt of the same text under a new first line, so that no "
-        "token of it was evaluated before (every press was cold before this change). "
+        "`POST /v1/generate` (a press: the history's prompt) to the first letter on the pty, "
+        "small Q8_0 with GPT-2's own vocabulary (bench/models.py: build_gpt2_vocab), "
+        "through a real engine with its history full. Cold: right after a chat "
+        "line arrived, so the window had shifted and no token of the prompt was evaluated "
+        "(the idle evaluation had only begun; the press takes it over at its next chunk). "
+        "Warm: the same press after 3 s of idle time. "
         "Measured alternately in the same engine.",
         "",
         "| history | prompt tokens | cold | warm | cold ÷ warm |",

@@ -40,7 +40,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.models import SHAPES, build  # noqa: E402
+from bench.models import SHAPES, build, build_gpt2_vocab  # noqa: E402
 from tests.engine_process import EngineProcess  # noqa: E402
 from tests.wire import PtyReader  # noqa: E402
 
@@ -326,8 +326,13 @@ def _first_letter(engine: EngineProcess, pty: TimedPty, body: dict) -> float:
         pty.wait_quiet(0.5)
     before = len(pty.arrivals)
     started = time.monotonic()
-    threading.Thread(target=engine.json, args=("POST", "/v1/generate", body), daemon=True).start()
+    answers: list = []
+    threading.Thread(
+        target=lambda: answers.append(engine.json("POST", "/v1/generate", body)), daemon=True
+    ).start()
     while not any(0x41 <= (b & 0x7F) <= 0x5A for _, b in pty.arrivals[before:]):
+        if answers and answers[0][0] >= 400:
+            raise RuntimeError(f"the engine refused the request: {answers[0]}")
         time.sleep(0.0005)
     first = next(t for t, b in pty.arrivals[before:] if 0x41 <= (b & 0x7F) <= 0x5A)
     pty.wait_quiet(1.0)
@@ -335,9 +340,10 @@ def _first_letter(engine: EngineProcess, pty: TimedPty, body: dict) -> float:
 
 
 def warm_and_cold(model: Path, chat: list[tuple[str, str]], runs: int) -> dict:
-    """A press (the history's prompt) after the engine had idle time to evaluate it,
-    against a prompt of the same length that shares no token with what the
-    engine evaluated (a new first line each time): cold, as every press was."""
+    """A press with the history full: cold, right after a chat line arrived (the window
+    shifts by a line, so no token of the new prompt was evaluated, and the idle
+    evaluation has only begun: the press takes it over at its next chunk), and warm,
+    after idle time to evaluate it."""
     warm, cold = Spread(), Spread()
     pty = TimedPty()
     with tempfile.TemporaryDirectory() as tmp:
@@ -346,24 +352,23 @@ def warm_and_cold(model: Path, chat: list[tuple[str, str]], runs: int) -> dict:
         try:
             for name, text in chat:
                 engine.json("POST", "/v1/history", {"name": name, "text": text})
-            rendered = "".join(f"{name}: {text}\n" for name, text in chat)
             for run in range(runs + 1):
-                # Cold: the history's text under a first line never seen before.
-                body = {"prompt": f"run{run}x: {run * 7}\n{rendered}", "use_history": False}
-                cold_s = _first_letter(engine, pty, body | {"seed": run, "max_chars": 40})
-                # Idle time to evaluate the history again (the cold reply replaced it).
-                time.sleep(3.0)
+                name, text = chat[run % len(chat)]
+                engine.json("POST", "/v1/history", {"name": name, "text": f"{text} again"})
+                cold_s = _first_letter(engine, pty, {"seed": run, "max_chars": 40})
+                time.sleep(3.0)  # idle: the engine evaluates the history again
                 warm_s = _first_letter(engine, pty, {"seed": run, "max_chars": 40})
                 if run:  # the first pair pages the weights in
                     cold.add(cold_s)
                     warm.add(warm_s)
-                time.sleep(3.0)
+            _, history = engine.json("GET", "/v1/history")
             rss = rss_bytes(engine.process.pid)
         finally:
             engine.close()
             pty.close()
     from appliance.generator import Generator
 
+    rendered = "".join(f"{line['name']}: {line['text']}\n" for line in history["lines"])
     probe = Generator(model, threads=1)
     try:
         tokens = len(probe.tokens(rendered))
@@ -486,11 +491,12 @@ def main() -> int:
             results["tuning"][label] = {"rate": rate.values, "first_token_s": first.values}
         save()
     if "warm_prompt" not in results:
-        log("the warm prompt (small, Q8_0): five chat lines and about 900 tokens, cold and warm")
+        log("the warm prompt (small Q8_0, GPT-2's vocabulary): five chat lines, ~900 tokens")
+        gpt2_q8 = build_gpt2_vocab(log)
         results["warm_prompt"] = {
-            "five_lines": warm_and_cold(small_q8, CHAT, max(5, args.runs)),
-            "long_history": warm_and_cold(small_q8, LONG_CHAT, max(5, args.runs)),
-            "chat_during_print": chat_during_print(small_q8, 400, 8),
+            "five_lines": warm_and_cold(gpt2_q8, CHAT, max(5, args.runs)),
+            "long_history": warm_and_cold(gpt2_q8, LONG_CHAT, max(5, args.runs)),
+            "chat_during_print": chat_during_print(gpt2_q8, 400, 8),
         }
         save()
     if "starvation" not in results:

@@ -34,26 +34,32 @@ def gpt2_byte_token(vocab: dict[str, int], byte: int) -> int:
     return vocab[chr(256 + missing.index(byte))]
 
 
+def gpt2_tokenizer():
+    """GPT-2's own tokenizer (transformers), from the files in ../shared/gpt2-vocab."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = models.BPE.from_file(str(VOCAB_DIR / "vocab.json"), str(VOCAB_DIR / "merges.txt"))
+    tok = Tokenizer(bpe)
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|endoftext|>", bos_token="<|endoftext|>"
+    )
+
+
 def build_stray_byte_model(out: Path) -> Path:
     """The GGUF (F16), built with convert/ from a transformers directory."""
     import json
 
     import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
 
     from convert.gguf import convert_to_gguf
     from convert.train import TrainConfig, build_model
 
     vocab = json.loads((VOCAB_DIR / "vocab.json").read_text(encoding="utf-8"))
-    bpe = models.BPE.from_file(str(VOCAB_DIR / "vocab.json"), str(VOCAB_DIR / "merges.txt"))
-    tok = Tokenizer(bpe)
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
     eos = vocab["<|endoftext|>"]
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=tok, eos_token="<|endoftext|>", bos_token="<|endoftext|>"
-    )
+    tokenizer = gpt2_tokenizer()
     hf = out.parent / "hf"
     torch.manual_seed(23)
     config = TrainConfig(out_dir=hf, corpus_dir=hf, n_layer=2, n_head=2, n_embd=64, n_ctx=256)
