@@ -332,7 +332,7 @@ async def history_add(request: web.Request) -> web.Response:
 
 
 async def history_clear(request: web.Request) -> web.Response:
-    await request.app["engine"].history.clear_async()
+    await request.app["engine"].clear_history()
     return web.Response(status=204)
 
 

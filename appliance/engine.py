@@ -6,6 +6,12 @@ queue of jobs in front of one worker that generates (in its own thread)
 and prints (in another) at the same time. Every trigger is a client of
 this process over its local API (appliance.api). Accepted jobs are kept in
 a journal (appliance.journal), so a restart loses none of them.
+
+While nothing waits, the worker evaluates the next reply's prompt (the
+history as a reply renders it) at start and after every change, so a press
+or `!gpt2` pays for one token, not the whole prompt. It never runs while a
+job prints or generates, and stops at its next chunk when one arrives; the
+job reuses what it evaluated.
 """
 
 from __future__ import annotations
@@ -81,6 +87,9 @@ class Engine:
         self.chat_state: str | None = None  # what the chat bridge last said it is doing
         self.loop: asyncio.AbstractEventLoop | None = None
         self.stopping = threading.Event()
+        # The next reply's prompt: evaluated while idle, when it is stale.
+        self._prompt_stale = True
+        self._stop_warming = threading.Event()
         self.closed = asyncio.Event()  # set at shutdown: event streams end, waiters get 503
         profile = get_profile(config.teletype.profile)
         self.cps = profile.characters_per_second(config.teletype.parity or None)
@@ -222,6 +231,7 @@ class Engine:
         self.waiting.append(job)
         if job.print:
             self.motor.want()  # it spins up while the model writes
+        self._stop_warming.set()  # the job takes over the model at its next chunk
         self._arrived.set()
         self._trim()
         self.emit("queued", job)
@@ -232,7 +242,20 @@ class Engine:
         hit = self.blocklist.find(f"{name} {text}")
         if hit is not None:
             raise Blocked(f"blocked by the blocklist ({hit.term})")
-        return await self.history.add_async(name, text)
+        line = await self.history.add_async(name, text)
+        self._history_changed()
+        return line
+
+    async def clear_history(self) -> None:
+        await self.history.clear_async()
+        self._history_changed()
+
+    def _history_changed(self) -> None:
+        # The prompt being evaluated (if any) is out of date: stop it, and
+        # evaluate the new one once the worker is idle.
+        self._prompt_stale = True
+        self._stop_warming.set()
+        self._arrived.set()
 
     def ring_bell(self) -> float:
         """Ring the Teletype's bell; 0, or the seconds to wait if it rang too recently."""
@@ -346,6 +369,7 @@ class Engine:
     def shut_down(self) -> None:
         """SIGTERM: stop after the current line; waiting jobs stay in the journal."""
         self.stopping.set()
+        self._stop_warming.set()
         self._arrived.set()
         job = self.current
         if job is not None:
@@ -359,6 +383,9 @@ class Engine:
         while not self.stopping.is_set():
             if not self.waiting:
                 self._arrived.clear()
+                if self._prompt_stale:
+                    await self._warm_up()
+                    continue
                 await self._arrived.wait()
                 continue
             if self.stopping.is_set():
@@ -383,10 +410,28 @@ class Engine:
                 # fills are what the printer's time goes on.
                 self.reply_lengths.append(round(job.printed / max(1, job.max_chars), 3))
             self.current = None
+            self._prompt_stale = True  # the reply's tokens now follow the prompt
             self.jobs_finished += 1
             await self._save_journal_quietly()
             self._finished(job)
             self._quiet_now()
+
+    async def _warm_up(self) -> None:
+        """Evaluate the next reply's prompt, in a thread, until done or told to stop."""
+        self._prompt_stale = False
+        self._stop_warming.clear()
+        if self.waiting or self.stopping.is_set():
+            return
+        prompt = self.replies.prompt(self.history, "")  # what new_job renders for a press
+        try:
+            done = await asyncio.to_thread(
+                self.generator.prepare, prompt, self.config.model.max_chars, self._stop_warming
+            )
+        except Exception:  # a reply then evaluates its own prompt, as it always could
+            log.exception("evaluating the next prompt ahead failed")
+            return
+        if not done and not self.waiting:
+            self._prompt_stale = True
 
     def _finished(self, job: Job) -> None:
         self.emit("finished", job)
@@ -403,7 +448,9 @@ class Engine:
         if job.literal is not None:
             pieces = iter([job.literal])
         else:
-            pieces = self.replies.stream(job.prompt, job.max_chars, job.seed, self._hit(job))
+            pieces = self.replies.stream(
+                job.prompt, job.max_chars, job.seed, self._hit(job), job.cancel
+            )
 
         def collect():
             for piece in pieces:

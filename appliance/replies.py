@@ -43,11 +43,12 @@ class Replies:
         max_chars: int | None = None,
         seed: int | None = None,
         on_hit: Callable[[Hit], None] | None = None,
+        cancel: Event | None = None,
     ) -> Iterator[str]:
         """The reply, streamed word by word, with nothing from the blocklist in it.
 
         Never empty: Withheld (an ApplianceError) when no try had anything
-        printable in it.
+        printable in it. `cancel` stops the model at its next token.
         """
         m = self.config.model
         return ending_a_sentence(
@@ -60,6 +61,7 @@ class Replies:
                 self.blocklist,
                 self.config.moderation.tries,
                 on_hit,
+                cancel,
             )
         )
 
@@ -77,6 +79,7 @@ def clean_reply(
     blocklist: Blocklist,
     tries: int = 3,
     on_hit: Callable[[Hit], None] | None = None,
+    cancel: Event | None = None,
 ) -> Iterator[str]:
     """The generator's reply to the prompt, streamed, with nothing from the blocklist in it.
 
@@ -99,6 +102,7 @@ def clean_reply(
             max(20, max_chars - len(prefix)),
             next_seed,
             sampling,
+            cancel=cancel,
         )
 
     for _ in range(tries + 1):
@@ -106,7 +110,7 @@ def clean_reply(
         for piece in moderated(attempt, blocklist, tries, on_hit):
             said_something = said_something or any(ch.isalnum() for ch in piece)
             yield piece
-        if said_something:
+        if said_something or (cancel is not None and cancel.is_set()):
             return
     raise Withheld(f"the model had nothing to print ({tries + 1} tries)")
 
@@ -178,4 +182,11 @@ def prefetch(pieces: Iterable[str], cancel: threading.Event | None = None) -> It
         yield item
     worker.join()
     if failure:
-        raise failure[0]
+        # Raised, then forgotten here: an exception kept in this frame's list
+        # would hold its traceback, and every frame and generator in it,
+        # until the garbage collector came by.
+        error = failure.pop()
+        try:
+            raise error
+        finally:
+            del error

@@ -166,6 +166,12 @@ def test_cancel_while_the_port_is_offline_ends_the_job_and_frees_the_queue(engin
 
 def test_a_queued_job_can_be_cancelled_by_id(engine, teletype):
     _queue(engine, {"max_chars": 300, "seed": 4})
+    # The first job leaves the queue when the worker takes it (after at most one
+    # chunk of an idle prompt evaluation): only the second is left to cancel.
+    deadline = time.monotonic() + 30
+    while engine.json("GET", "/v1/status")[1]["printing"] is None:
+        assert time.monotonic() < deadline, "the worker never took the first job"
+        time.sleep(0.02)
     queued = _queue(engine, {"max_chars": 40, "seed": 9})
     code, job = engine.json("DELETE", f"/v1/jobs/{queued['id']}")
     assert code == 200 and job["status"] == "cancelled"

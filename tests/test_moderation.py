@@ -253,7 +253,7 @@ class _Silent:
     def __init__(self):
         self.seeds = []
 
-    def stream(self, prompt, max_chars, seed, sampling):
+    def stream(self, prompt, max_chars, seed, sampling, cancel=None):
         self.seeds.append(seed)
         yield "\n"
 
