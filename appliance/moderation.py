@@ -105,6 +105,19 @@ class Blocklist:
                     return Hit(term, start, words[i][2])
         return None
 
+    def open_phrase_start(self, text: str) -> int:
+        """Where a blocked phrase could still begin among the text's last words: the
+        start of the longest run of them that is the start of a longer phrase, or
+        len(text) when none is (the words are taken as whole)."""
+        words = _words(text, self.fold)
+        for i in range(max(0, len(words) - self.longest + 1), len(words)):
+            run = tuple(word for word, _, _ in words[i:])
+            for term in self._by_first.get(run[0], ()):
+                # The phrase's words before its last are matched whole, never as prefixes.
+                if len(term.words) > len(run) and term.words[: len(run)] == run:
+                    return words[i][1]
+        return len(text)
+
     @staticmethod
     def _matches(term: Term, words: list[tuple[str, int, int]], i: int) -> bool:
         n = len(term.words)
@@ -172,8 +185,9 @@ def moderated(
 
     `start(prefix, attempt)` streams a text that continues `prefix` (what
     has been accepted so far; "" at first). A piece goes out once no
-    blocked phrase could still end in it: the last `longest - 1` words
-    wait for the next piece. On a hit the text is cut back to the word
+    blocked phrase could still end in it: a word not yet ended, and the
+    last words while they are the start of a blocked phrase, wait for the
+    next piece. On a hit the text is cut back to the word
     where the offending words begin and continued from there by a fresh
     attempt; after `tries` more hits it ends at the last clean word, and
     if there is none, Withheld is raised.
@@ -197,10 +211,14 @@ def moderated(
                     on_hit(hit)
                 break
             accepted = candidate
-            # The last longest-1 words may begin a blocked phrase; a last word
-            # with no space after it may still grow into a blocked word.
-            words = blocklist.longest - 1 + (not accepted[-1:].isspace())
-            hold = _hold_back(accepted, words)
+            # A last word with no space after it may still grow into a blocked
+            # word; the words before it are held only while they could begin a
+            # blocked phrase (the first word of a reply, which a press waits
+            # for, seldom can).
+            whole = len(accepted) if accepted[-1:].isspace() else _last_space(accepted) + 1
+            whole = max(whole, released)
+            opens = released + blocklist.open_phrase_start(accepted[released:whole])
+            hold = _last_space(accepted[:opens]) + 1 if opens < whole else whole
             if hold > released:
                 yield accepted[released:hold]
                 released = hold
@@ -211,14 +229,6 @@ def moderated(
             raise Withheld(f"every try ran into the blocklist ({tries + 1} tries)")
     if len(accepted.rstrip()) > released:
         yield accepted.rstrip()[released:]
-
-
-def _hold_back(text: str, words: int) -> int:
-    """Where the last `words` words of the text begin (its end for 0)."""
-    if words == 0:
-        return len(text)
-    starts = [m.start() for m in re.finditer(r"\S+", text)]
-    return starts[-words] if len(starts) > words else 0
 
 
 def _last_space(text: str) -> int:

@@ -107,6 +107,36 @@ def test_moderated_holds_back_words_that_may_start_a_phrase():
     assert all("bad" not in p for p in released)
 
 
+def test_moderated_releases_a_word_at_once_when_no_phrase_can_begin_with_it():
+    """The first word is what a press waits for: it goes out as soon as it is whole,
+    unless it (with the words before it) could begin a blocked phrase."""
+    blocklist = _list("darn\nbad word\nvery bad thing\n")
+    asked = []
+
+    def start(prefix: str, attempt: int):
+        for word in ("The ", "very ", "bad ", "clutch ", "slips."):
+            asked.append(word)
+            yield word
+
+    released = []
+    for piece in moderated(start, blocklist, tries=1):
+        released.append((piece, len(asked)))
+    # "The " is out before the model is asked for the next word; "very " could
+    # begin "very bad thing" and "very bad " too, so both wait for "clutch ".
+    assert released[0] == ("The ", 1)
+    assert released[1] == ("very bad clutch ", 4)
+    assert "".join(p for p, _ in released) == "The very bad clutch slips."
+
+
+def test_moderated_finds_a_phrase_across_punctuation_between_its_words():
+    """A blocked phrase with a dash between its words ("bad - word") is still the
+    phrase: the words are matched as the blocklist reads them, not as spaces split them."""
+    start, _ = _scripted("we bad - word today", "good things.")
+    released = "".join(moderated(start, _list("bad word\n"), tries=1))
+    assert _list("bad word\n").find(released) is None, released
+    assert released.strip() == "we good things."
+
+
 def test_moderated_holds_a_word_that_has_not_ended_yet():
     """Pieces that stop inside a word: the word waits until it is whole."""
     cases = [
