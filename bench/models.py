@@ -167,6 +167,9 @@ def build_gpt2_vocab(log=print) -> Path:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:] == ["gpt2-vocab"]:  # the warm-prompt model, for make pi-warm-prompt
+        print(build_gpt2_vocab(log=lambda line: print(line, file=sys.stderr)))
+        sys.exit(0)
     for shape_name in sys.argv[1:] or list(SHAPES):
         for kind, path in build(shape_name).items():
             size = path.stat().st_size if path.is_file() else 0
