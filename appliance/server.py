@@ -33,11 +33,13 @@ def check_exposure(config: Config) -> None:
         )
 
 
-def run_serve(config: Config) -> int:
+def run_serve(config: Config, front=None, log_file: Path | None = None) -> int:
+    """The engine until SIGTERM or SIGINT. `front` (the demo's terminal) draws the paper
+    of a virtual Teletype (its `screen`) and runs beside the API (`front.run`)."""
     from appliance.generator import load_generator
     from appliance.teletype import build_printer
 
-    setup_logging("teletype-engine")
+    setup_logging("teletype-engine", to=log_file)
     check_exposure(config)
     log.info("loading the model")
     try:
@@ -48,7 +50,7 @@ def run_serve(config: Config) -> int:
         # restarted), not only in a journal nobody reads.
         say_on_paper(config, f"THE ENGINE DID NOT START: {e}")
         raise
-    printer = build_printer(config.teletype)
+    printer = build_printer(config.teletype, out=front.screen if front else None)
     try:
         printer.port.open()
         port_state = "open"
@@ -72,7 +74,7 @@ def run_serve(config: Config) -> int:
                 "(engine.state_dir in the config)"
             ) from e
     try:
-        code = asyncio.run(_serve(config, generator, printer, port_state))
+        code = asyncio.run(_serve(config, generator, printer, port_state, front))
     finally:
         printer.close()
         generator.close()
@@ -124,7 +126,7 @@ class PaperMarker:
         fsync_dir(self.path.parent)
 
 
-async def _serve(config: Config, generator, printer, port_state: str) -> int:
+async def _serve(config: Config, generator, printer, port_state: str, front=None) -> int:
     from appliance.api import build_app
     from appliance.connections import ConnectionGuard, default_limit, raise_file_limit
     from appliance.engine import Engine
@@ -166,6 +168,8 @@ async def _serve(config: Config, generator, printer, port_state: str) -> int:
         from appliance.whereabouts import keep_announcing
 
         keepers.append(asyncio.create_task(keep_announcing(engine, state_dir(config))))
+    if front is not None:  # after the handlers above: its own for SIGINT replaces ours
+        keepers.append(asyncio.create_task(front.run(engine, stop)))
     interval = notify.watchdog_interval()
     if interval:
         keepers.append(asyncio.create_task(_watchdog(interval)))
