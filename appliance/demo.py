@@ -36,10 +36,10 @@ DEMO_NAME = "you"
 COLUMNS = 72
 MARGIN = "  "
 KEYS = """\
-Keys: type a line and press Enter: a chat line (the blocklist applies).
-      Enter on an empty line, or !gpt2 [words]: the Teletype answers the last {n} lines.
-      Ctrl-C: stop the print (its line is finished).  Ctrl-C when idle, or Ctrl-D: leave.
-      !history  the chat history   !clear  forget it   !help  these keys
+Keys: Enter         your line goes into the chat history (the blocklist applies)
+      Enter alone   the Teletype answers the last {n} lines (so does !gpt2 [words])
+      Ctrl-C        stop the print (its line is finished); when idle, leave
+      !history  !clear  !help  and Ctrl-D to leave
 """
 
 
@@ -128,8 +128,9 @@ class Front:
         e = self.config.engine
         return (
             self.paper.platen(f"{profile.description.split(':')[0]} (virtual)")
-            + f"{cps:.0f} characters a second (x{t.speed:g}). The engine's panel and API: "
-            f"http://{e.tcp_host}:{e.tcp_port}/\n" + KEYS.format(n=self.config.history.lines)
+            + f"{cps:.0f} characters a second (speed x{t.speed:g}); "
+            f"the panel and API: http://{e.tcp_host}:{e.tcp_port}/\n"
+            + KEYS.format(n=self.config.history.lines)
         )
 
     # --- the keyboard ----------------------------------------------------------
@@ -284,6 +285,11 @@ def _set_foreground(fd: int, group: int) -> None:
         signal.signal(signal.SIGTTOU, old)
 
 
+def _home_as_tilde(path: Path) -> str:
+    home = str(Path.home())
+    return "~" + str(path)[len(home) :] if str(path).startswith(home + "/") else str(path)
+
+
 def run_demo(config: Config, out: TextIO | None = None, keys_in: int | None = None) -> int:
     from appliance.server import run_serve
 
@@ -297,10 +303,11 @@ def run_demo(config: Config, out: TextIO | None = None, keys_in: int | None = No
             # so a `teletype serve` on this machine keeps its socket.
             .replace("engine", state_dir=str(state), runtime_dir=runtime, status_on_paper=False)
         )
-        out.write(f"Loading the model... (the engine's log: {state / 'engine.log'})\n")
+        log_file = state / "engine.log"
+        out.write(f"Loading the model... (the engine's log: {_home_as_tilde(log_file)})\n")
         out.flush()
         front = Front(config, out, keys_in)
         with own_ctrl_c(keys_in):
-            code = run_serve(config, front=front, log_file=state / "engine.log")
+            code = run_serve(config, front=front, log_file=log_file)
     out.write("The Teletype is off. Bye.\n")
     return code
