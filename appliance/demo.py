@@ -303,6 +303,10 @@ def run_demo(config: Config, out: TextIO | None = None, keys_in: int | None = No
             # so a `teletype serve` on this machine keeps its socket.
             .replace("engine", state_dir=str(state), runtime_dir=runtime, status_on_paper=False)
         )
+        if not config.engine.tcp_host or not config.engine.tcp_port:  # the panel, always
+            config = config.replace(
+                "engine", tcp_host="127.0.0.1", tcp_port=config.engine.tcp_port or 5599
+            )
         log_file = state / "engine.log"
         out.write(f"Loading the model... (the engine's log: {_home_as_tilde(log_file)})\n")
         out.flush()
