@@ -256,12 +256,12 @@ def own_ctrl_c(fd: int) -> Iterator[None]:
     job) keeps the key for the demo; make gets the terminal back at the end.
     Also: no "^C" drawn on the paper.
     """
-    if not os.isatty(fd):
-        yield
+    if not os.isatty(fd) or os.tcgetpgrp(fd) != os.getpgrp():
+        yield  # not a terminal, or started in the background (`&`): nothing to take
         return
     before = termios.tcgetattr(fd)
-    parent_group = os.tcgetpgrp(fd)
-    moved = os.getpgrp() == parent_group and os.getpgrp() != os.getpid()
+    parent_group = os.getpgrp()
+    moved = parent_group != os.getpid()  # in a parent's group (make's), not a job of our own
     if moved:
         os.setpgid(0, 0)
         _set_foreground(fd, os.getpgrp())
