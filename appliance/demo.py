@@ -219,9 +219,7 @@ class Front:
 
     def _interrupt(self, engine, stop: asyncio.Event) -> None:
         """Ctrl-C: stop the print if one runs, else leave."""
-        if engine.current is not None:
-            if engine.cancel_current():
-                self._say("\n" if self.paper.column is None else "")
+        if engine.cancel_current():  # the line is finished; "finished" brings the prompt back
             return
         self._say("\n")
         stop.set()
@@ -312,6 +310,10 @@ def run_demo(config: Config, out: TextIO | None = None, keys_in: int | None = No
         out.flush()
         front = Front(config, out, keys_in)
         with own_ctrl_c(keys_in):
-            code = run_serve(config, front=front, log_file=log_file)
+            try:
+                code = run_serve(config, front=front, log_file=log_file)
+            except KeyboardInterrupt:  # Ctrl-C while the model loads: leaving, not a failure
+                out.write("\n")
+                code = 0
     out.write("The Teletype is off. Bye.\n")
     return code
