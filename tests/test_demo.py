@@ -118,7 +118,7 @@ def test_demo_under_make_is_the_appliance_and_ctrl_c_stops_the_print_not_make(tm
 
         # An empty line asks for a reply, as the button does: printed on the paper.
         mark = terminal.type("\n")
-        terminal.wait_for(r"\| [A-Z](.|\n)*\n> $", mark)
+        terminal.wait_for(r"\n  \| \S(.|\n)*\n> $", mark)
         paper = [line for line in terminal.screen[mark:].splitlines() if line.startswith("  | ")]
         assert paper
         for line in paper:
