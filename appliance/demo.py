@@ -99,10 +99,17 @@ class Front:
         self.screen = self.paper  # what the virtual Teletype writes to
         self.prompt_open = False  # "> " is on the screen and nothing typed after it
         self.leaving = False  # Ctrl-D: leave once the paper is quiet
+        # While the paper moves, what the user types is not echoed and what the demo
+        # says is held: the paper's lines stay whole, and both come after the print.
+        self.printing = False
+        self.held: list[str] = []
+        self.terminal = False  # keys_in is the terminal we draw on, in its foreground
 
     async def run(self, engine, stop: asyncio.Event) -> None:
         """Beside the engine's API, until `stop` is set."""
         loop = asyncio.get_running_loop()
+        fd = self.keys_in
+        self.terminal = os.isatty(fd) and os.tcgetpgrp(fd) == os.getpgrp()
         loop.add_signal_handler(signal.SIGINT, self._interrupt, engine, stop)
         events: asyncio.Queue = asyncio.Queue()
         engine.subscribers.add(events)
@@ -160,6 +167,8 @@ class Front:
         while not stop.is_set():
             line = await lines.get()
             self.prompt_open = False  # the user's Enter moved the cursor on
+            if self.printing and line is not None:
+                self._say(f"> {line}\n")  # typed unseen while the paper moved
             if line is None:
                 self._say("\n")
                 self.leaving = True
@@ -204,14 +213,22 @@ class Front:
         while not stop.is_set():
             event = await events.get()
             kind, job = event["event"], event["data"]
-            if kind == "started" and job["print"] and self.prompt_open:
-                self._say("\n")
-                self.prompt_open = False
+            if kind == "started" and job["print"]:
+                if self.prompt_open:
+                    self._say("\n")
+                    self.prompt_open = False
+                self.printing = True
+                self._echo(False)
             elif kind == "finished":
+                if self.printing:
+                    self.printing = False
+                    self._echo(True)
                 if job["status"] in ("cancelled", "interrupted"):
                     self._say(f"  (print {job['status']})\n")
                 elif job["status"] not in ("done",):
                     self._say(f"  (nothing printed: {job['error'] or job['status']})\n")
+                self._say("".join(self.held))
+                self.held.clear()
                 if self.leaving:
                     self._leave_when_quiet(engine, stop)
                 elif not self._busy(engine):
@@ -235,11 +252,21 @@ class Front:
             stop.set()
 
     def _prompt(self, engine) -> None:
-        if not self.prompt_open:
+        if not self.prompt_open and not self.printing:
             self._say("> ")
             self.prompt_open = True
 
+    def _echo(self, on: bool) -> None:
+        if not self.terminal:
+            return
+        attrs = termios.tcgetattr(self.keys_in)
+        attrs[3] = attrs[3] | termios.ECHO if on else attrs[3] & ~termios.ECHO
+        termios.tcsetattr(self.keys_in, termios.TCSANOW, attrs)
+
     def _say(self, text: str) -> None:
+        if self.printing:
+            self.held.append(text)
+            return
         self.out.write(text)
         self.out.flush()
 

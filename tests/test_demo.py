@@ -130,11 +130,18 @@ def test_demo_under_make_is_the_appliance_and_ctrl_c_stops_the_print_not_make(tm
         _, job = _call(base, "POST", "/v1/print", {"text": LONG_TEXT})
         mark = len(terminal.screen)
         terminal.wait_for(r"LINE 0 OF", mark)
+        # A line typed while the paper moves waits (unechoed) until the print has ended.
+        terminal.type("what does the selector do\n")
+        terminal.wait_for(r"LINE 3 OF", mark)
         terminal.type("\x03")
-        terminal.wait_for(r"cancelled(.|\n)*> $", mark)
+        terminal.wait_for(r"cancelled(.|\n)*> what does the selector do(.|\n)*> $", mark)
         assert "LINE 39" not in terminal.screen[mark:]
+        printed = terminal.screen[mark:].split("(print cancelled)")[0].splitlines()
+        assert printed and all(len(line) == 78 for line in printed if line.strip()), printed
         _, job = _call(base, "GET", f"/v1/jobs/{job['id']}")
         assert job["status"] == "cancelled"
+        _, history = _call(base, "GET", "/v1/history")
+        assert history["lines"][-1]["text"] == "what does the selector do"
 
         # Ctrl-C when idle leaves, and make exits 0 (not 130: the Ctrl-C was the demo's).
         terminal.type("\x03")
