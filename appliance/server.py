@@ -9,6 +9,7 @@ import os
 import signal
 import threading
 from pathlib import Path
+from typing import Protocol, TextIO
 
 from appliance import notify
 from appliance.config import Config
@@ -19,6 +20,15 @@ from appliance.paths import socket_path, state_dir
 
 log = logging.getLogger("teletype.serve")
 STOP_GRACE = 1.0  # seconds for open requests to end once the engine has answered them
+
+
+class Front(Protocol):
+    """A terminal in front of the engine (the demo's): where a virtual Teletype draws, and
+    what runs beside the API until `stop` is set (it may take SIGINT for itself)."""
+
+    screen: TextIO
+
+    async def run(self, engine, stop: asyncio.Event) -> None: ...
 
 
 def check_exposure(config: Config) -> None:
@@ -33,7 +43,7 @@ def check_exposure(config: Config) -> None:
         )
 
 
-def run_serve(config: Config, front=None, log_file: Path | None = None) -> int:
+def run_serve(config: Config, front: Front | None = None, log_file: Path | None = None) -> int:
     """The engine until SIGTERM or SIGINT. `front` (the demo's terminal) draws the paper
     of a virtual Teletype (its `screen`) and runs beside the API (`front.run`)."""
     from appliance.generator import load_generator
@@ -126,7 +136,9 @@ class PaperMarker:
         fsync_dir(self.path.parent)
 
 
-async def _serve(config: Config, generator, printer, port_state: str, front=None) -> int:
+async def _serve(
+    config: Config, generator, printer, port_state: str, front: Front | None = None
+) -> int:
     from appliance.api import build_app
     from appliance.connections import ConnectionGuard, default_limit, raise_file_limit
     from appliance.engine import Engine
