@@ -146,6 +146,8 @@ def test_demo_under_make_is_the_appliance_and_ctrl_c_stops_the_print_not_make(tm
         # Ctrl-C when idle leaves, and make exits 0 (not 130: the Ctrl-C was the demo's).
         terminal.type("\x03")
         assert make.wait(timeout=30) == 0, terminal.screen[-2000:]
+        # Its state is the user's (here $XDG_STATE_HOME), never the Pi's /var/lib.
+        assert (tmp_path / "state/teletype-gpt2-demo/history.json").is_file()
     finally:
         if make.poll() is None:
             os.killpg(make.pid, 9)
