@@ -106,6 +106,8 @@ $(APPLIANCE_STAMP): pyproject.toml | venv
 	$(BIN)/python -m pip install --quiet -e .
 	touch $@
 
+# Ctrl-C is the demo's alone (it takes the terminal's foreground while it runs):
+# it stops a print, or leaves when idle, and make exits 0, not 130.
 demo: $(APPLIANCE_STAMP)
 	$(BIN)/teletype demo
 

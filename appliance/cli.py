@@ -149,8 +149,7 @@ def print_cancellable(printer, pieces, cancel: threading.Event | None = None) ->
 def cmd_demo(args) -> int:
     from appliance.demo import run_demo
 
-    config = _settings(args).replace("teletype", port="virtual")
-    return run_demo(config)
+    return run_demo(_settings(args))
 
 
 def cmd_serve(args) -> int:
@@ -232,10 +231,15 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument("--version", action="version", version=f"teletype-gpt2 {__version__}")
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = commands.add_parser("demo", help="the whole appliance in this terminal (no hardware)")
+    p = commands.add_parser(
+        "demo",
+        help="the appliance on a virtual Teletype in this terminal, with its panel (no hardware)",
+    )
     _common(p, port=False)
     p.add_argument("--profile", help="asr33, model28 or ita2")
-    p.add_argument("--speed", type=float, help="speed factor of the virtual Teletype")
+    p.add_argument(
+        "--speed", type=float, help="speed factor of the virtual Teletype (5: five times as fast)"
+    )
     p.set_defaults(run=cmd_demo)
 
     p = commands.add_parser("generate", help="text from a prompt (to the terminal or --port)")

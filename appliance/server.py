@@ -9,6 +9,7 @@ import os
 import signal
 import threading
 from pathlib import Path
+from typing import Protocol, TextIO
 
 from appliance import notify
 from appliance.config import Config
@@ -19,6 +20,15 @@ from appliance.paths import socket_path, state_dir
 
 log = logging.getLogger("teletype.serve")
 STOP_GRACE = 1.0  # seconds for open requests to end once the engine has answered them
+
+
+class Front(Protocol):
+    """A terminal in front of the engine (the demo's): where a virtual Teletype draws, and
+    what runs beside the API until `stop` is set (it may take SIGINT for itself)."""
+
+    screen: TextIO
+
+    async def run(self, engine, stop: asyncio.Event) -> None: ...
 
 
 def check_exposure(config: Config) -> None:
@@ -33,11 +43,13 @@ def check_exposure(config: Config) -> None:
         )
 
 
-def run_serve(config: Config) -> int:
+def run_serve(config: Config, front: Front | None = None, log_file: Path | None = None) -> int:
+    """The engine until SIGTERM or SIGINT. `front` (the demo's terminal) draws the paper
+    of a virtual Teletype (its `screen`) and runs beside the API (`front.run`)."""
     from appliance.generator import load_generator
     from appliance.teletype import build_printer
 
-    setup_logging("teletype-engine")
+    setup_logging("teletype-engine", to=log_file)
     check_exposure(config)
     log.info("loading the model")
     try:
@@ -48,7 +60,7 @@ def run_serve(config: Config) -> int:
         # restarted), not only in a journal nobody reads.
         say_on_paper(config, f"THE ENGINE DID NOT START: {e}")
         raise
-    printer = build_printer(config.teletype)
+    printer = build_printer(config.teletype, out=front.screen if front else None)
     try:
         printer.port.open()
         port_state = "open"
@@ -72,7 +84,7 @@ def run_serve(config: Config) -> int:
                 "(engine.state_dir in the config)"
             ) from e
     try:
-        code = asyncio.run(_serve(config, generator, printer, port_state))
+        code = asyncio.run(_serve(config, generator, printer, port_state, front))
     finally:
         printer.close()
         generator.close()
@@ -124,7 +136,9 @@ class PaperMarker:
         fsync_dir(self.path.parent)
 
 
-async def _serve(config: Config, generator, printer, port_state: str) -> int:
+async def _serve(
+    config: Config, generator, printer, port_state: str, front: Front | None = None
+) -> int:
     from appliance.api import build_app
     from appliance.connections import ConnectionGuard, default_limit, raise_file_limit
     from appliance.engine import Engine
@@ -166,6 +180,8 @@ async def _serve(config: Config, generator, printer, port_state: str) -> int:
         from appliance.whereabouts import keep_announcing
 
         keepers.append(asyncio.create_task(keep_announcing(engine, state_dir(config))))
+    if front is not None:  # after the handlers above: its own for SIGINT replaces ours
+        keepers.append(asyncio.create_task(front.run(engine, stop)))
     interval = notify.watchdog_interval()
     if interval:
         keepers.append(asyncio.create_task(_watchdog(interval)))
