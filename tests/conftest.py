@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
+from appliance.testing.corpus import find_corpus, stand_in_corpus
+
 # CI runs derandomised (HYPOTHESIS_PROFILE=ci in .ci/run): the same examples
 # every time, so a red CI means a change broke something, not bad luck.
 settings.register_profile("ci", derandomize=True, database=None)
@@ -30,18 +32,6 @@ NO_CORPUS = (
 )
 
 
-def find_corpus() -> Path | None:
-    """The Teletype manuals, wherever this machine has them; never downloaded by tests."""
-    from convert.corpus import DEFAULT_SHA256, default_cache_dir
-
-    candidates = [
-        Path(os.environ.get("TELETYPE_CORPUS", "")),
-        ROOT.parent / "shared" / "corpus" / "teletype-manuals.txt",
-        default_cache_dir() / f"{DEFAULT_SHA256}.txt",
-    ]
-    return next((p for p in candidates if str(p) != "." and p.is_file()), None)
-
-
 @pytest.fixture(scope="session")
 def corpus_file() -> Path:
     found = find_corpus()
@@ -53,16 +43,7 @@ def corpus_file() -> Path:
 @pytest.fixture(scope="session")
 def training_text(tmp_path_factory) -> Path:
     """The Teletype corpus if this machine has it, else the stand-in (for tests of mechanics)."""
-    return find_corpus() or _stand_in_corpus(tmp_path_factory.mktemp("text") / "stand-in.txt")
-
-
-def _stand_in_corpus(path: Path) -> Path:
-    """Without the manuals, the project's own prose and code: any text tests fidelity."""
-    files = sorted(ROOT.glob("*.md")) + sorted(ROOT.glob("models/*.md"))
-    files += sorted(ROOT.glob("convert/*.py")) + sorted(ROOT.glob("appliance/**/*.py"))
-    documents = [f.read_text(encoding="utf-8") for f in files]
-    path.write_text("\n<|endoftext|>\n".join(documents), encoding="utf-8")
-    return path
+    return find_corpus() or stand_in_corpus(tmp_path_factory.mktemp("text") / "stand-in.txt")
 
 
 @dataclass
@@ -86,7 +67,7 @@ def tiny_model(tmp_path_factory) -> TinyModel:
     root = tmp_path_factory.mktemp("tiny-model")
     corpus = find_corpus()
     if corpus is None:
-        corpus = _stand_in_corpus(root / "stand-in.txt")
+        corpus = stand_in_corpus(root / "stand-in.txt")
     prepared = prepare_corpus(str(corpus), root / "corpus", sha256=None)
     train_tokenizer(prepared.train, root / "tokenizer", vocab_size=1024)
     config = TrainConfig(
@@ -129,7 +110,7 @@ def _threads():
 @pytest.fixture
 def teletype(tmp_path):
     """A pty behind a stable name, as /dev/teletype would be (a udev symlink)."""
-    from tests.wire import PtyReader
+    from appliance.testing.wire import PtyReader
 
     reader = PtyReader()
     link = tmp_path / "ttyTELETYPE"

@@ -15,8 +15,8 @@ from appliance.button import BUSY, FAULT, READY, FrontPanel, NoGPIO, NoLED, open
 from appliance.client import EngineClient
 from appliance.config import ButtonConfig
 from appliance.errors import ConfigError
-from tests.engine_process import EngineProcess
-from tests.wire import check_ascii
+from appliance.testing.engine_process import EngineProcess
+from appliance.testing.wire import check_ascii
 
 
 @pytest.fixture

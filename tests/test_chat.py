@@ -2,7 +2,7 @@
 
 The engine is a `teletype serve` process on the embedded model printing to
 a pty (or, where only text matters, a transcript file); the bot is
-appliance.twitch's, run in this process against tests.fake_twitch, which
+appliance.twitch's, run in this process against appliance.testing.fake_twitch, which
 answers OAuth, Helix and EventSub the way Twitch does.
 """
 
@@ -27,11 +27,11 @@ from hypothesis import strategies as st
 from appliance.chat import OFFLINE, fit_for_chat
 from appliance.config import Config, parse_config
 from appliance.outbox import Outbox
+from appliance.testing.engine_process import EngineProcess
+from appliance.testing.fake_twitch import FakeTwitch, FakeUser, patch_twitchio
+from appliance.testing.wire import PtyReader, check_ascii
 from appliance.tokens import TokenError, TwitchTokens, load_tokens, save_tokens, token_path
 from appliance.twitch import login, run_bot
-from tests.engine_process import EngineProcess
-from tests.fake_twitch import FakeTwitch, FakeUser, patch_twitchio
-from tests.wire import PtyReader, check_ascii
 
 CLIENT_ID = "fake-client-id"
 MOD_BADGE = [{"set_id": "moderator", "id": "1", "info": ""}]
@@ -757,7 +757,8 @@ async def chat_process(
     only Twitch's address changed: the fake's. Killed on the way out if still running."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
-        str(Path(__file__).with_name("twitch_at.py")),
+        "-m",
+        "appliance.testing.twitch_at",
         fake.base,
         "chat",
         "--config",
@@ -782,7 +783,7 @@ async def stop_as_systemd_does(process: asyncio.subprocess.Process) -> str:
 
 def test_teletype_chat_process_notifies_ready_and_stops_on_sigterm(tmp_path, engine):
     """The console command itself, with a notify socket; only Twitch's address is ours."""
-    from tests.engine_process import NotifySocket
+    from appliance.testing.engine_process import NotifySocket
 
     config = _config(tmp_path)
     config_file = tmp_path / "chat.toml"

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.engine_process import EngineProcess
-from tests.wire import PtyReader, check_ascii
+from appliance.testing.engine_process import EngineProcess
+from appliance.testing.wire import PtyReader, check_ascii
 
 
 def _words(text: str) -> list[str]:

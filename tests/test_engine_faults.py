@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.engine_process import EngineProcess, free_port
-from tests.wire import PtyReader, check_ascii
+from appliance.testing.engine_process import EngineProcess, free_port
+from appliance.testing.wire import PtyReader, check_ascii
 
 # The engine unit's TimeoutStopSec=: past it, systemd kills the engine mid-line.
 UNIT_STOP_TIMEOUT = 20

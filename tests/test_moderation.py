@@ -19,8 +19,8 @@ from appliance.moderation import (
     parse_terms,
 )
 from appliance.replies import clean_reply
-from tests.conftest import find_corpus
-from tests.engine_process import EngineProcess
+from appliance.testing.corpus import find_corpus
+from appliance.testing.engine_process import EngineProcess
 
 
 def _list(text: str) -> Blocklist:

@@ -181,7 +181,7 @@ def test_a_relay_without_gpio_is_a_clear_error(monkeypatch):
 
 def test_the_operators_switch_over_the_api(tmp_path, teletype):
     """`teletype serve` with the relay on gpiozero's mock pins (GPIOZERO_PIN_FACTORY=mock)."""
-    from tests.engine_process import EngineProcess
+    from appliance.testing.engine_process import EngineProcess
 
     engine = EngineProcess(
         tmp_path, str(teletype.link), env={"GPIOZERO_PIN_FACTORY": "mock"}, max_chars=100,
@@ -204,7 +204,7 @@ def test_the_operators_switch_over_the_api(tmp_path, teletype):
 
 
 def test_no_relay_no_switch(tmp_path, teletype):
-    from tests.engine_process import EngineProcess
+    from appliance.testing.engine_process import EngineProcess
 
     engine = EngineProcess(tmp_path, f"file:{tmp_path / 'p.txt'}").start()
     try:

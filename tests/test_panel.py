@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.engine_process import EngineProcess
+from appliance.testing.engine_process import EngineProcess
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "build" / "panel"

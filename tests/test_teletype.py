@@ -15,7 +15,7 @@ from appliance.teletype.keyboard import KeyboardReader
 from appliance.teletype.ports import SerialPort, TranscriptPort, open_port
 from appliance.teletype.printer import Printer
 from appliance.teletype.profiles import PROFILES, get_profile
-from tests.wire import FakeClock, PtyReader, check_ascii, check_baudot
+from appliance.testing.wire import FakeClock, PtyReader, check_ascii, check_baudot
 
 HOSTILE = (
     "Hello {world} | ~tilde~ `tick` \x1b[31mred\x1b[0m \x07bell\x00nul\x7f "

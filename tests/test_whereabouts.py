@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 
 from appliance.config import parse_config
+from appliance.testing.engine_process import EngineProcess
+from appliance.testing.wire import check_ascii
 from appliance.whereabouts import (
     Whereabouts,
     interface_addresses,
@@ -24,8 +26,6 @@ from appliance.whereabouts import (
     reachable,
     status_block,
 )
-from tests.engine_process import EngineProcess
-from tests.wire import check_ascii
 
 TOKEN = "a-very-secret-api-token-1234"
 
