@@ -373,3 +373,16 @@ def test_teletype_bell_during_a_print_rings_between_characters(pty):
     report = check_ascii(data, allow_bell=True)
     assert report.problems == []
     assert report.lines[0] == "A BELL RINGS IN THE MIDDLE OF THIS LINE."
+
+
+@pytest.mark.parametrize("port", ["virtual", "file:{tmp}/paper.txt", "{tmp}/ttyTELETYPE"])
+def test_printer_speed_factor_paces_every_port(tmp_path, port):
+    # A test's pty or a transcript may print fast; the Teletype's own pacing is tested above.
+    from appliance.config import TeletypeConfig
+    from appliance.teletype import build_printer
+
+    spec = port.format(tmp=tmp_path)
+    normal = build_printer(TeletypeConfig(port=spec))
+    fast = build_printer(TeletypeConfig(port=spec, speed=100))
+    assert normal.frame_time == pytest.approx(0.1)  # 11 bits at 110 baud
+    assert fast.frame_time == pytest.approx(normal.frame_time / 100)
