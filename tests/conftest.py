@@ -17,6 +17,7 @@ import pytest
 from hypothesis import settings
 
 from appliance.testing.corpus import find_corpus, stand_in_corpus
+from appliance.testing.engine_process import EngineProcess
 
 # CI runs derandomised (HYPOTHESIS_PROFILE=ci in .ci/run): the same examples
 # every time, so a red CI means a change broke something, not bad luck.
@@ -24,6 +25,9 @@ settings.register_profile("ci", derandomize=True, database=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 ROOT = Path(__file__).resolve().parent.parent
+# The printer's pace where pacing is not what a test checks: a 60-character reply
+# prints in a tenth of a second, not six. Tests of pacing keep the Teletype's own.
+FAST = 100.0
 EMBEDDED_MODEL = ROOT / "models" / "teletype-tiny.q8_0.gguf"
 
 NO_CORPUS = (
@@ -119,6 +123,44 @@ def teletype(tmp_path):
     yield reader
     with contextlib.suppress(OSError):
         reader.close()
+
+
+@pytest.fixture
+def start_engine(tmp_path, teletype):
+    """Starts real `teletype serve` processes; each is closed when the test ends.
+
+    start_engine(port=None, *, speed=FAST, started=True, tmp=tmp_path, **options)
+    prints to the `teletype` pty unless given a port ("file:PATH", a device),
+    at FAST unless the test is about pacing (speed=1); options are
+    EngineProcess's (max_chars, engine_extra, model_extra, env).
+    """
+    engines: list[EngineProcess] = []
+
+    def start(
+        port: str | None = None,
+        *,
+        speed: float = FAST,
+        started: bool = True,
+        tmp: Path | None = None,
+        **options,
+    ) -> EngineProcess:
+        engine = EngineProcess(tmp or tmp_path, port or str(teletype.link), speed=speed, **options)
+        engines.append(engine)
+        return engine.start() if started else engine
+
+    yield start
+    for engine in engines:
+        engine.close()
+
+
+@pytest.fixture
+def engine(request, start_engine) -> EngineProcess:
+    """A running engine on the `teletype` pty, with the options of the nearest
+    `@pytest.mark.engine(...)` (a test's own over its module's `pytestmark`)."""
+    options: dict = {}
+    for marker in reversed(list(request.node.iter_markers("engine"))):
+        options.update(marker.kwargs)
+    return start_engine(**options)
 
 
 @pytest.fixture(scope="session")
