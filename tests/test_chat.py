@@ -32,6 +32,7 @@ from appliance.testing.fake_twitch import FakeTwitch, FakeUser, patch_twitchio
 from appliance.testing.wire import PtyReader, check_ascii
 from appliance.tokens import TokenError, TwitchTokens, load_tokens, save_tokens, token_path
 from appliance.twitch import login, run_bot
+from tests.conftest import FAST
 
 CLIENT_ID = "fake-client-id"
 MOD_BADGE = [{"set_id": "moderator", "id": "1", "info": ""}]
@@ -131,17 +132,6 @@ async def stage(
                 await asyncio.gather(bot, return_exceptions=True)
 
 
-def _engine(tmp: Path, port: str, extra: str = "", max_chars: int = 60) -> EngineProcess:
-    return EngineProcess(tmp, port, engine_extra=extra, max_chars=max_chars).start()
-
-
-@pytest.fixture
-def engine(tmp_path, teletype):
-    process = _engine(tmp_path, str(teletype.link))
-    yield process
-    process.close()
-
-
 # --- chat lines, !gpt2 ----------------------------------------------------------------
 
 
@@ -189,8 +179,8 @@ def test_gpt2_prints_a_reply_and_posts_it(tmp_path, engine, teletype):
     assert status["jobs_finished"] >= 1
 
 
-def test_cooldowns_answer_once_per_viewer(tmp_path):
-    engine = _engine(tmp_path, f"file:{tmp_path / 'paper.txt'}")
+def test_cooldowns_answer_once_per_viewer(tmp_path, start_engine):
+    engine = start_engine(f"file:{tmp_path / 'paper.txt'}")
     try:
 
         async def scenario():
@@ -213,9 +203,9 @@ def test_cooldowns_answer_once_per_viewer(tmp_path):
     assert sum("needs a rest" in p for p in posts) == 1
 
 
-def test_a_burst_of_gpt2_queues_one_reply(tmp_path):
+def test_a_burst_of_gpt2_queues_one_reply(tmp_path, start_engine):
     """Each chat message is its own task: the cooldown must hold before the engine answers."""
-    engine = _engine(tmp_path, f"file:{tmp_path / 'paper.txt'}")
+    engine = start_engine(f"file:{tmp_path / 'paper.txt'}")
     try:
 
         async def scenario():
@@ -236,8 +226,8 @@ def test_a_burst_of_gpt2_queues_one_reply(tmp_path):
     assert sum("needs a rest" in p for p in posts) == 1
 
 
-def test_global_cooldown_holds_everyone_back(tmp_path):
-    engine = _engine(tmp_path, f"file:{tmp_path / 'paper.txt'}")
+def test_global_cooldown_holds_everyone_back(tmp_path, start_engine):
+    engine = start_engine(f"file:{tmp_path / 'paper.txt'}")
     try:
 
         async def scenario():
@@ -252,6 +242,7 @@ def test_global_cooldown_holds_everyone_back(tmp_path):
         engine.close()
 
 
+@pytest.mark.engine(speed=1)  # the ETA is the Teletype's: 10 characters a second
 def test_busy_printer_answers_with_the_place_in_the_queue_and_an_eta(tmp_path, engine, teletype):
     long_text = "THE TYPING UNIT PRINTS ONE CHARACTER AT A TIME. " * 4  # about 20 s
 
@@ -281,6 +272,7 @@ def test_busy_printer_answers_with_the_place_in_the_queue_and_an_eta(tmp_path, e
     assert stopped["status"] == "cancelled"
 
 
+@pytest.mark.engine(speed=1)  # the reply must wait behind a print
 def test_a_gpt2_waiting_when_the_engine_restarts_is_still_answered(tmp_path, engine, teletype):
     long_text = "THE TYPING UNIT PRINTS ONE CHARACTER AT A TIME. " * 4
 
@@ -292,6 +284,7 @@ def test_a_gpt2_waiting_when_the_engine_restarts_is_still_answered(tmp_path, eng
             await s.posted(r"^@Alice you are number 1")
             # systemctl restart teletype-engine: the queued reply is in the journal.
             assert await asyncio.to_thread(engine.terminate) == 0
+            engine.set_speed(FAST)  # the journal's print again, then the reply: no need to wait
             await asyncio.to_thread(engine.start)
             return await s.posted(r"^@Alice (?!you are)")
 
@@ -299,8 +292,9 @@ def test_a_gpt2_waiting_when_the_engine_restarts_is_still_answered(tmp_path, eng
     assert "restarted" not in reply and len(reply) > len("@Alice ") + 10, reply
 
 
-def test_full_queue_is_said_in_chat(tmp_path, teletype):
-    engine = _engine(tmp_path, str(teletype.link), extra="queue_size = 2")
+def test_full_queue_is_said_in_chat(tmp_path, teletype, start_engine):
+    # At the Teletype's pace: the prints must still be there when the !gpt2 comes.
+    engine = start_engine(str(teletype.link), engine_extra="queue_size = 2", speed=1)
     try:
 
         async def scenario():
@@ -316,8 +310,8 @@ def test_full_queue_is_said_in_chat(tmp_path, teletype):
         engine.close()
 
 
-def test_clear_is_for_moderators_and_forgets_the_history(tmp_path):
-    engine = _engine(tmp_path, f"file:{tmp_path / 'paper.txt'}")
+def test_clear_is_for_moderators_and_forgets_the_history(tmp_path, start_engine):
+    engine = start_engine(f"file:{tmp_path / 'paper.txt'}")
     try:
 
         async def scenario():
@@ -338,8 +332,8 @@ def test_clear_is_for_moderators_and_forgets_the_history(tmp_path):
     assert cleared == []
 
 
-def test_long_replies_are_cut_for_chat_at_a_sentence_end(tmp_path):
-    engine = _engine(tmp_path, f"file:{tmp_path / 'paper.txt'}", max_chars=400)
+def test_long_replies_are_cut_for_chat_at_a_sentence_end(tmp_path, start_engine):
+    engine = start_engine(f"file:{tmp_path / 'paper.txt'}", max_chars=400)
     try:
 
         async def scenario():
@@ -356,11 +350,11 @@ def test_long_replies_are_cut_for_chat_at_a_sentence_end(tmp_path):
     assert reply.endswith((".", "!", "?", "..."))
 
 
-def test_blocklist_keeps_chat_lines_and_replies_off_paper_and_chat(tmp_path):
+def test_blocklist_keeps_chat_lines_and_replies_off_paper_and_chat(tmp_path, start_engine):
     blocklist = tmp_path / "blocklist.txt"
     blocklist.write_text("".join(f"{c}*\n" for c in "abcdefghijklmnopqrstuvwxyz"))
     extra = f'[moderation]\nblocklist = "{blocklist}"\ntries = 1\n'
-    engine = _engine(tmp_path, f"file:{tmp_path / 'paper.txt'}", extra=extra)
+    engine = start_engine(f"file:{tmp_path / 'paper.txt'}", engine_extra=extra)
     try:
 
         async def scenario():
@@ -378,8 +372,8 @@ def test_blocklist_keeps_chat_lines_and_replies_off_paper_and_chat(tmp_path):
     assert not re.search(r"[A-Z]", (tmp_path / "paper.txt").read_text())
 
 
-def test_results_from_the_button_are_posted(tmp_path):
-    engine = _engine(tmp_path, f"file:{tmp_path / 'paper.txt'}")
+def test_results_from_the_button_are_posted(tmp_path, start_engine):
+    engine = start_engine(f"file:{tmp_path / 'paper.txt'}")
     try:
 
         async def scenario():
@@ -417,8 +411,8 @@ def test_bell_rings_and_is_rate_limited(tmp_path, engine, teletype):
 # --- Twitch and the engine coming and going -----------------------------------------
 
 
-def test_reconnects_and_resubscribes_when_twitch_drops_the_socket(tmp_path):
-    engine = _engine(tmp_path, f"file:{tmp_path / 'paper.txt'}")
+def test_reconnects_and_resubscribes_when_twitch_drops_the_socket(tmp_path, start_engine):
+    engine = start_engine(f"file:{tmp_path / 'paper.txt'}")
     try:
 
         async def scenario():
@@ -445,8 +439,8 @@ def test_reconnects_and_resubscribes_when_twitch_drops_the_socket(tmp_path):
     assert [ln["text"] for ln in history] == ["still here"]
 
 
-def test_engine_down_is_said_once_and_lines_wait_for_it(tmp_path):
-    engine = _engine(tmp_path, f"file:{tmp_path / 'paper.txt'}")
+def test_engine_down_is_said_once_and_lines_wait_for_it(tmp_path, start_engine):
+    engine = start_engine(f"file:{tmp_path / 'paper.txt'}")
     try:
 
         async def scenario():
@@ -460,9 +454,7 @@ def test_engine_down_is_said_once_and_lines_wait_for_it(tmp_path):
                 await s.say("bob", "!gpt2")
                 await asyncio.sleep(1.0)
                 said = s.posts().count(OFFLINE)
-                engine = await asyncio.to_thread(
-                    _engine, tmp_path, f"file:{tmp_path / 'paper.txt'}"
-                )
+                engine = await asyncio.to_thread(start_engine, f"file:{tmp_path / 'paper.txt'}")
                 s.engine = engine
                 for _ in range(100):
                     if await s.history():
@@ -477,8 +469,8 @@ def test_engine_down_is_said_once_and_lines_wait_for_it(tmp_path):
     assert [ln["text"] for ln in history] == ["hello while it sleeps"]
 
 
-def test_helix_429_backs_off_and_posts(tmp_path):
-    engine = _engine(tmp_path, f"file:{tmp_path / 'paper.txt'}")
+def test_helix_429_backs_off_and_posts(tmp_path, start_engine):
+    engine = start_engine(f"file:{tmp_path / 'paper.txt'}")
     try:
 
         async def scenario():
@@ -500,8 +492,8 @@ def test_helix_429_backs_off_and_posts(tmp_path):
     assert took >= 3.0  # waited 1 s, then 2 s
 
 
-def test_expired_token_is_refreshed_and_saved(tmp_path):
-    engine = _engine(tmp_path, f"file:{tmp_path / 'paper.txt'}")
+def test_expired_token_is_refreshed_and_saved(tmp_path, start_engine):
+    engine = start_engine(f"file:{tmp_path / 'paper.txt'}")
     try:
 
         async def scenario():
