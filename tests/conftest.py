@@ -108,7 +108,17 @@ def isolated_cache(tmp_path, monkeypatch) -> Path:
 @pytest.fixture(scope="session", autouse=True)
 def _threads():
     # Two cores here; more threads than cores only makes llama.cpp and torch fight.
-    os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
+    # Under pytest-xdist (`make test`) the cores are shared among its workers.
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
+
+
+def pytest_collection_modifyitems(items):
+    """Groups for pytest-xdist's --dist loadgroup: a file's tests stay together (its
+    module fixtures are made once), and so do all that use the session's tiny model."""
+    for item in items:
+        group = "tiny-model" if "tiny_model" in item.fixturenames else item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture

@@ -69,6 +69,13 @@ class Stage:
     async def engine_call(self, method: str, path: str, body=None):
         return await asyncio.to_thread(self.engine.json, method, path, body)
 
+    async def until(self, check, what: str, timeout: float = 30.0) -> None:
+        """Wait for `await check()` to be true (a state of the engine or the paper)."""
+        deadline = time.monotonic() + timeout
+        while not await check():
+            assert time.monotonic() < deadline, f"never: {what}"
+            await asyncio.sleep(0.05)
+
 
 def _config(tmp: Path, chat: str = "") -> Config:
     if "global_cooldown" not in chat:
@@ -279,7 +286,11 @@ def test_a_gpt2_waiting_when_the_engine_restarts_is_still_answered(tmp_path, eng
     async def scenario():
         async with stage(tmp_path, engine, teletype) as s:
             assert (await s.engine_call("POST", "/v1/print", {"text": long_text}))[0] == 202
-            await asyncio.sleep(1.0)
+
+            async def printing() -> bool:
+                return (await s.engine_call("GET", "/v1/status"))[1]["printing"] is not None
+
+            await s.until(printing, "the print started")
             await s.say("alice", "!gpt2")
             await s.posted(r"^@Alice you are number 1")
             # systemctl restart teletype-engine: the queued reply is in the journal.
@@ -317,7 +328,11 @@ def test_clear_is_for_moderators_and_forgets_the_history(tmp_path, start_engine)
         async def scenario():
             async with stage(tmp_path, engine) as s:
                 await s.say("alice", "remember me")
-                await asyncio.sleep(0.5)
+
+                async def kept() -> bool:
+                    return bool(await s.history())
+
+                await s.until(kept, "the line reached the history")
                 await s.say("bob", "!clear")
                 await s.posted(r"^@Bob only moderators can clear")
                 kept = await s.history()
@@ -399,7 +414,11 @@ def test_bell_rings_and_is_rate_limited(tmp_path, engine, teletype):
     async def scenario():
         async with stage(tmp_path, engine, teletype) as s:
             await s.say("alice", "!bell")
-            await asyncio.sleep(1.0)
+
+            async def rang() -> bool:
+                return bool({0x87, 0x07} & set(teletype.data))
+
+            await s.until(rang, "the bell rang")
             await s.say("bob", "!bell")
             return await s.posted(r"^@Bob the bell rang a moment ago")
 

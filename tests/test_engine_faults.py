@@ -408,10 +408,8 @@ def test_the_queue_eta_comes_from_the_lengths_of_replies_printed(tmp_path):
     from appliance.generator import load_generator
     from appliance.teletype import build_printer
 
-    # The estimate and the measure are both in frames: the paper may come fast.
-    paper = tmp_path / "paper.txt"
     config = parse_config(
-        f'[teletype]\nport = "file:{paper}"\nspeed = {FAST}\n[model]\nmax_chars = 100\n'.encode(),
+        f'[teletype]\nport = "file:{tmp_path / "paper.txt"}"\n[model]\nmax_chars = 100\n'.encode(),
         "test.toml",
     )
     generator = load_generator(config.model)

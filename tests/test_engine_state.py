@@ -19,7 +19,6 @@ from appliance.engine import Engine
 from appliance.history import PersistentHistory
 from appliance.teletype import build_printer
 from appliance.testing.engine_inprocess import engine_config, running_engine
-from tests.conftest import FAST
 
 # --- the history ---------------------------------------------------------------------------
 
@@ -238,10 +237,7 @@ def test_a_fresh_engines_eta_is_close_before_any_reply_is_measured(tmp_path, emb
     # The prior used to be 1.5 x max_chars: replies of 40 printed 1.7 times that.
     async def scenario() -> None:
         extra = "[engine]\nqueue_size = 10\n[model]\nmax_chars = 40"
-        # Estimate and measure are both in frames: the paper may come fast.
-        async with running_engine(
-            tmp_path, embedded_generator, extra, worker=True, speed=FAST
-        ) as run:
+        async with running_engine(tmp_path, embedded_generator, extra, worker=True) as run:
             engine = run.engine
             jobs = [engine.new_job("", use_history=True, seed=s) for s in range(1, 9)]
             estimate = sum(engine.expected_frames(job) for job in jobs)

@@ -23,14 +23,13 @@ from appliance.whereabouts import (
     reachable,
     status_block,
 )
-from tests.conftest import FAST
 
 TOKEN = "a-very-secret-api-token-1234"
 
 
 def config_for(tmp_path: Path, extra: str = ""):
     text = (
-        f'[teletype]\nport = "file:{tmp_path / "paper.txt"}"\nspeed = {FAST}\n'
+        f'[teletype]\nport = "file:{tmp_path / "paper.txt"}"\n'
         f'[engine]\ntcp_host = "0.0.0.0"\ntoken = "{TOKEN}"\n{extra}'
     )
     return parse_config(text.encode(), "test.toml")

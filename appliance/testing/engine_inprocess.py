@@ -47,20 +47,19 @@ class Running:
             return r.status, r.headers, data
 
 
-def engine_config(tmp_path: Path, extra: str = "", speed: float = 1.0):
-    """A config with a file for the Teletype, printing at `speed` times its pace;
-    `extra` is TOML to add (an [engine] section)."""
-    text = f'[teletype]\nport = "file:{tmp_path / "paper.txt"}"\nspeed = {speed}\n{extra}\n'
+def engine_config(tmp_path: Path, extra: str = ""):
+    """A config with a file for the Teletype; `extra` is TOML to add (an [engine] section)."""
+    text = f'[teletype]\nport = "file:{tmp_path / "paper.txt"}"\n{extra}\n'
     return parse_config(text.encode(), "test.toml")
 
 
 @contextlib.asynccontextmanager
 async def running_engine(
     tmp_path: Path, generator, extra: str = "", token: str = "", password: str = "",
-    worker: bool = False, engine: Engine | None = None, speed: float = 1.0,
+    worker: bool = False, engine: Engine | None = None,
 ) -> AsyncIterator[Running]:  # fmt: skip
     """The engine's app on 127.0.0.1 (an ephemeral port); its worker only with `worker`."""
-    config = engine_config(tmp_path, extra, speed)
+    config = engine_config(tmp_path, extra)
     printer = build_printer(config.teletype)
     printer.port.open()
     engine = engine or Engine(config, generator, printer, tmp_path / "state")
