@@ -463,12 +463,10 @@ class Soak:
         f.sessions = len(self.fake.sessions)
 
 
-async def soak(tmp: Path, rounds: int, seed: int, log=print, speed: float = 1.0) -> dict:
-    """`speed`: the printer's pace (1, the Teletype's, for `make soak-twitch`)."""
+async def soak(tmp: Path, rounds: int, seed: int, log=print) -> dict:
     engine = EngineProcess(
-        tmp, f"file:{tmp / 'paper.txt'}", max_chars=20, model_extra="[history]\nlines = 50",
-        speed=speed,
-    ).start()  # fmt: skip
+        tmp, f"file:{tmp / 'paper.txt'}", max_chars=20, model_extra="[history]\nlines = 50"
+    ).start()
     try:
         async with FakeTwitch(client_id=CLIENT_ID, client_secret=None, device_interval=1) as fake:
             access, refresh = fake.issue_user_token(BOT_ID)
