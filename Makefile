@@ -115,8 +115,10 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# On every core (pytest-xdist); a file's tests, and all that share the trained
+# tiny model, stay on one worker (tests/conftest.py), so each is built once.
 test: lint test-deps $(TF_STAMP)
-	$(BIN)/python -m pytest $(PYTEST)
+	$(BIN)/python -m pytest -n auto --dist loadgroup $(PYTEST)
 
 # The chat bridge as a process, for SOAK_ROUNDS faults drawn at random (every
 # fault once per 24 rounds); `make test` runs the 24 (tests/test_chat_soak.py).

@@ -65,7 +65,12 @@ class TeletypeConfig:
     cr_fills: int = _opt(2, "fill characters after a carriage return", min=0, max=10)
     lf_fills: int = _opt(1, "fill characters after a line feed", min=0, max=10)
     fill: str = _opt("nul", "the fill character: nul or del", choices=("nul", "del"))
-    speed: float = _opt(1.0, "virtual Teletype speed factor (2 = twice as fast)", min=0.1, max=1000)
+    speed: float = _opt(
+        1.0,
+        "print speed factor (2 = twice as fast); a real Teletype prints at its own pace",
+        min=0.1,
+        max=1000,
+    )
     half_duplex: bool = _opt(False, "the loop echoes what we send: ignore it when reading")
 
 

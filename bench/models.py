@@ -41,13 +41,12 @@ SHAPES = {
 
 
 def _corpus() -> Path:
-    sys.path.insert(0, str(ROOT))
-    from tests.conftest import _stand_in_corpus, find_corpus
+    from appliance.testing.corpus import find_corpus, stand_in_corpus
 
     found = find_corpus()
     if found is not None:
         return found
-    return _stand_in_corpus(CACHE / "stand-in.txt")
+    return stand_in_corpus(CACHE / "stand-in.txt")
 
 
 def _pseudo_words(count: int, taken: set[str], seed: int = 7) -> list[str]:
@@ -144,10 +143,10 @@ def build_gpt2_vocab(log=print) -> Path:
     import torch
 
     sys.path.insert(0, str(ROOT))
+    from appliance.testing.gpt2_vocab import gpt2_tokenizer
     from convert.gguf import convert_to_gguf
     from convert.quantize import quantize
     from convert.train import TrainConfig, build_model
-    from tests.gpt2_vocab import gpt2_tokenizer
 
     started = time.monotonic()
     tokenizer = gpt2_tokenizer()

@@ -14,7 +14,7 @@ from http.cookies import SimpleCookie
 import aiohttp
 import pytest
 
-from tests.engine_inprocess import running_engine
+from appliance.testing.engine_inprocess import running_engine
 
 TOKEN = "tok-" + "x" * 28
 PASSWORD = "correct horse"

@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 
 from appliance.chat import HELP
+from appliance.testing.engine_process import NotifySocket
+from appliance.testing.fake_twitch import FakeTwitch, patch_twitchio
+from appliance.testing.wire import check_ascii
 from appliance.tokens import load_tokens, token_path
 from appliance.twitch import TeletypeBot, run_bot
-from tests.engine_process import EngineProcess, NotifySocket
-from tests.fake_twitch import FakeTwitch, patch_twitchio
 from tests.test_chat import (
     CLIENT_ID,
     Stage,
@@ -28,7 +29,6 @@ from tests.test_chat import (
     stage,
     stop_as_systemd_does,
 )
-from tests.wire import check_ascii
 
 
 @pytest.fixture(autouse=True)
@@ -40,11 +40,7 @@ def quick_health(monkeypatch):
     monkeypatch.setattr(TeletypeBot, "repair_for", 20.0, raising=False)
 
 
-@pytest.fixture
-def engine(tmp_path, teletype):
-    process = EngineProcess(tmp_path, str(teletype.link), max_chars=40).start()
-    yield process
-    process.close()
+pytestmark = pytest.mark.engine(max_chars=40)  # the `engine` fixture's (tests/conftest.py)
 
 
 def _enabled(fake: FakeTwitch) -> list[dict]:

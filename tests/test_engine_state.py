@@ -1,6 +1,6 @@
 """The engine's state in this process: the history, the journal, a full card, the queue's times.
 
-Each runs the real engine and its real API app (tests/engine_inprocess.py) with the
+Each runs the real engine and its real API app (appliance/testing/engine_inprocess.py) with the
 embedded model; a `teletype serve` process would show nothing more here.
 """
 
@@ -18,7 +18,7 @@ import pytest
 from appliance.engine import Engine
 from appliance.history import PersistentHistory
 from appliance.teletype import build_printer
-from tests.engine_inprocess import engine_config, running_engine
+from appliance.testing.engine_inprocess import engine_config, running_engine
 
 # --- the history ---------------------------------------------------------------------------
 

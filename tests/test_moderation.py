@@ -19,8 +19,8 @@ from appliance.moderation import (
     parse_terms,
 )
 from appliance.replies import clean_reply
-from tests.conftest import find_corpus
-from tests.engine_process import EngineProcess
+from appliance.testing.corpus import find_corpus
+from appliance.testing.engine_process import EngineProcess
 
 
 def _list(text: str) -> Blocklist:
@@ -182,23 +182,23 @@ def test_moderated_never_lets_a_blocked_word_out(words):
 # --- the engine, with the embedded model ------------------------------------------
 
 
-def _engine(tmp_path, words: str, tries: int = 3, port: str = "") -> EngineProcess:
+def _engine(start_engine, tmp_path, words: str, tries: int = 3) -> EngineProcess:
     blocklist = tmp_path / "blocklist.txt"
     blocklist.write_text(words)
     extra = f'[moderation]\nblocklist = "{blocklist}"\ntries = {tries}\n'
-    port = port or f"file:{tmp_path / 'paper.txt'}"
-    return EngineProcess(tmp_path, port, engine_extra=extra, max_chars=120)
+    port = f"file:{tmp_path / 'paper.txt'}"
+    return start_engine(port, engine_extra=extra, max_chars=120, started=False)
 
 
 def _word_set(text: str) -> set[str]:
     return {w.lower() for w in re.findall(r"[A-Za-z]+", text)}
 
 
-def test_engine_regenerates_around_words_the_model_likes(tmp_path):
+def test_engine_regenerates_around_words_the_model_likes(tmp_path, start_engine):
     """Block the commonest words of a real reply: the model must find others."""
     ask = {"prompt": "The typing unit", "seed": 5, "print": False, "max_chars": 120}
     (tmp_path / "plain").mkdir()
-    plain = EngineProcess(tmp_path / "plain", "file:/dev/null", max_chars=120).start()
+    plain = start_engine("file:/dev/null", max_chars=120, tmp=tmp_path / "plain")
     try:
         status, job = plain.json("POST", "/v1/generate", ask)
     finally:
@@ -207,7 +207,7 @@ def test_engine_regenerates_around_words_the_model_likes(tmp_path):
     common = sorted(_word_set(job["text"]) & {"the", "a", "is", "of", "to", "and", "in"})
     assert common, job["text"]  # a GPT-2 reply without any of these would be news
 
-    engine = _engine(tmp_path, "\n".join(common) + "\n", tries=10).start()
+    engine = _engine(start_engine, tmp_path, "\n".join(common) + "\n", tries=10).start()
     try:
         status, moderated_job = engine.json("POST", "/v1/generate", {**ask, "print": True})
     finally:
@@ -221,10 +221,10 @@ def test_engine_regenerates_around_words_the_model_likes(tmp_path):
     assert paper.strip() and not _word_set(paper) & set(common)
 
 
-def test_engine_withholds_a_reply_when_every_try_is_blocked(tmp_path):
+def test_engine_withholds_a_reply_when_every_try_is_blocked(tmp_path, start_engine):
     # Every word begins with a letter, so every word is blocked.
     everything = "\n".join(f"{c}*" for c in "abcdefghijklmnopqrstuvwxyz") + "\n"
-    engine = _engine(tmp_path, everything, tries=2).start()
+    engine = _engine(start_engine, tmp_path, everything, tries=2).start()
     try:
         status, job = engine.json(
             "POST", "/v1/generate", {"prompt": "The keyboard", "seed": 1, "max_chars": 60}
@@ -241,8 +241,8 @@ def test_engine_withholds_a_reply_when_every_try_is_blocked(tmp_path):
     assert not _word_set((tmp_path / "paper.txt").read_text())
 
 
-def test_engine_refuses_blocked_chat_lines_and_prints(tmp_path):
-    engine = _engine(tmp_path, "sprocket\n").start()
+def test_engine_refuses_blocked_chat_lines_and_prints(tmp_path, start_engine):
+    engine = _engine(start_engine, tmp_path, "sprocket\n").start()
     try:
         status, body = engine.json("POST", "/v1/history", {"name": "viewer", "text": "SPR0CKET!"})
         assert status == 422 and "blocklist" in body["error"]

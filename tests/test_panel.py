@@ -19,8 +19,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.engine_process import EngineProcess
-
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "build" / "panel"
 TOKEN, PASSWORD = "api-token-0123456789", "let the teletype talk"
@@ -57,14 +55,13 @@ def lan_address() -> str:
 
 
 @pytest.fixture
-def engine(tmp_path, teletype):
+def engine(start_engine):
     # Open to the network, as a streamer sets it: then a token and a password.
     extra = f'tcp_host = "0.0.0.0"\ntoken = "{TOKEN}"\npanel_password = "{PASSWORD}"'
-    process = EngineProcess(tmp_path, str(teletype.link), engine_extra=extra, max_chars=200)
-    process.start()
+    # At the Teletype's pace: the page watches a print and cancels it.
+    process = start_engine(engine_extra=extra, max_chars=200, speed=1)
     process.lan = f"http://{lan_address()}:{process.http_port}"
-    yield process
-    process.close()
+    return process
 
 
 @pytest.fixture
@@ -198,10 +195,10 @@ def test_a_phone_sized_screen_has_every_control_in_reach(engine, browser):
 
 
 @needs_browser
-def test_on_loopback_without_a_token_the_panel_needs_no_sign_in(tmp_path, teletype, browser):
+def test_on_loopback_without_a_token_the_panel_needs_no_sign_in(tmp_path, start_engine, browser):
     from selenium.webdriver.common.by import By
 
-    engine = EngineProcess(tmp_path, str(teletype.link)).start()
+    engine = start_engine()
     try:
         browser.get(engine.base + "/")
         wait_until(lambda: browser.find_element(By.ID, "panel").is_displayed())
@@ -216,11 +213,11 @@ CONTROLS = "#controls button, #line"
 
 @needs_browser
 def test_with_the_engine_down_the_controls_are_disabled_and_the_page_says_it_retries(
-    tmp_path, teletype, browser
+    tmp_path, start_engine, browser
 ):
     from selenium.webdriver.common.by import By
 
-    engine = EngineProcess(tmp_path, str(teletype.link)).start()
+    engine = start_engine()
     try:
         browser.get(engine.base + "/")
         wait_until(lambda: browser.find_element(By.ID, "state").text.upper() == "READY")
@@ -238,10 +235,10 @@ def test_with_the_engine_down_the_controls_are_disabled_and_the_page_says_it_ret
 
 @needs_browser
 @pytest.mark.parametrize("action", ["clear-history", "clear-queue", "cancel"])
-def test_destructive_actions_ask_first(tmp_path, teletype, browser, action):
+def test_destructive_actions_ask_first(tmp_path, start_engine, browser, action):
     from selenium.webdriver.common.by import By
 
-    engine = EngineProcess(tmp_path, str(teletype.link)).start()
+    engine = start_engine()
     try:
         line = {"name": "ada", "text": "how does the clutch work"}
         assert engine.request("POST", "/v1/history", line)[0] == 201

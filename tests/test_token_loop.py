@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from appliance.generator import Generator, find_model
-from tests.gpt2_vocab import NO_VOCAB, VOCAB_DIR, build_stray_byte_model
+from appliance.testing.gpt2_vocab import NO_VOCAB, VOCAB_DIR, build_stray_byte_model
 
 PROMPT = "ada: the clutch slips when it warms up\nbert: check the spring first\n"
 

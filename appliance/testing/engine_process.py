@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -74,7 +75,9 @@ class EngineProcess:
         env: dict | None = None,
         max_chars: int = 60,
         model_extra: str = "",
+        speed: float = 1.0,
     ):
+        """`speed` multiplies the printer's pace (1: the Teletype's 10 characters a second)."""
         self.tmp = tmp
         self.http_port = free_port()
         self.config = tmp / "teletype.toml"
@@ -85,6 +88,7 @@ class EngineProcess:
             f"""
 [teletype]
 port = "{port_spec}"
+speed = {speed}
 [engine]
 tcp_port = {self.http_port}
 state_dir = "{tmp / "state"}"
@@ -107,6 +111,11 @@ seed = 1
         }
         self.log = tmp / f"engine-{self.http_port}.log"
         self.process: subprocess.Popen | None = None
+
+    def set_speed(self, speed: float) -> None:
+        """The printer's pace from the next start on."""
+        text = self.config.read_text()
+        self.config.write_text(re.sub(r"(?m)^speed = .*$", f"speed = {speed}", text, count=1))
 
     def start(self) -> EngineProcess:
         # A restart is ready at its own READY=1, not at the last process's.

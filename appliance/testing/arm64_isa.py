@@ -8,7 +8,7 @@ module disassembles every ELF file in the given wheels with binutils'
 aarch64-linux-gnu-objdump and reports each instruction beyond that baseline,
 per library: the instruction, how often, and where first.
 
-    python -m tests.arm64_isa [--strict] [-v] WHEEL_OR_DIR...   (status 1 on a finding)
+    python -m appliance.testing.arm64_isa [--strict] [-v] WHEEL_OR_DIR...   (status 1 on a finding)
 
 Some libraries carry code for newer cores and choose it only after asking
 the CPU (DISPATCHED below: libgcc's outline atomics, numpy's float16 sort,
@@ -364,7 +364,7 @@ def failures(findings: Iterable[Finding]) -> list[Finding]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m tests.arm64_isa",
+        prog="python -m appliance.testing.arm64_isa",
         description=f"Report instructions beyond {BASELINE} (a Raspberry Pi 3's Cortex-A53).",
     )
     parser.add_argument("paths", nargs="+", type=Path, help="wheels, folders of wheels, ELF files")

@@ -1,4 +1,6 @@
-"""Run `teletype ARGS...` with twitchio pointed at a fake Twitch: python twitch_at.py URL ARGS...
+"""`teletype ARGS...` with twitchio pointed at a fake Twitch:
+
+    python -m appliance.testing.twitch_at URL ARGS...
 
 The only change from the real command is Twitch's address (the edge of the
 machine): the three module globals where twitchio keeps it. A soak may also
