@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the checkout: appliance/testing/ is two below it
 VOCAB_DIR = ROOT.parent / "shared" / "gpt2-vocab"
 NO_VOCAB = f"GPT-2's vocabulary is not on this machine ({VOCAB_DIR}); this test needs it"
 
