@@ -31,6 +31,7 @@ from appliance.errors import (
     Withheld,
 )
 from appliance.guesses import client_of, same_secret
+from appliance.overlay import is_overlay_read, overlay_address
 from appliance.panel import Sessions, csrf_refusal, is_panel_path, too_soon
 from appliance.panel import add_routes as add_panel_routes
 from appliance.schema import (
@@ -80,6 +81,7 @@ def build_app(
     token: str = "",
     allowed_hosts: set[str] | frozenset[str] = frozenset(),
     panel_password: str = "",
+    overlay_token: str = "",
 ) -> web.Application:
     sessions = Sessions(panel_password or token)
 
@@ -97,6 +99,8 @@ def build_app(
             refusal = csrf_refusal(request, session, changes=request.path.startswith(PRINTS))
             if refusal:
                 return _error(403, refusal)
+        elif is_overlay_read(request, overlay_token):
+            request["overlay"] = True  # the paper, read: all the overlay's token opens
         # Else a token, when set, is required on every route but the health check.
         elif token and request.path != "/healthz":
             refusal = _token_refusal(request, token, sessions)
@@ -120,7 +124,7 @@ def build_app(
     for route in ROUTES:
         # add_route, not web.get: no HEAD twin, so HEAD can never start a print.
         app.router.add_route(route.method, route.path, handlers[route.name])
-    add_panel_routes(app, sessions)
+    add_panel_routes(app, sessions, overlay_address(overlay_token) if overlay_token else "")
     return app
 
 

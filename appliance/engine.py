@@ -350,6 +350,7 @@ class Engine:
         item["position"] = self.waiting.index(job) + 1 if job in self.waiting else 0
         item["printer_busy"] = self.current is not None
         item["starts_in_seconds"] = round(self.eta_seconds(before=job), 1)
+        item["asked"] = _asked(job)
         return item
 
     async def wait(self, job: Job) -> None:

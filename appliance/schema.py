@@ -82,6 +82,7 @@ class Accepted(JobOut):
     position: int  # 1: next; 0: already printing
     printer_busy: bool
     starts_in_seconds: float
+    asked: str  # what was asked, in a line: the text to print, or the prompt's last line
 
 
 class ChatLineOut(Struct):

@@ -375,7 +375,7 @@ def test_engine_events_stream_queued_started_finished_with_text(engine):
     assert [k for k, _ in job_events] == ["queued", "started", "finished"], events
     finished = job_events[2][1]
     assert finished["id"] == job["id"] and finished["text"] == job["text"]
-    paper = "".join(d["text"] for k, d in events if k == "paper")
+    paper = "".join(d.get("text", "") for k, d in events if k == "paper")
     printed = "".join(c for c in paper if c.isalnum())
     assert printed and printed == "".join(c for c in job["text"].upper() if c.isalnum())
 

@@ -44,6 +44,11 @@ FILES = {
     "/": ("index.html", "text/html"),
     "/panel/app.js": ("app.js", "text/javascript"),
     "/panel/style.css": ("style.css", "text/css"),
+    "/panel/paper.js": ("paper.js", "text/javascript"),
+    "/panel/favicon.svg": ("favicon.svg", "image/svg+xml"),
+    "/overlay": ("overlay.html", "text/html"),
+    "/panel/overlay.js": ("overlay.js", "text/javascript"),
+    "/panel/overlay.css": ("overlay.css", "text/css"),
 }
 # The page runs only its own script and styles, and no other site may frame it.
 HEADERS = {
@@ -114,7 +119,12 @@ class Sessions:
 
 def is_panel_path(path: str) -> bool:
     """The page and its sign-in: reachable before a session or a token."""
-    return path in FILES or path in ("/panel/session", "/panel/login", "/panel/logout")
+    return path in FILES or path in (
+        "/panel/session",
+        "/panel/login",
+        "/panel/logout",
+        "/panel/overlay-address",
+    )
 
 
 def csrf_refusal(request: web.Request, session: Session, changes: bool = False) -> str | None:
@@ -137,14 +147,18 @@ def too_soon(wait: float) -> web.Response:
     )  # fmt: skip
 
 
-def add_routes(app: web.Application, sessions: Sessions) -> None:
+def add_routes(app: web.Application, sessions: Sessions, overlay: str = "") -> None:
+    """The page, its files and its sign-in; `overlay`: the stream overlay's address, with its
+    read-only token, shown to whoever is signed in."""
+
     async def page(request: web.Request) -> web.Response:
         name, kind = FILES[request.path]
         body = resources.files("appliance.panel").joinpath(name).read_bytes()
         return web.Response(body=body, content_type=kind, charset="utf-8", headers=HEADERS)
 
     def signed_in(session: Session, key: str | None = None) -> web.Response:
-        response = web.json_response({"signed_in": True, "csrf": session.csrf}, headers=HEADERS)
+        answer = {"signed_in": True, "csrf": session.csrf, "password": sessions.login_needed}
+        response = web.json_response(answer, headers=HEADERS)
         if key is not None:
             response.set_cookie(COOKIE, key, max_age=SESSION_SECONDS, httponly=True,
                                 samesite="Strict", path="/")  # fmt: skip
@@ -159,7 +173,9 @@ def add_routes(app: web.Application, sessions: Sessions) -> None:
             # no one for anything; the page gets a session for the CSRF check.
             key, session = sessions.new()
             return signed_in(session, key)
-        return web.json_response({"signed_in": False, "csrf": None}, headers=HEADERS)
+        return web.json_response(
+            {"signed_in": False, "csrf": None, "password": True}, headers=HEADERS
+        )
 
     async def login(request: web.Request) -> web.Response:
         if request.content_type != "application/json":
@@ -186,8 +202,14 @@ def add_routes(app: web.Application, sessions: Sessions) -> None:
         response.del_cookie(COOKIE, path="/")
         return response
 
+    async def overlay_address(request: web.Request) -> web.Response:
+        if sessions.find(request) is None:
+            return web.json_response({"error": "sign in first"}, status=401, headers=HEADERS)
+        return web.json_response({"address": overlay or "/overlay"}, headers=HEADERS)
+
     for path in FILES:
         app.router.add_route("GET", path, page)
+    app.router.add_route("GET", "/panel/overlay-address", overlay_address)
     app.router.add_route("GET", "/panel/session", session_get)
     app.router.add_route("POST", "/panel/login", login)
     app.router.add_route("POST", "/panel/logout", logout)
