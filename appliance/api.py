@@ -83,7 +83,7 @@ def build_app(
     panel_password: str = "",
     overlay_token: str = "",
 ) -> web.Application:
-    sessions = Sessions(panel_password or token)
+    sessions = Sessions(panel_password or token, directory=engine.state_dir)
 
     @web.middleware
     async def guard(request: web.Request, handler):

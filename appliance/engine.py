@@ -62,6 +62,7 @@ MEASURED_REPLIES = 20
 class Engine:
     def __init__(self, config: Config, generator, printer, state_dir: Path, motor=None):
         self.config = config
+        self.state_dir = state_dir
         self.motor = motor or Motor(config.motor)  # no relay: nothing to switch
         self.generator = generator
         self.printer = printer

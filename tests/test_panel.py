@@ -358,10 +358,171 @@ def test_the_page_is_locked_down_and_shows_no_secret(engine):
     assert TOKEN not in seen and PASSWORD not in seen
 
 
-def test_page_loads_cannot_pile_up_sessions():
-    from appliance.panel import MAX_SESSIONS, Sessions
+def test_sessions_survive_a_restart_expire_and_stay_signed_out(tmp_path):
+    from appliance.panel import SESSION_SECONDS, Sessions
 
-    sessions = Sessions("")  # no password: every page load gets a session
-    keys = [sessions.new()[0] for _ in range(MAX_SESSIONS * 3)]
-    assert len(sessions._sessions) == MAX_SESSIONS
-    assert keys[-1] in sessions._sessions and keys[0] not in sessions._sessions
+    now = [1_000_000.0]
+    sessions = Sessions("pw", clock=lambda: now[0], directory=tmp_path)
+    kept, session = sessions.new()
+    gone, _ = sessions.new()
+    sessions.end_key(gone)
+    # A new engine (the same state directory): the browser is still signed in, same CSRF.
+    again = Sessions("pw", clock=lambda: now[0], directory=tmp_path)
+    found = again.check(kept)
+    assert found is not None and found.csrf == session.csrf
+    assert again.check(gone) is None  # signed out stays signed out
+    sid, expires, signature = kept.split(".")
+    assert again.check(f"{sid}.{int(expires) + 3600}.{signature}") is None  # tampered
+    assert again.check("") is None and again.check("a.b") is None
+    assert Sessions("new password", clock=lambda: now[0], directory=tmp_path).check(kept) is None
+    now[0] += SESSION_SECONDS + 1
+    assert again.check(kept) is None  # expired
+    # Page loads without a password keep nothing on the engine: they cannot pile up.
+    open_page = Sessions("", directory=tmp_path)
+    assert all(open_page.new() for _ in range(1000))
+    assert len((tmp_path / "panel-sessions.json").read_bytes()) < 4096
+
+
+# --- the paper model in the page, and the stream overlay -------------------------------------
+# One engine for these (a start is seconds): a token, a password and an overlay token, as a
+# streamer sets it up.
+
+OVERLAY = "overlay-token-abcdefghijk"
+
+
+@pytest.fixture(scope="module")
+def streamer(tmp_path_factory):
+    from tests.wire import PtyReader
+
+    tmp = tmp_path_factory.mktemp("streamer")
+    reader = PtyReader()
+    link = tmp / "ttyTELETYPE"
+    link.symlink_to(reader.name)
+    extra = (
+        f'tcp_host = "0.0.0.0"\ntoken = "{TOKEN}"\npanel_password = "{PASSWORD}"\n'
+        f'overlay_token = "{OVERLAY}"'
+    )
+    process = EngineProcess(tmp, str(link), engine_extra=extra, max_chars=200).start()
+    process.lan = f"http://{lan_address()}:{process.http_port}"
+    process.wire = reader
+    yield process
+    process.close()
+    reader.close()
+
+
+def _print(engine, text: str) -> int:
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
+    status, _, raw = engine.request("POST", "/v1/print", {"text": text}, bearer)
+    assert status == 202, raw
+    return json.loads(raw)["id"]
+
+
+def _finish(engine, job_id: int) -> None:
+    assert _api(engine, "GET", f"/v1/jobs/{job_id}?wait=120")["status"] == "done"
+
+
+def _current_line(browser) -> tuple[str, int]:
+    """The line under the carriage on the page, and the caret's column."""
+    return tuple(
+        browser.execute_script(
+            "const c = document.querySelector('#paper .current');"
+            "const caret = c.querySelector('.caret');"
+            "let column = 0; for (const n of c.childNodes) { if (n === caret) break;"
+            " column += n.textContent.length; }"
+            "return [c.textContent, column];"
+        )
+    )
+
+
+@needs_browser
+def test_all_72_columns_show_on_a_phone_without_sideways_scroll(streamer, browser):
+    from selenium.webdriver.common.by import By
+
+    full = "0123456789" * 7 + "AB"  # a whole line: 72 columns
+    _finish(streamer, _print(streamer, full + "\n"))
+    browser.set_window_size(390, 844)
+    sign_in(browser, streamer.lan)
+    wait_until(lambda: browser.find_element(By.ID, "panel").is_displayed())
+    wait_until(lambda: full in page_lines(browser).split("\n"))
+    fits = browser.execute_script(
+        "const box = document.getElementById('paper-box');"
+        "const line = [...document.querySelectorAll('#paper .line')]"
+        "  .find((e) => e.textContent === arguments[0]);"
+        "const range = document.createRange(); range.selectNodeContents(line);"
+        "const ink = range.getBoundingClientRect(), inside = box.getBoundingClientRect();"
+        "return {ink: [ink.left, ink.right], box: [inside.left, inside.right],"
+        "  scroll: [box.scrollWidth, box.clientWidth],"
+        "  page: [document.documentElement.scrollWidth, window.innerWidth]};",
+        full,
+    )
+    assert fits["box"][0] <= fits["ink"][0] and fits["ink"][1] <= fits["box"][1], fits
+    assert fits["scroll"][0] <= fits["scroll"][1], fits  # the paper does not scroll sideways
+    assert fits["page"][0] <= fits["page"][1], fits  # nor does the page
+    shoot(browser, "panel-phone-72.png")
+
+
+@needs_browser
+def test_a_reload_mid_print_shows_the_whole_current_line_at_its_column(streamer, browser):
+    from selenium.webdriver.common.by import By
+
+    sign_in(browser, streamer.lan)
+    wait_until(lambda: browser.find_element(By.ID, "panel").is_displayed())
+    first = "THE CLUTCH TRIPS AND THE TYPEBOX TURNS"
+    second = "ONE CHARACTER AT A TIME, TEN EACH SECOND, OIL THE SHAFT"
+    job = _print(streamer, f"{first}\n{second}\n")
+    wire = streamer.wire
+
+    def mid_second_line() -> int:
+        line = paper_of(bytes(wire.data)).split("\n")[-1]
+        return len(line) if line.startswith("ONE CHARACTER") else 0
+
+    printed = wait_until(lambda: mid_second_line() >= 20, timeout=60, every=0.05)
+    browser.refresh()  # mid-line: the page must start from the engine's copy of the paper
+    wait_until(lambda: browser.find_element(By.ID, "panel").is_displayed())
+    line, column = wait_until(lambda: (c := _current_line(browser))[0].strip() and c, every=0.05)
+    # The whole line so far, from column 0, and the caret where the carriage is.
+    assert column >= printed and line[:column] == second[:column], (line, column, printed)
+    assert first in page_lines(browser).split("\n")  # and the backlog above it
+    _finish(streamer, job)
+    wait_until(lambda: second in page_lines(browser).split("\n"))
+    shoot(browser, "panel-reload.png")
+
+
+@needs_browser
+def test_the_overlay_is_transparent_and_its_token_reads_only(streamer, browser):
+    from selenium.webdriver.common.by import By
+
+    _finish(streamer, _print(streamer, "ON THE STREAM\n"))
+    browser.set_window_size(1920, 1080)
+    browser.get(f"{streamer.lan}/overlay?token={OVERLAY}&size=30&lines=8")
+    wait_until(lambda: "ON THE STREAM" in page_lines(browser).split("\n"))
+    backgrounds = browser.execute_script(
+        "return [document.documentElement, document.body, document.getElementById('paper-box')]"
+        ".map((e) => getComputedStyle(e).backgroundColor)"
+    )
+    assert backgrounds == ["rgba(0, 0, 0, 0)"] * 3
+    assert browser.find_element(By.ID, "problem").is_displayed() is False
+    # What it prints next reaches it (the event stream, with the token in the address).
+    _finish(streamer, _print(streamer, "LIVE\n"))
+    wait_until(lambda: "LIVE" in page_lines(browser).split("\n"))
+
+    # The token reads the paper and nothing else; it changes nothing, in any form.
+    page_post = browser.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "fetch('/v1/print?token=' + arguments[0], {method: 'POST',"
+        " headers: {'Content-Type': 'application/json'}, body: '{\"text\": \"HI\"}'})"
+        ".then((r) => done(r.status), () => done(-1));",
+        OVERLAY,
+    )
+    assert page_post == 401
+    for method, path in [
+        ("POST", "/v1/print"), ("POST", "/v1/bell"), ("DELETE", "/v1/history"),
+        ("DELETE", "/v1/jobs"), ("GET", "/v1/status"), ("GET", "/v1/history"),
+    ]:  # fmt: skip
+        body = {"text": "HI"} if method == "POST" else None
+        assert streamer.request(method, f"{path}?token={OVERLAY}", body)[0] == 401, path
+    assert streamer.request("GET", f"/v1/paper?token={OVERLAY}")[0] == 200
+    assert streamer.request("GET", "/v1/paper?token=wrong")[0] == 401
+    # As an API token it is a wrong guess (then the guesser waits: 429).
+    as_bearer = {"Authorization": f"Bearer {OVERLAY}"}
+    assert streamer.request("POST", "/v1/print", {"text": "HI"}, as_bearer)[0] == 401
