@@ -57,6 +57,7 @@ RECENT_JOBS = 64  # finished jobs kept for GET /v1/jobs/<id>, across restarts to
 # 1.08 a character and 58 more. A ratio alone (1.5 was used) was 1.7 times short at 40.
 FIRST_REPLY_TAIL = 60.0
 MEASURED_REPLIES = 20
+ASKED_CHARS = 120  # what a job was asked, as the queue and the paper's marks show it
 
 
 class Engine:
@@ -647,6 +648,9 @@ def _asked(job: Job) -> str:
     """What a job's mark on paper says it was asked: the text to print, or the prompt's
     last line (a reply's prompt is the whole chat history)."""
     if job.literal is not None:
-        return job.literal.strip()[:200]
-    lines = [ln for ln in job.prompt.splitlines() if ln.strip()]
-    return (lines[-1] if lines else "").strip()[:200]
+        asked = job.literal
+    else:
+        lines = [ln for ln in job.prompt.splitlines() if ln.strip()]
+        asked = lines[-1] if lines else ""
+    asked = " ".join(asked.split())  # one line, for a list and a mark between lines
+    return asked if len(asked) <= ASKED_CHARS else asked[: ASKED_CHARS - 1] + "…"

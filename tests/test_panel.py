@@ -526,3 +526,35 @@ def test_the_overlay_is_transparent_and_its_token_reads_only(streamer, browser):
     # As an API token it is a wrong guess (then the guesser waits: 429).
     as_bearer = {"Authorization": f"Bearer {OVERLAY}"}
     assert streamer.request("POST", "/v1/print", {"text": "HI"}, as_bearer)[0] == 401
+
+
+@needs_browser
+def test_the_job_list_says_from_where_and_what_and_cancels_one_job_after_asking(streamer, browser):
+    from selenium.webdriver.common.by import By
+
+    sign_in(browser, streamer.lan)
+    wait_until(lambda: browser.find_element(By.ID, "panel").is_displayed())
+    printing = _print(streamer, "A LONG LINE TO KEEP THE PRINTER BUSY FOR A WHILE\n" * 3)
+    waiting = _print(streamer, "PLEASE OIL THE TYPEBOX\n")
+    queue = browser.find_element(By.ID, "queue")
+    wait_until(lambda: "PLEASE OIL THE TYPEBOX" in queue.text)
+    item = next(li for li in queue.find_elements(By.TAG_NAME, "li") if "TYPEBOX" in li.text)
+    assert "from the API" in item.text and "starts in about" in item.text
+    assert "Printing" in queue.text and str(waiting) not in queue.text  # no 13-digit ids
+    ask = browser.find_element(By.ID, "confirm")
+
+    item.find_element(By.TAG_NAME, "button").click()
+    wait_until(ask.is_displayed)
+    browser.find_element(By.ID, "confirm-no").click()
+    wait_until(lambda: browser.find_element(By.ID, "message").text == "Nothing was changed.")
+    assert _api(streamer, "GET", f"/v1/jobs/{waiting}")["status"] == "queued"
+
+    item = next(li for li in queue.find_elements(By.TAG_NAME, "li") if "TYPEBOX" in li.text)
+    item.find_element(By.TAG_NAME, "button").click()
+    wait_until(ask.is_displayed)
+    browser.find_element(By.ID, "confirm-yes").click()
+    wait_until(lambda: browser.find_element(By.ID, "message").text == "The job is off the queue.")
+    assert _api(streamer, "GET", f"/v1/jobs/{waiting}")["status"] == "cancelled"
+    wait_until(lambda: "TYPEBOX" not in queue.text)
+    shoot(browser, "panel-queue.png")
+    assert _api(streamer, "DELETE", f"/v1/jobs/{printing}")["status"] in ("running", "cancelled")
