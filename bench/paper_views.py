@@ -1,6 +1,6 @@
 """Measure the paper's views as their users feel them: page weight, event to page, reload.
 
-    python bench/paper_views.py [--loads 5] [--out bench/paper-views.md]
+    python bench/paper_views.py [--loads 10] [--out bench/paper-views.md]
 
 Runs a real `teletype serve` (the embedded model) on a pty at the Teletype's own speed,
 with a backlog of 400 full lines in its state directory (as after a day's printing), and
@@ -78,9 +78,10 @@ def wait_for(condition, timeout: float = 60.0):
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--loads", type=int, default=5)
+    parser.add_argument("--loads", type=int, default=10)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "paper-views.md")
     args = parser.parse_args()
+    load_before = os.getloadavg()[0]
     tmp = Path(tempfile.mkdtemp(prefix="paper-views-"))
     state = tmp / "state"
     state.mkdir()
@@ -133,7 +134,8 @@ def main() -> None:
 Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()};
 `teletype serve` with the embedded model on a pty at 10 characters a second, Debian's
 chromium (headless), a backlog of 400 full lines in the state directory.
-Made by `python bench/paper_views.py`.
+Made by `python bench/paper_views.py`; the machine's load average was {load_before:.1f}
+(other work shares its cores: the tails are the scheduler's, the medians ours).
 
 | measure | figure |
 |---|---|

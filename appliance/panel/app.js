@@ -27,6 +27,8 @@ function say(text) { $("message").textContent = text; }
 // --- the paper: the engine's paper model, from a snapshot on -------------------------
 
 let paper = null;
+// The snapshot asked for at once, beside the sign-in check: a reload draws the paper sooner.
+let earlyPaper = fetch("/v1/paper", { credentials: "same-origin" }).catch(() => null);
 
 // --- what the engine is doing ----------------------------------------------------
 
@@ -160,7 +162,9 @@ async function listen() {
   if (events) events.close();
   events = null;
   try {
-    await paper.load();  // the backlog and the line under the carriage, where it is
+    const early = earlyPaper;
+    earlyPaper = null;
+    await paper.load(early);  // the backlog and the line under the carriage, where it is
   } catch (e) {
     await refresh();  // says the engine is down; the next refresh that works listens again
     return;
@@ -261,6 +265,7 @@ async function act(name) {
 // --- signing in ------------------------------------------------------------------------
 
 function showLogin() {
+  earlyPaper = null;  // not signed in: it was refused
   $("panel").hidden = true;
   $("logout").hidden = true;
   $("login").hidden = false;

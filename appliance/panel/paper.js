@@ -16,8 +16,12 @@ class PaperView {
     this.source = null;
   }
 
-  async load() {
-    const answer = await fetch(`/v1/paper?${this.query}`, { credentials: "same-origin" });
+  // early: a fetch of /v1/paper already under way (a page starts it with its sign-in check).
+  async load(early = null) {
+    let answer = early ? await early : null;
+    if (!answer || !answer.ok) {  // none under way, or refused before the sign-in
+      answer = await fetch(`/v1/paper?${this.query}`, { credentials: "same-origin" });
+    }
     if (!answer.ok) throw new Error(`the engine said ${answer.status}`);
     this.draw((await answer.json()).snapshot);
   }
