@@ -143,3 +143,50 @@ def test_jobs_leave_marks_with_how_each_ended_and_the_api_resumes(tmp_path, embe
         assert {"end": {"id": reply["id"], "ended": "cancelled"}} in saved["backlog"]
 
     asyncio.run(scenario())
+
+
+async def _sse(response, until):
+    """(event, id, data) from an event stream until `until(events)` says enough."""
+    events: list[tuple[str, str | None, dict]] = []
+    kind, ident = None, None
+    async for raw in response.content:
+        line = raw.decode().rstrip("\n")
+        if line.startswith("event: "):
+            kind = line[7:]
+        elif line.startswith("id: "):
+            ident = line[4:]
+        elif line.startswith("data: "):
+            events.append((kind, ident, json.loads(line[6:])))
+            kind, ident = None, None
+            if until(events):
+                return events
+    return events
+
+
+def test_the_event_stream_resumes_from_last_event_id_or_sends_a_snapshot(
+    tmp_path, embedded_generator
+):
+    async def scenario() -> None:
+        async with running_engine(tmp_path, embedded_generator, worker=True) as run:
+            _, _, job = await run.call("POST", "/v1/print", {"text": "BEFORE\n"})
+            await run.call("GET", f"/v1/jobs/{job['id']}?wait=60")
+            seen = run.engine.paper.seq
+            # Missed while away: another print; the browser comes back with its last id.
+            _, _, job = await run.call("POST", "/v1/print", {"text": "WHILE AWAY\n"})
+            await run.call("GET", f"/v1/jobs/{job['id']}?wait=60")
+            headers = {"Last-Event-ID": str(seen)}
+            async with run.session.get(run.base + "/v1/events?since=0", headers=headers) as r:
+                got = await _sse(r, lambda ev: any("end" in d for _, _, d in ev))
+            ids = [int(i) for k, i, _ in got if k == "paper"]
+            assert ids == list(range(seen + 1, seen + 1 + len(ids)))  # the header wins
+            text = "".join(d.get("text", "") for k, _, d in got if k == "paper")
+            assert "WHILE AWAY\r\n" in text and "BEFORE" not in text
+        # The next engine: a view from before it gets a snapshot, the backlog in it.
+        async with running_engine(tmp_path, embedded_generator) as run:
+            async with run.session.get(run.base + f"/v1/events?since={seen}") as r:
+                got = await _sse(r, lambda ev: len(ev) >= 1)
+            kind, ident, snapshot = got[0]
+            assert kind == "snapshot" and int(ident) == snapshot["seq"] > seen
+            assert {"text": "WHILE AWAY"} in snapshot["backlog"]
+
+    asyncio.run(scenario())
