@@ -117,6 +117,23 @@ def sign_in(browser, base: str, password: str = PASSWORD) -> None:
     browser.find_element(By.CSS_SELECTOR, "#login button").click()
 
 
+def contrast(browser, selector: str) -> float:
+    """WCAG's contrast ratio of an element's text on its own background."""
+    colours = browser.execute_script(
+        "const s = getComputedStyle(document.querySelector(arguments[0]));"
+        "return [s.color, s.backgroundColor];",
+        selector,
+    )
+
+    def luminance(rgb: str) -> float:
+        channels = [int(c) / 255 for c in rgb[rgb.index("(") + 1 : -1].split(",")[:3]]
+        linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+        return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+    light, dark = sorted(map(luminance, colours), reverse=True)
+    return (light + 0.05) / (dark + 0.05)
+
+
 def shoot(browser, name: str) -> Path:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / name
@@ -202,6 +219,12 @@ def test_a_phone_sized_screen_has_every_control_in_reach(engine, browser):
         box = button.rect
         assert button.is_displayed() and box["x"] >= 0 and box["x"] + box["width"] <= inner
         assert box["height"] >= 44  # a finger's size
+    # AA contrast on the badge (it was 4.1:1), the state in the title, and an icon.
+    assert contrast(browser, "#state") >= 4.5
+    assert browser.title.startswith("READY")
+    assert browser.execute_script("return document.querySelector('main #login') !== null")
+    icon = browser.find_element(By.CSS_SELECTOR, "link[rel=icon]").get_attribute("href")
+    assert urllib.request.urlopen(icon, timeout=30).status == 200
     browser.find_element(By.CSS_SELECTOR, "[data-action=bell]").click()
     wait_until(lambda: browser.find_element(By.ID, "message").text == "The bell rang.")
     # No motor relay here: its switches are not shown.
