@@ -242,6 +242,8 @@ def test_on_loopback_without_a_token_the_panel_needs_no_sign_in(tmp_path, telety
         wait_until(lambda: browser.find_element(By.ID, "panel").is_displayed())
         assert not browser.find_element(By.ID, "login").is_displayed()
         wait_until(lambda: browser.find_element(By.ID, "twitch").text.startswith("not set up"))
+        # No password to sign in with again: no "Sign out" that would lock the page.
+        assert not browser.find_element(By.ID, "logout").is_displayed()
     finally:
         engine.close()
 
