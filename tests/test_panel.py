@@ -530,6 +530,14 @@ def test_the_overlay_is_transparent_and_its_token_reads_only(streamer, browser):
     # What it prints next reaches it (the event stream, with the token in the address).
     _finish(streamer, _print(streamer, "LIVE\n"))
     wait_until(lambda: "LIVE" in page_lines(browser).split("\n"))
+    # For the README: the overlay over a test pattern, as it sits over a scene.
+    browser.execute_script(
+        "const bars = document.createElement('div'); document.body.prepend(bars);"
+        "Object.assign(bars.style, {position: 'fixed', inset: '0', zIndex: '-1',"
+        " background: 'repeating-linear-gradient(90deg, #c00 0 240px, #0a0 240px 480px,"
+        " #00c 480px 720px, #ccc 720px 960px)'});"
+    )
+    shoot(browser, "overlay.png")
 
     # The token reads the paper and nothing else; it changes nothing, in any form.
     page_post = browser.execute_async_script(
