@@ -45,6 +45,7 @@ from appliance.paper import PAPER_FILE, Paper
 from appliance.replies import Replies
 from appliance.teletype.discipline import LineDiscipline
 from appliance.teletype.keyboard import KeyboardReader
+from appliance.teletype.ports import Decoder
 from appliance.teletype.profiles import get_profile
 
 log = logging.getLogger("teletype.engine")
@@ -113,6 +114,7 @@ class Engine:
         self.keyboard = KeyboardReader(profile, config.teletype.half_duplex)
         # What the Teletype printed, for the panel, the overlay and the event stream.
         self.paper = Paper(state_dir / PAPER_FILE, profile.columns)
+        self._paper_decoder = Decoder(profile)  # the wire's codes as the machine prints them
         printer.on_write = self._on_write
         printer.on_port_state = self._on_port_state
         self._restore()
@@ -507,13 +509,16 @@ class Engine:
                 )
                 job.cancel.set()
         at = time.time()  # stamped as the bytes leave the port, not when a view hears
+        text = self._paper_decoder.decode(data)  # the printer's thread: shifts stay in order
+        if not text:
+            return  # fills, a Baudot shift: nothing moves on paper
         if self.loop is not None:
-            self.loop.call_soon_threadsafe(self._paper_wrote, data, at)
+            self.loop.call_soon_threadsafe(self._paper_wrote, text, at)
         else:
-            self.paper.wrote(data, at)
+            self.paper.wrote(text, at)
 
-    def _paper_wrote(self, data: bytes, at: float) -> None:
-        event = self.paper.wrote(data, at)
+    def _paper_wrote(self, text: str, at: float) -> None:
+        event = self.paper.wrote(text, at)
         if event is not None:
             self._paper_event(event)
         if self.paper.wants_saving():

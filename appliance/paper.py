@@ -1,6 +1,7 @@
 """The paper: what the Teletype has printed, as it printed it, for every view of it.
 
-The codes that left the port (parity stripped, fills dropped) move a carriage
+The codes that left the port, read as the machine prints them (parity stripped,
+fills and shifts dropped: appliance.teletype.ports.Decoder), move a carriage
 over lines of `columns` characters: CR back to column 0, LF to a new line, a
 printable character at the carriage (the one past the margin overprints the
 last column, as on the machine), BEL marks the line. Jobs leave marks between
@@ -40,8 +41,6 @@ SAVE_EVERY_LINES = 8  # finished lines between two writes while a job prints
 RESTART_GAP = 1_000_000  # how far the numbers jump at a restart (past any lost event)
 ENDINGS = ("done", "cancelled", "interrupted", "failed", "withheld")
 
-CR, LF, BEL = 0x0D, 0x0A, 0x07
-
 
 class Paper:
     """The paper model; fed on the event loop, in the order the bytes left the port."""
@@ -66,27 +65,22 @@ class Paper:
 
     # --- what the port did ------------------------------------------------------------
 
-    def wrote(self, data: bytes, at: float | None = None) -> dict[str, Any] | None:
-        """Bytes that left the port (at `at`, seconds since 1970); the event, or None when
-        they move nothing on paper (fills)."""
-        text = []
+    def wrote(self, text: str, at: float | None = None) -> dict[str, Any] | None:
+        """What left the port (at `at`, seconds since 1970), decoded: printable characters,
+        CR, LF and BEL; the event, or None when it moves nothing on paper (fills)."""
+        if not text:
+            return None
         with self._lock:
-            for byte in data:
-                code = byte & 0x7F
-                if code == CR:
+            for ch in text:
+                if ch == "\r":
                     self.column = 0
-                elif code == LF:
+                elif ch == "\n":
                     self._new_line()
-                elif code == BEL:
+                elif ch == "\a":
                     self.bell = True
-                elif 0x20 <= code < 0x7F:
-                    self._put(chr(code))
                 else:
-                    continue  # NUL, DEL: fills move nothing
-                text.append(chr(code))
-            if not text:
-                return None
-            return self._event({"text": "".join(text)}, at)
+                    self._put(ch)
+            return self._event({"text": text}, at)
 
     def job_started(self, job_id: int, source: str, prompt: str) -> dict[str, Any]:
         with self._lock:

@@ -9,20 +9,26 @@ from __future__ import annotations
 import asyncio
 import json
 
+from appliance.config import parse_config
+from appliance.engine import Engine
 from appliance.paper import KEPT_EVENTS, RESTART_GAP, Paper
+from appliance.teletype import build_printer
+from appliance.teletype.ports import Decoder
+from appliance.teletype.profiles import get_profile
 from tests.engine_inprocess import running_engine
 
 EVEN = {c: c | (bin(c).count("1") % 2) << 7 for c in range(128)}  # 7E: parity in bit 7
 
 
-def wire(text: str, fills: int = 2) -> bytes:
-    """Text as the discipline puts it on the wire: even parity, NUL fills after CR and LF."""
+def wire(text: str, fills: int = 2) -> str:
+    """Text as the discipline puts it on the wire (even parity, NUL fills after CR and LF),
+    read back as the engine reads what left the port."""
     out = bytearray()
     for ch in text:
         out.append(EVEN[ord(ch)])
         if ch in "\r\n":
             out.extend([0] * fills)
-    return bytes(out)
+    return Decoder(get_profile("asr33")).decode(bytes(out))
 
 
 def test_the_carriage_moves_as_on_a_model_33(tmp_path):
@@ -40,7 +46,7 @@ def test_the_carriage_moves_as_on_a_model_33(tmp_path):
     # LF alone keeps the column; fills alone move nothing and make no event.
     paper.wrote(wire("AB\n"))
     seq = paper.seq
-    assert paper.wrote(bytes([0, 0x7F, 0])) is None and paper.seq == seq
+    assert paper.wrote(wire("\x00\x7f\x00")) is None and paper.seq == seq
     paper.wrote(wire("C"))
     assert paper.snapshot()["line"] == "  C"
 
@@ -188,5 +194,24 @@ def test_the_event_stream_resumes_from_last_event_id_or_sends_a_snapshot(
             kind, ident, snapshot = got[0]
             assert kind == "snapshot" and int(ident) == snapshot["seq"] > seen
             assert {"text": "WHILE AWAY"} in snapshot["backlog"]
+
+    asyncio.run(scenario())
+
+
+def test_a_baudot_machines_paper_reads_as_it_printed(tmp_path, embedded_generator):
+    """Model 28 / ITA2: 5-bit codes with shifts (a letter's code may be 0x0A or 0x0D)."""
+
+    async def scenario() -> None:
+        config_text = f'[teletype]\nport = "file:{tmp_path / "p.txt"}"\nprofile = "ita2"\n'
+        config = parse_config(config_text.encode(), "test.toml")
+        printer = build_printer(config.teletype)
+        printer.port.open()
+        engine = Engine(config, embedded_generator, printer, tmp_path / "state")
+        async with running_engine(tmp_path, embedded_generator, worker=True, engine=engine) as run:
+            _, _, job = await run.call("POST", "/v1/print", {"text": "RYRY 1234 THE QUICK FOX\n"})
+            await run.call("GET", f"/v1/jobs/{job['id']}?wait=60")
+            snapshot = (await run.call("GET", "/v1/paper"))[2]["snapshot"]
+            assert {"text": "RYRY 1234 THE QUICK FOX"} in snapshot["backlog"], snapshot
+            assert snapshot["columns"] == 69
 
     asyncio.run(scenario())
