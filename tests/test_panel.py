@@ -204,11 +204,11 @@ def _api(engine, method: str, path: str) -> dict:
 
 
 @needs_browser
-def test_a_phone_sized_screen_has_every_control_in_reach(engine, browser):
+def test_a_phone_sized_screen_has_every_control_in_reach(streamer, browser):
     from selenium.webdriver.common.by import By
 
     browser.set_window_size(390, 844)  # a phone, held upright
-    sign_in(browser, engine.lan)
+    sign_in(browser, streamer.lan)
     wait_until(lambda: browser.find_element(By.ID, "panel").is_displayed())
     wait_until(lambda: browser.find_element(By.ID, "state").text.upper() == "READY")
     width = browser.execute_script("return document.documentElement.scrollWidth")
@@ -232,20 +232,31 @@ def test_a_phone_sized_screen_has_every_control_in_reach(engine, browser):
     shoot(browser, "panel-phone.png")
 
 
+@pytest.fixture(scope="module")
+def on_loopback(tmp_path_factory):
+    """One engine as it starts by default, for the tests that leave it as they found it."""
+    from tests.wire import PtyReader
+
+    tmp = tmp_path_factory.mktemp("loopback")
+    reader = PtyReader()
+    link = tmp / "ttyTELETYPE"
+    link.symlink_to(reader.name)
+    process = EngineProcess(tmp, str(link)).start()
+    yield process
+    process.close()
+    reader.close()
+
+
 @needs_browser
-def test_on_loopback_without_a_token_the_panel_needs_no_sign_in(tmp_path, teletype, browser):
+def test_on_loopback_without_a_token_the_panel_needs_no_sign_in(on_loopback, browser):
     from selenium.webdriver.common.by import By
 
-    engine = EngineProcess(tmp_path, str(teletype.link)).start()
-    try:
-        browser.get(engine.base + "/")
-        wait_until(lambda: browser.find_element(By.ID, "panel").is_displayed())
-        assert not browser.find_element(By.ID, "login").is_displayed()
-        wait_until(lambda: browser.find_element(By.ID, "twitch").text.startswith("not set up"))
-        # No password to sign in with again: no "Sign out" that would lock the page.
-        assert not browser.find_element(By.ID, "logout").is_displayed()
-    finally:
-        engine.close()
+    browser.get(on_loopback.base + "/")
+    wait_until(lambda: browser.find_element(By.ID, "panel").is_displayed())
+    assert not browser.find_element(By.ID, "login").is_displayed()
+    wait_until(lambda: browser.find_element(By.ID, "twitch").text.startswith("not set up"))
+    # No password to sign in with again: no "Sign out" that would lock the page.
+    assert not browser.find_element(By.ID, "logout").is_displayed()
 
 
 CONTROLS = "#controls button, #line"
@@ -275,44 +286,42 @@ def test_with_the_engine_down_the_controls_are_disabled_and_the_page_says_it_ret
 
 @needs_browser
 @pytest.mark.parametrize("action", ["clear-history", "clear-queue", "cancel"])
-def test_destructive_actions_ask_first(tmp_path, teletype, browser, action):
+def test_destructive_actions_ask_first(on_loopback, browser, action):
     from selenium.webdriver.common.by import By
 
-    engine = EngineProcess(tmp_path, str(teletype.link)).start()
-    try:
-        line = {"name": "ada", "text": "how does the clutch work"}
-        assert engine.request("POST", "/v1/history", line)[0] == 201
-        browser.get(engine.base + "/")
-        history = browser.find_element(By.ID, "history")
-        wait_until(lambda: "ada: how does the clutch work" in history.text)
-        ask = browser.find_element(By.ID, "confirm")
-        button = browser.find_element(By.CSS_SELECTOR, f"[data-action={action}]")
+    engine = on_loopback
+    assert engine.request("DELETE", "/v1/history")[0] == 204  # as the last test may have left it
+    line = {"name": "ada", "text": "how does the clutch work"}
+    assert engine.request("POST", "/v1/history", line)[0] == 201
+    browser.get(engine.base + "/")
+    history = browser.find_element(By.ID, "history")
+    wait_until(lambda: "ada: how does the clutch work" in history.text)
+    ask = browser.find_element(By.ID, "confirm")
+    button = browser.find_element(By.CSS_SELECTOR, f"[data-action={action}]")
 
-        button.click()
-        wait_until(ask.is_displayed)
-        assert browser.find_element(By.ID, "confirm-text").text
-        browser.find_element(By.ID, "confirm-no").click()
-        wait_until(lambda: not ask.is_displayed())
-        said = browser.find_element(By.ID, "message")
-        wait_until(lambda: said.text == "Nothing was changed.")
-        assert len(engine.json("GET", "/v1/history")[1]["lines"]) == 1
+    button.click()
+    wait_until(ask.is_displayed)
+    assert browser.find_element(By.ID, "confirm-text").text
+    browser.find_element(By.ID, "confirm-no").click()
+    wait_until(lambda: not ask.is_displayed())
+    said = browser.find_element(By.ID, "message")
+    wait_until(lambda: said.text == "Nothing was changed.")
+    assert len(engine.json("GET", "/v1/history")[1]["lines"]) == 1
 
-        button.click()
-        wait_until(ask.is_displayed)
-        browser.find_element(By.ID, "confirm-yes").click()
-        wait_until(lambda: not ask.is_displayed())
-        # Nothing printing, nothing waiting here: the message says so, not "done".
-        after = {
-            "cancel": "Nothing was printing.",
-            "clear-queue": "The queue was already empty.",
-            "clear-history": "The chat history is cleared.",
-        }[action]
-        wait_until(lambda: said.text == after)
-        if action == "clear-history":
-            wait_until(lambda: engine.json("GET", "/v1/history")[1]["lines"] == [])
-            wait_until(lambda: history.text == "")
-    finally:
-        engine.close()
+    button.click()
+    wait_until(ask.is_displayed)
+    browser.find_element(By.ID, "confirm-yes").click()
+    wait_until(lambda: not ask.is_displayed())
+    # Nothing printing, nothing waiting here: the message says so, not "done".
+    after = {
+        "cancel": "Nothing was printing.",
+        "clear-queue": "The queue was already empty.",
+        "clear-history": "The chat history is cleared.",
+    }[action]
+    wait_until(lambda: said.text == after)
+    if action == "clear-history":
+        wait_until(lambda: engine.json("GET", "/v1/history")[1]["lines"] == [])
+        wait_until(lambda: history.text == "")
 
 
 # --- the rules, over HTTP -------------------------------------------------------------------
