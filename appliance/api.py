@@ -31,6 +31,7 @@ from appliance.errors import (
     Withheld,
 )
 from appliance.guesses import client_of, same_secret
+from appliance.overlay import is_overlay_read, overlay_address
 from appliance.panel import Sessions, csrf_refusal, is_panel_path, too_soon
 from appliance.panel import add_routes as add_panel_routes
 from appliance.schema import (
@@ -80,8 +81,9 @@ def build_app(
     token: str = "",
     allowed_hosts: set[str] | frozenset[str] = frozenset(),
     panel_password: str = "",
+    overlay_token: str = "",
 ) -> web.Application:
-    sessions = Sessions(panel_password or token)
+    sessions = Sessions(panel_password or token, directory=engine.state_dir)
 
     @web.middleware
     async def guard(request: web.Request, handler):
@@ -97,6 +99,8 @@ def build_app(
             refusal = csrf_refusal(request, session, changes=request.path.startswith(PRINTS))
             if refusal:
                 return _error(403, refusal)
+        elif is_overlay_read(request, overlay_token):
+            request["overlay"] = True  # the paper, read: all the overlay's token opens
         # Else a token, when set, is required on every route but the health check.
         elif token and request.path != "/healthz":
             refusal = _token_refusal(request, token, sessions)
@@ -120,7 +124,7 @@ def build_app(
     for route in ROUTES:
         # add_route, not web.get: no HEAD twin, so HEAD can never start a print.
         app.router.add_route(route.method, route.path, handlers[route.name])
-    add_panel_routes(app, sessions)
+    add_panel_routes(app, sessions, overlay_address(overlay_token) if overlay_token else "")
     return app
 
 
@@ -376,14 +380,55 @@ async def openapi(request: web.Request) -> web.Response:
     return _json(openapi_document())
 
 
-async def events(request: web.Request) -> web.StreamResponse:
-    """Server-sent events: queued, started, finished (with the text), port.
+def _since(request: web.Request) -> int | None:
+    """The paper event a view saw last: ?since=SEQ, or the Last-Event-ID its browser sends
+    when it reconnects by itself (that one is newer); None for neither."""
+    given = request.headers.get("Last-Event-ID") or request.query.get("since")
+    if given is None or given == "":
+        return None
+    try:
+        seq = int(given)
+    except ValueError:
+        raise web.HTTPBadRequest(reason="since: the number of a paper event") from None
+    if seq < 0:
+        raise web.HTTPBadRequest(reason="since: the number of a paper event") from None
+    return seq
 
-    The stream ends when the engine stops, so a shutdown never waits on a
-    listener (the chat bridge always has one open).
+
+async def paper_get(request: web.Request) -> web.Response:
+    """The paper's snapshot, or the paper events after ?since=SEQ while they are kept."""
+    engine: Engine = request.app["engine"]
+    since = _since(request)
+    events = engine.paper.since(since) if since is not None else None
+    if events is None:
+        return _json({"snapshot": engine.paper.snapshot()})
+    return _json({"events": events})
+
+
+# What an overlay's read-only token may hear: the paper, nothing about the queue or chat.
+OVERLAY_EVENTS = frozenset({"paper", "snapshot"})
+
+
+async def events(request: web.Request) -> web.StreamResponse:
+    """Server-sent events: queued, started, finished (with the text), port, chat, paper.
+
+    Paper events carry their sequence number as the SSE id, so a browser that
+    reconnects by itself resumes where it was (Last-Event-ID); one that asks
+    from a number no longer kept gets a snapshot event first. The stream ends
+    when the engine stops, so a shutdown never waits on a listener (the chat
+    bridge always has one open).
     """
     engine: Engine = request.app["engine"]
-    q: asyncio.Queue = asyncio.Queue(maxsize=256)
+    since = _since(request)
+    only = OVERLAY_EVENTS if request.get("overlay") else None
+    q: asyncio.Queue = asyncio.Queue(maxsize=1024)
+    # Subscribed in the same step as the replay is taken: nothing falls between them.
+    if since is not None:
+        replay = engine.paper.since(since)
+        for event in replay if replay is not None else []:
+            q.put_nowait({"event": "paper", "data": event})
+        if replay is None:
+            q.put_nowait({"event": "snapshot", "data": engine.paper.snapshot()})
     engine.subscribers.add(q)
     try:
         async with sse_response(request, sep="\n", ping_interval=15) as stream:
@@ -403,7 +448,15 @@ async def events(request: web.Request) -> web.StreamResponse:
                         item.cancel()
                         break
                     event = item.result()
-                    await stream.send(json.dumps(event["data"]), event=event["event"])
+                    if only is not None and event["event"] not in only:
+                        continue
+                    data = event["data"]
+                    seq = data.get("seq") if event["event"] in OVERLAY_EVENTS else None
+                    await stream.send(
+                        json.dumps(data, separators=(",", ":")),
+                        id=None if seq is None else str(seq),
+                        event=event["event"],
+                    )
             finally:
                 for waiting in waits.values():
                     waiting.cancel()

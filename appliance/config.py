@@ -153,6 +153,11 @@ class EngineConfig:
     panel_password: str = _opt(
         "", "the web panel's password (http://NAME.local:PORT/); empty: the API token", secret=True
     )
+    overlay_token: str = _opt(
+        "",
+        "the stream overlay's read-only token; empty: made once, in the state directory",
+        secret=True,
+    )
     state_dir: str = _opt(
         "", "history and tokens; empty for $STATE_DIRECTORY, /var/lib/teletype-gpt2 or ~/.local"
     )

@@ -41,9 +41,11 @@ from appliance.history import ChatLine, PersistentHistory
 from appliance.jobs import QUEUED, RUNNING, Job
 from appliance.journal import Journal, waiting
 from appliance.motor import Motor
+from appliance.paper import PAPER_FILE, Paper
 from appliance.replies import Replies
 from appliance.teletype.discipline import LineDiscipline
 from appliance.teletype.keyboard import KeyboardReader
+from appliance.teletype.ports import Decoder
 from appliance.teletype.profiles import get_profile
 
 log = logging.getLogger("teletype.engine")
@@ -56,11 +58,13 @@ RECENT_JOBS = 64  # finished jobs kept for GET /v1/jobs/<id>, across restarts to
 # 1.08 a character and 58 more. A ratio alone (1.5 was used) was 1.7 times short at 40.
 FIRST_REPLY_TAIL = 60.0
 MEASURED_REPLIES = 20
+ASKED_CHARS = 120  # what a job was asked, as the queue and the paper's marks show it
 
 
 class Engine:
     def __init__(self, config: Config, generator, printer, state_dir: Path, motor=None):
         self.config = config
+        self.state_dir = state_dir
         self.motor = motor or Motor(config.motor)  # no relay: nothing to switch
         self.generator = generator
         self.printer = printer
@@ -108,6 +112,9 @@ class Engine:
         self.cut_at = self.max_frames + profile.columns + 2 * (2 + t.cr_fills + t.lf_fills)
         self.reply_lengths: deque[float] = deque(maxlen=MEASURED_REPLIES)
         self.keyboard = KeyboardReader(profile, config.teletype.half_duplex)
+        # What the Teletype printed, for the panel, the overlay and the event stream.
+        self.paper = Paper(state_dir / PAPER_FILE, profile.columns)
+        self._paper_decoder = Decoder(profile)  # the wire's codes as the machine prints them
         printer.on_write = self._on_write
         printer.on_port_state = self._on_port_state
         self._restore()
@@ -173,8 +180,10 @@ class Engine:
             log.warning("%s", e)
 
     async def close(self) -> None:
-        """The journal's writer thread ends, once its last write is on the card."""
+        """The journal's and the paper's writer threads end, once their writes are done."""
         await self._journal_writer.close()
+        with contextlib.suppress(OSError):  # a card that refuses: the log said so already
+            await self.paper.close()
 
     # --- submitting -------------------------------------------------------------
 
@@ -345,6 +354,7 @@ class Engine:
         item["position"] = self.waiting.index(job) + 1 if job in self.waiting else 0
         item["printer_busy"] = self.current is not None
         item["starts_in_seconds"] = round(self.eta_seconds(before=job), 1)
+        item["asked"] = _asked(job)
         return item
 
     async def wait(self, job: Job) -> None:
@@ -395,6 +405,8 @@ class Engine:
             job.status, job.started = RUNNING, time.time()
             await self._save_journal_quietly()
             self.emit("started", job)
+            if job.print:
+                self._paper_event(self.paper.job_started(job.id, job.source, _asked(job)))
             try:
                 if job.print:
                     await self.motor.ready()
@@ -412,6 +424,9 @@ class Engine:
             self.current = None
             self._prompt_stale = True  # the reply's tokens now follow the prompt
             self.jobs_finished += 1
+            if job.print:
+                self._paper_event(self.paper.job_ended(job.id, job.status))
+                self._in_background(self._save_paper())
             await self._save_journal_quietly()
             self._finished(job)
             self._quiet_now()
@@ -493,11 +508,30 @@ class Engine:
                     "(engine.max_paper_seconds)"
                 )
                 job.cancel.set()
-        if self.loop is not None and self.subscribers:
-            # The paper as it prints, for the panel: the codes on the wire
-            # without their parity bit, fills and all (the page draws them).
-            text = bytes(b & 0x7F for b in data).decode("ascii")
-            self.loop.call_soon_threadsafe(self.emit, "paper", {"text": text})
+        at = time.time()  # stamped as the bytes leave the port, not when a view hears
+        text = self._paper_decoder.decode(data)  # the printer's thread: shifts stay in order
+        if not text:
+            return  # fills, a Baudot shift: nothing moves on paper
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(self._paper_wrote, text, at)
+        else:
+            self.paper.wrote(text, at)
+
+    def _paper_wrote(self, text: str, at: float) -> None:
+        event = self.paper.wrote(text, at)
+        if event is not None:
+            self._paper_event(event)
+        if self.paper.wants_saving():
+            self._in_background(self._save_paper())
+
+    def _paper_event(self, event: dict[str, Any]) -> None:
+        self.emit("paper", event)
+
+    async def _save_paper(self) -> None:
+        try:
+            await self.paper.save()
+        except OSError as e:
+            log.warning("cannot keep the paper's backlog: %s", e)
 
     def _on_port_state(self, state: str) -> None:
         self.port_state = state
@@ -613,3 +647,15 @@ class Engine:
         for q in list(self.subscribers):
             with contextlib.suppress(asyncio.QueueFull):
                 q.put_nowait({"event": kind, "data": data})
+
+
+def _asked(job: Job) -> str:
+    """What a job's mark on paper says it was asked: the text to print, or the prompt's
+    last line (a reply's prompt is the whole chat history)."""
+    if job.literal is not None:
+        asked = job.literal
+    else:
+        lines = [ln for ln in job.prompt.splitlines() if ln.strip()]
+        asked = lines[-1] if lines else ""
+    asked = " ".join(asked.split())  # one line, for a list and a mark between lines
+    return asked if len(asked) <= ASKED_CHARS else asked[: ASKED_CHARS - 1] + "…"

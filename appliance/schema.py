@@ -82,6 +82,7 @@ class Accepted(JobOut):
     position: int  # 1: next; 0: already printing
     printer_busy: bool
     starts_in_seconds: float
+    asked: str  # what was asked, in a line: the text to print, or the prompt's last line
 
 
 class ChatLineOut(Struct):
@@ -286,9 +287,20 @@ ROUTES = [
                         (422, ("blocked by the blocklist", ErrorOut))]),
     ),
     Route(
+        "paper_get", "GET", "/v1/paper",
+        "The paper: the backlog, the current line and its column, and the last event's "
+        "number; with since=SEQ the paper events after SEQ (or the snapshot, when those "
+        "are no longer kept)",
+        query={"since": {"type": "integer", "minimum": 0}},
+        responses=dict([(200, ("{snapshot: ...} or {events: [...]}", "application/json")),
+                        _BAD]),
+    ),
+    Route(
         "events", "GET", "/v1/events",
         "Server-sent events: queued, started, finished (with the text), port, chat, and "
-        "paper (the codes on the wire as they print)",
+        "paper (numbered: the codes as they left the port, job marks); since=SEQ or "
+        "Last-Event-ID first replays the paper after SEQ, or sends a snapshot event",
+        query={"since": {"type": "integer", "minimum": 0}},
         responses={200: ("an event stream; it ends when the engine stops", EVENTS)},
     ),
     Route("healthz", "GET", "/healthz", "Liveness", responses={200: ("alive", HealthOut)}),

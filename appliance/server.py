@@ -149,9 +149,13 @@ async def _serve(
     engine.loop = asyncio.get_running_loop()
     engine.motor.loop = engine.loop
     engine.port_state = port_state
+    from appliance.overlay import overlay_token
+
+    overlay = overlay_token(config.engine.overlay_token, state_dir(config))
     app = build_app(
-        engine, config.engine.token, allowed_hosts(config), config.engine.panel_password
-    )
+        engine, config.engine.token, allowed_hosts(config), config.engine.panel_password,
+        overlay_token=overlay,
+    )  # fmt: skip
     # A cap on connections well under the file limit, and a deadline for a
     # request's head: idle sockets can no longer starve the real clients.
     guard = ConnectionGuard(limit=default_limit(raise_file_limit()), log=log)

@@ -24,31 +24,11 @@ async function api(method, path, body) {
 
 function say(text) { $("message").textContent = text; }
 
-// --- the paper: the codes on the wire, drawn as the Teletype prints them ---------
+// --- the paper: the engine's paper model, from a snapshot on -------------------------
 
-const paper = { lines: [""], column: 0 };
-
-function feed(text) {
-  for (const ch of text) {
-    const code = ch.charCodeAt(0);
-    if (code === 13) {
-      paper.column = 0;
-    } else if (code === 10) {
-      paper.lines.push("");
-      if (paper.lines.length > 400) paper.lines.shift();
-    } else if (code >= 32 && code < 127) {
-      const last = paper.lines.length - 1;
-      const line = paper.lines[last].padEnd(paper.column, " ");
-      paper.lines[last] = line.slice(0, paper.column) + ch + line.slice(paper.column + 1);
-      paper.column += 1;
-    }
-    // NUL and DEL (fills), BEL and the rest move nothing on paper.
-  }
-  const box = $("paper");
-  const atEnd = box.scrollTop + box.clientHeight >= box.scrollHeight - 4;
-  box.textContent = paper.lines.join("\n");
-  if (atEnd) box.scrollTop = box.scrollHeight;
-}
+let paper = null;
+// The snapshot asked for at once, beside the sign-in check: a reload draws the paper sooner.
+let earlyPaper = fetch("/v1/paper", { credentials: "same-origin" }).catch(() => null);
 
 // --- what the engine is doing ----------------------------------------------------
 
@@ -59,7 +39,7 @@ const RETRY_SECONDS = 5;
 function setEngineDown(down) {
   if (down === engineDown) return;
   engineDown = down;
-  for (const control of document.querySelectorAll("#controls button, #line")) {
+  for (const control of document.querySelectorAll("#controls button, #line, #queue button")) {
     control.disabled = down;
   }
   if (down) {
@@ -87,6 +67,7 @@ async function refresh() {
   setEngineDown(false);
   const s = status.data;
   setState(s.port.state === "offline" ? "offline" : s.printing ? "printing" : "ready");
+  progress = s.progress;
   $("printer").textContent = `${s.port.name}: ${s.port.state}; ${s.jobs_finished} printed; ` +
     `queue ${s.queue} of ${s.queue_max}, about ${Math.round(s.eta_seconds)} s; ` +
     `model ${s.model.split("/").pop()}` + (s.motor ? `; motor ${s.motor.state}` : "");
@@ -95,10 +76,7 @@ async function refresh() {
   for (const b of document.querySelectorAll(".motor")) b.hidden = !s.motor;
 
   const queue = await api("GET", "/v1/jobs");
-  list("queue", (queue.data && queue.data.jobs) || [], (j) =>
-    `#${j.id} ${j.source} ${j.print ? "" : "(not printed) "}` +
-    (j.position === 0 ? `printing, ${j.printed} characters` :
-      `waiting, ${j.position}. in line, starts in about ${Math.round(j.starts_in_seconds)} s`));
+  jobList((queue.data && queue.data.jobs) || []);
   const history = await api("GET", "/v1/history");
   list("history", (history.data && history.data.lines) || [], (l) => `${l.name}: ${l.text}`);
 }
@@ -107,6 +85,68 @@ function setState(state) {
   const badge = $("state");
   badge.dataset.state = state;
   badge.textContent = state;
+  document.title = `${state.toUpperCase()} · Teletype GPT-2`;
+}
+
+// Where each job comes from, in words.
+const SOURCES = {
+  api: "the API", button: "the button", chat: "a !gpt2 in chat", "chat-line": "a chat line",
+  keyboard: "the Teletype's keyboard", system: "the appliance", panel: "this panel",
+};
+let progress = null;
+
+// The job printing and the waiting ones: from where, what was asked, how far, a cancel each.
+function jobList(jobs) {
+  const ol = $("queue");
+  ol.replaceChildren(...jobs.map((job) => {
+    const li = document.createElement("li");
+    const what = document.createElement("span");
+    what.className = "asked";
+    what.textContent = job.asked ? `“${job.asked}”` : "a reply to the chat";
+    const where = document.createElement("span");
+    where.className = "where";
+    const from = `from ${SOURCES[job.source] || job.source}`;
+    if (job.position === 0) {
+      const done = progress === null ? "" : `, ${Math.round(progress * 100)}%`;
+      where.textContent = `Printing${done}, ${from}`;
+    } else {
+      where.textContent = `${job.position === 1 ? "Next" : `${job.position}.`}, ${from}, ` +
+        `starts in about ${Math.round(job.starts_in_seconds)} s`;
+    }
+    const bar = document.createElement("progress");
+    bar.max = 1;
+    bar.value = job.position === 0 && progress !== null ? progress : 0;
+    bar.setAttribute("aria-label", "how much is printed");
+    const cancel = document.createElement("button");
+    cancel.className = "danger small";
+    cancel.textContent = "Cancel";
+    cancel.setAttribute("aria-label", `Cancel the job ${what.textContent}`);
+    cancel.disabled = engineDown;
+    cancel.addEventListener("click", () => cancelJob(job));
+    li.append(where, what, ...(job.position === 0 ? [bar] : []), cancel);
+    return li;
+  }));
+  $("queue-empty").hidden = jobs.length > 0;
+}
+
+async function cancelJob(job) {
+  const question = job.position === 0 ? "Stop this print at the end of its line?"
+    : "Take this job off the queue?";
+  if (!(await ask(question, "Cancel the job"))) {
+    say("Nothing was changed.");
+    return;
+  }
+  let answer;
+  try {
+    answer = await api("DELETE", `/v1/jobs/${job.id}`);
+  } catch (e) {
+    await refresh();
+    return;
+  }
+  say(answer.status === 200 ? (job.position === 0 ? "The print stops at the end of its line."
+    : "The job is off the queue.") : answer.status === 409 ? "That job had already finished."
+    : `Could not cancel the job: ${(answer.data && answer.data.error) || answer.status}.`);
+  await refresh();
 }
 
 function list(id, items, describe) {
@@ -118,13 +158,19 @@ function list(id, items, describe) {
   }));
 }
 
-function listen() {
+async function listen() {
   if (events) events.close();
-  events = new EventSource("/v1/events");
-  events.addEventListener("paper", (e) => feed(JSON.parse(e.data).text));
-  for (const kind of ["queued", "started", "finished", "port", "chat"]) {
-    events.addEventListener(kind, () => refresh());
+  events = null;
+  try {
+    const early = earlyPaper;
+    earlyPaper = null;
+    await paper.load(early);  // the backlog and the line under the carriage, where it is
+  } catch (e) {
+    await refresh();  // says the engine is down; the next refresh that works listens again
+    return;
   }
+  const kinds = ["queued", "started", "finished", "port", "chat"];
+  events = paper.listen(kinds.map((kind) => [kind, () => refresh()]));
   // The stream broke: the engine may be gone (refresh says so) or back at once.
   events.onerror = () => refresh();
 }
@@ -181,9 +227,14 @@ function saidOf(name, data) {
 function confirmFirst(name) {
   const question = questions[name];
   if (!question) return Promise.resolve(true);
+  return ask(...question);
+}
+
+// A question in the page's dialog; true for its yes button, false for "Keep it" or Escape.
+function ask(question, yes) {
   const dialog = $("confirm");
-  $("confirm-text").textContent = question[0];
-  $("confirm-yes").textContent = question[1];
+  $("confirm-text").textContent = question;
+  $("confirm-yes").textContent = yes;
   return new Promise((resolve) => {
     dialog.addEventListener("close", () => resolve(dialog.returnValue === "yes"), { once: true });
     dialog.returnValue = "";
@@ -214,22 +265,37 @@ async function act(name) {
 // --- signing in ------------------------------------------------------------------------
 
 function showLogin() {
+  earlyPaper = null;  // not signed in: it was refused
   $("panel").hidden = true;
   $("logout").hidden = true;
   $("login").hidden = false;
   if (events) events.close();
 }
 
+// Without a password (loopback, no token) there is nothing to sign in to again: no sign-out.
+let passwordNeeded = true;
+
 function showPanel() {
   $("login").hidden = true;
   $("panel").hidden = false;
-  $("logout").hidden = false;
+  $("logout").hidden = !passwordNeeded;
+  showOverlayAddress();
   listen();
   refresh();
 }
 
+// The overlay's address carries its own read-only token: shown to whoever is signed in.
+async function showOverlayAddress() {
+  const answer = await fetch("/panel/overlay-address", { credentials: "same-origin" });
+  if (!answer.ok) return;
+  const link = $("overlay-link");
+  link.href = (await answer.json()).address;
+  link.textContent = link.href;
+}
+
 async function start() {
   const session = await (await fetch("/panel/session", { credentials: "same-origin" })).json();
+  passwordNeeded = session.password !== false;
   if (session.signed_in) {
     csrf = session.csrf;
     showPanel();
@@ -239,6 +305,7 @@ async function start() {
 }
 
 document.addEventListener("DOMContentLoaded", () => {
+  paper = new PaperView($("paper"));
   for (const button of document.querySelectorAll("[data-action]")) {
     button.addEventListener("click", () => act(button.dataset.action));
   }
