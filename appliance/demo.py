@@ -13,7 +13,7 @@ import time
 from typing import TextIO
 
 from appliance.config import Config
-from appliance.errors import BadChatLine, Withheld
+from appliance.errors import BadChatLine, Blocked, Withheld
 from appliance.history import History
 from appliance.replies import Replies
 from appliance.teletype import build_printer
@@ -33,10 +33,10 @@ class Demo:
     def __init__(self, config: Config, out: TextIO | None = None, generator=None):
         self.config = config
         self.out = out or sys.stdout
-        self.history = History(config.history.lines)
         self.printer = build_printer(config.teletype, out=self.out)
         self.generator = generator
         self.replies = Replies(config, generator)
+        self.history = History(config.history.lines, blocklist=self.replies.blocklist)
         self.last_first_character: float | None = None  # seconds, for the curious
 
     def banner(self) -> str:
@@ -72,7 +72,7 @@ class Demo:
         else:
             try:
                 self.history.add(DEMO_NAME, command)
-            except BadChatLine as e:
+            except (BadChatLine, Blocked) as e:
                 self.out.write(f"  not added: {e}\n")
         return True
 

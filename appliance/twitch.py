@@ -30,11 +30,12 @@ from twitchio.web import BaseAdapter
 
 from appliance import notify
 from appliance.chat import PREFIX, ChatBridge, Viewer
-from appliance.client import EngineClient, EngineUnavailable
+from appliance.client import EngineClient
 from appliance.config import ChatConfig, Config
-from appliance.errors import ConfigError
+from appliance.errors import ApplianceError, ConfigError, EngineUnavailable
 from appliance.logs import redact, secret
 from appliance.outbox import Outbox, SendFailed, TryLater
+from appliance.schema import PrintSource
 from appliance.tokens import TokenError, TwitchTokens, load_tokens, save_tokens, token_path
 
 log = logging.getLogger("teletype.chat")
@@ -148,11 +149,11 @@ class _NoWebServer(BaseAdapter):
         return ""
 
 
-class TokensRefused(Exception):
+class TokensRefused(ApplianceError):
     """Twitch refuses the bot's tokens for good: it has to be signed in again."""
 
 
-class Unhealthy(Exception):
+class Unhealthy(ApplianceError):
     """The bridge could not get back to a working subscription in time."""
 
 
@@ -649,7 +650,7 @@ def _twitch_failure(e: twitchio.HTTPException) -> BaseException:
     return TransientTwitch(f"Twitch answered HTTP {e.status}")
 
 
-class TransientTwitch(Exception):
+class TransientTwitch(ApplianceError):
     """Twitch or the network had a bad moment: try again with backoff."""
 
 
@@ -810,6 +811,9 @@ async def _tell_the_engine(health: Health, engine: EngineClient, every: float = 
                 await engine.report_chat_state(state)
             except EngineUnavailable:
                 pass  # the engine is restarting: again at the next turn
+            except ApplianceError as e:  # refused (the blocklist): saying it again won't help
+                log.warning("the engine would not take the bridge's state: %s", e)
+                told, when = state, loop.time()
             else:
                 told, when = state, loop.time()
         await asyncio.sleep(every)
@@ -828,13 +832,13 @@ async def sign_in_on_paper(
             "TO CONNECT THE TELETYPE TO TWITCH CHAT, SIGN IN AS THE BOT ACCOUNT "
             f"({settings.bot or 'the bot'}): OPEN {where}\n"
         )
-        with contextlib.suppress(EngineUnavailable):
+        with contextlib.suppress(ApplianceError):  # away, or a full queue: the log has it
             # "system": the bridge never posts it in chat (the code is for us).
-            await engine.print_text(text, source="system")
+            await engine.print_text(text, source=PrintSource.SYSTEM)
 
     async def declined() -> None:
-        with contextlib.suppress(EngineUnavailable):
-            await engine.print_text("THE TWITCH SIGN-IN WAS DECLINED.\n", source="system")
+        with contextlib.suppress(ApplianceError):
+            await engine.print_text("THE TWITCH SIGN-IN WAS DECLINED.\n", PrintSource.SYSTEM)
 
     # READY now, not once Twitch answers: a Pi's Wi-Fi may come up minutes
     # later, and systemd would kill a start that takes that long. The sign-in
@@ -849,8 +853,8 @@ async def sign_in_on_paper(
                 "bot account (log out of Twitch first, or use a private window)"
             )
             log.warning("%s", message)
-            with contextlib.suppress(EngineUnavailable):
-                await engine.print_text(message.upper() + "\n", source="system")
+            with contextlib.suppress(ApplianceError):
+                await engine.print_text(message.upper() + "\n", source=PrintSource.SYSTEM)
             continue
         keeper.store(signed.user_id, signed.login, signed.token, signed.refresh)
         log.info("signed in to Twitch as %s", signed.login)
@@ -882,17 +886,16 @@ def say_config_error(error: ConfigError) -> None:
             return
     engine = EngineClient(socket_path(defaults))
 
-    async def tell() -> int:
+    async def tell() -> None:
         async with asyncio.timeout(10):
-            status, _ = await engine.print_text(text + "\n", source="system")
-        return status
+            await engine.print_text(text + "\n", source=PrintSource.SYSTEM)
 
     try:
-        status = asyncio.run(tell())
-    except (EngineUnavailable, TimeoutError, OSError) as e:
+        asyncio.run(tell())
+    except (ApplianceError, TimeoutError, OSError) as e:
         log.info("could not say the config error on paper (%s)", _name(e))
         return
-    if status < 300:
+    else:
         with contextlib.suppress(OSError):
             said.parent.mkdir(parents=True, exist_ok=True)
             said.write_text(text)
@@ -961,9 +964,9 @@ def run_login(config: Config) -> int:
         text = f"To sign the Teletype's bot in to Twitch, open {url} and enter the code {code}"
         print(text, flush=True)
         # No engine running: the console is enough.
-        with contextlib.suppress(EngineUnavailable):
+        with contextlib.suppress(ApplianceError):
             # "system": the bridge never posts it in chat (the code is for us).
-            await engine.print_text(f"{text}\n", source="system")
+            await engine.print_text(f"{text}\n", source=PrintSource.SYSTEM)
 
     async def main() -> TwitchTokens:
         return await login(config, show)

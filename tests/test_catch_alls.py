@@ -1,0 +1,49 @@
+"""Catch-alls that keep a long-running task alive say why, with the traceback, and a
+bug is never retried forever as if it were the network."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from appliance.outbox import Outbox
+from appliance.whereabouts import keep_announcing
+from tests.engine_inprocess import running_engine
+
+
+def test_a_message_the_sender_chokes_on_is_dropped_with_its_traceback(caplog):
+    async def scenario():
+        async def send(text: str) -> bool:
+            raise RuntimeError("a bug in the sender")
+
+        outbox = Outbox(send, per_window=20, window=30)
+        runner = asyncio.create_task(outbox.run())
+        await outbox.post("hello")
+        while not outbox.dropped:
+            await asyncio.sleep(0.01)
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+
+    with caplog.at_level(logging.INFO, logger="teletype.chat"):
+        asyncio.run(scenario())
+    dropped = [r for r in caplog.records if "a bug in the sender" in r.getMessage()]
+    assert dropped and dropped[0].exc_info is not None
+
+
+def test_a_bug_in_reading_the_network_surfaces_from_the_status_block(tmp_path, embedded_generator):
+    def broken() -> list[tuple[str, str]]:
+        raise TypeError("a bug, not the network")
+
+    async def scenario():
+        async with running_engine(tmp_path, embedded_generator) as run:
+            announcing = keep_announcing(
+                run.engine, tmp_path / "state", addresses=broken, every=0.01,
+                result_path=tmp_path / "none.json",
+            )  # fmt: skip
+            # A generous bound, only so that the old endless retry fails rather than hangs.
+            await asyncio.wait_for(announcing, 60)
+
+    with pytest.raises(TypeError, match="a bug, not the network"):
+        asyncio.run(scenario())
