@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.errors import ConfigError
+from appliance.network_settings import KEYS
 
 SEARCH_PATHS = (
     Path("/boot/firmware/teletype.toml"),
@@ -355,8 +356,6 @@ def render_config(config: Config) -> str:
             shown = '"********"' if f.metadata.get("secret") and value else _toml_value(value)
             lines.append(f"{f.name} = {shown}  # {f.metadata.get('help', '')}")
     if config.network:
-        from appliance.network import KEYS
-
         lines.append("\n[network]  # applied at boot by teletype-network.service")
         for key, value in config.network.items():
             shown = '"********"' if key == "password" and value else _toml_value(value)
@@ -420,8 +419,6 @@ def render_template() -> str:
             help_text = f.metadata.get("help", "")
             lines.append(f"# {f.name} = {_toml_value(getattr(section, f.name))}  # {help_text}")
         lines.append("")
-    from appliance.network import KEYS
-
     lines.append(NETWORK_NOTE)
     for key, (_, help_text) in KEYS.items():
         lines.append(f'{key} = ""  # {help_text}')

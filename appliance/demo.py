@@ -13,6 +13,7 @@ import time
 from typing import TextIO
 
 from appliance.config import Config
+from appliance.console import print_cancellable
 from appliance.errors import BadChatLine, Blocked, Withheld
 from appliance.history import History
 from appliance.replies import Replies
@@ -87,8 +88,6 @@ class Demo:
                 if not first:
                     first.append(time.monotonic() - started)
                 yield piece
-
-        from appliance.cli import print_cancellable
 
         cancel = threading.Event()
         try:

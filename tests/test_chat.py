@@ -28,7 +28,8 @@ from appliance.chat import OFFLINE, fit_for_chat
 from appliance.config import Config, parse_config
 from appliance.outbox import Outbox
 from appliance.tokens import TokenError, TwitchTokens, load_tokens, save_tokens, token_path
-from appliance.twitch import login, run_bot
+from appliance.twitch_login import login
+from appliance.twitch_supervisor import run_bot
 from tests.engine_process import EngineProcess
 from tests.fake_twitch import FakeTwitch, FakeUser, patch_twitchio
 from tests.wire import PtyReader, check_ascii

@@ -15,7 +15,8 @@ import pytest
 
 from appliance.chat import HELP
 from appliance.tokens import load_tokens, token_path
-from appliance.twitch import TeletypeBot, run_bot
+from appliance.twitch_bot import TeletypeBot
+from appliance.twitch_supervisor import run_bot
 from tests.engine_process import EngineProcess, NotifySocket
 from tests.fake_twitch import FakeTwitch, patch_twitchio
 from tests.test_chat import (
@@ -360,7 +361,7 @@ def test_no_token_reaches_a_log_line_whatever_twitchio_puts_in_it():
 
 def test_twitch_login_with_a_code_that_expires_is_one_line(tmp_path):
     from appliance.tokens import TokenError
-    from appliance.twitch import login
+    from appliance.twitch_login import login
 
     config = _config(tmp_path)
     shown = []
@@ -388,7 +389,7 @@ def test_twitch_login_with_a_code_that_expires_is_one_line(tmp_path):
 def test_the_watchdog_is_pinged_only_while_chat_works_and_a_lost_cause_exits(
     tmp_path, engine, monkeypatch
 ):
-    from appliance.twitch import Unhealthy
+    from appliance.twitch_health import Unhealthy
 
     notify = NotifySocket(tmp_path / "notify.sock")
     monkeypatch.setenv("NOTIFY_SOCKET", str(notify.path))

@@ -42,7 +42,7 @@ def test_template_with_every_key_uncommented_gives_the_defaults():
     config = parse_config(text.encode(), "teletype.toml")
     # [network] is live already, every key empty (not set: the system is left
     # as it is); the oneshot checks it, and nothing else reads it.
-    from appliance.network import KEYS
+    from appliance.network_settings import KEYS
 
     assert set(config.network) == set(KEYS)
     assert dataclasses.replace(config, source="defaults", network={}) == Config()
