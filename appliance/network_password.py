@@ -13,12 +13,12 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from appliance.config import MAX_CONFIG_BYTES
+from appliance.config import MAX_CONFIG_BYTES, NETWORK_KEYS
 from appliance.durable import write_atomic
 from appliance.logs import secret
 from appliance.network_keyfile import CONNECTION_ID
 from appliance.network_machine import Machine
-from appliance.network_settings import KEYS, NetworkProblem
+from appliance.network_settings import NetworkProblem
 
 # --- the password off the card -------------------------------------------------------
 
@@ -194,11 +194,11 @@ def commented_out(data: bytes, source: str) -> None:
     _, _, lines = _decode_lines(data)
     for i, body in _network_lines(lines):
         match = _COMMENTED.fullmatch(body)
-        if match is None or match.group("key") not in KEYS:
+        if match is None or match.group("key") not in NETWORK_KEYS:
             continue
         key = match.group("key")
         value = _toml_value(match.group("value"))
-        if value is None or value in ("", []) or value == _toml_value(KEYS[key][0]):
+        if value is None or value in ("", []) or value == _toml_value(NETWORK_KEYS[key][0]):
             continue
         raise NetworkProblem(
             f"{source}: line {i + 1}: network.{key} is commented out (the line starts with #), "

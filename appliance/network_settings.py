@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from appliance.config import NETWORK_KEYS
 from appliance.errors import ConfigError
 
 # tzdata's list of ISO 3166 country codes, the Wi-Fi regulatory domains.
@@ -24,26 +25,6 @@ KEY_TYPES = (
     "sk-ssh-ed25519@openssh.com",
     "sk-ecdsa-sha2-nistp256@openssh.com",
 )
-
-# Each key: (the value an earlier template showed, commented out, help). The
-# template now has every key live and empty ("" is "not set" for each), so
-# that a value is filled in between the quotes with no "#" to remove; a
-# commented-out line with any other value is reported (see commented_out).
-KEYS: dict[str, tuple[str, str]] = {
-    "country": ('"GB"', "Wi-Fi country, two letters (ISO 3166: GB, US, DE...); the radio stays "
-                "off until it is set"),
-    "ssid": ('""', "the Wi-Fi network's name"),
-    "password": ('""', "its password (8 to 63 characters); moved off this card at the next boot"),
-    "open": ("false", "true (no quotes) for a network with no password"),
-    "hidden": ("false", "true (no quotes) if the network does not announce its name"),
-    "hostname": ('"teletype"', "the Pi's name on the network (then NAME.local)"),
-    "ssh": ("true", "OpenSSH's server: true or false, no quotes (empty: on with an ssh_key, "
-            "else as Imager or the ssh file left it)"),
-    "ssh_key": ('""', "a public key (one line of ~/.ssh/id_ed25519.pub) allowed to log in; "
-                'several: ["...", "..."]'),
-    "ssh_user": ('""', "whose key it is; empty for the first user (the one Imager or "
-                 "userconf.txt made)"),
-}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -79,8 +60,8 @@ def parse_network(raw: Any, source: str) -> NetworkSettings:
     if not isinstance(raw, dict):
         raise NetworkProblem(f"{source}: network must be a section ([network]), not a value")
     for key in raw:
-        if key not in KEYS:
-            known = ", ".join(KEYS)
+        if key not in NETWORK_KEYS:
+            known = ", ".join(NETWORK_KEYS)
             raise NetworkProblem(f"{source}: unknown key network.{key} (known: {known})")
 
     # Empty is "not set" for every key: the template has each one live and empty.
