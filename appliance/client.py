@@ -34,6 +34,7 @@ from appliance.schema import (
     ChatLineOut,
     JobOut,
     PrintSource,
+    RungOut,
     Source,
     StatusOut,
 )
@@ -152,7 +153,7 @@ class EngineClient:
 
     async def bell(self) -> None:
         """Ring the bell; BellTooSoon if it rang a moment ago."""
-        await self._call("POST", "/v1/bell", dict, too_soon=BellTooSoon)
+        await self._call("POST", "/v1/bell", RungOut, too_soon=BellTooSoon)
 
     async def report_chat_state(self, state: str) -> None:
         """Tell the engine what the chat bridge is doing (for /v1/status and the paper)."""
