@@ -113,6 +113,8 @@ def test_the_blocklist_guards_every_way_into_the_history(tmp_path):
         History(5, blocklist=blocklist).add("ada", "Marmalade!")
     with pytest.raises(Blocked):
         History(5, blocklist=blocklist).add("marmalade", "hello")
+    with pytest.raises(Blocked):  # a control character hides nothing
+        History(5, blocklist=blocklist).add("ada", "marma\x7flade")
     kept = PersistentHistory(tmp_path / "history.json", 5, blocklist=blocklist)
     with pytest.raises(Blocked):
         kept.add("ada", "marmalade")
