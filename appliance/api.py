@@ -23,6 +23,7 @@ from appliance.engine import Engine
 from appliance.errors import (
     ApplianceError,
     BadChatLine,
+    BellTooSoon,
     Blocked,
     QueueFull,
     ShuttingDown,
@@ -41,6 +42,7 @@ from appliance.schema import (
     ChatLineRequest,
     ChatStateRequest,
     GenerateRequest,
+    JobStatus,
     MotorRequest,
     PrintRequest,
     encode,
@@ -63,7 +65,7 @@ def _error(status: int, message: str, **headers: str) -> web.Response:
 
 def _answer(e: ApplianceError) -> web.Response:
     """An appliance error as the HTTP answer a client can act on."""
-    if isinstance(e, QueueFull):
+    if isinstance(e, QueueFull | BellTooSoon):
         return _error(429, str(e), **{"Retry-After": str(e.retry_after)})
     if isinstance(e, ShuttingDown | StateError):
         return _error(503, str(e), **{"Retry-After": "5"})
@@ -208,7 +210,7 @@ def _accepted(engine: Engine, job) -> web.Response:
 
 
 def _finished_status(job) -> int:
-    return {"failed": 500, "withheld": 422}.get(job.status, 200)
+    return {JobStatus.FAILED: 500, JobStatus.WITHHELD: 422}.get(job.status, 200)
 
 
 async def seed_route(request: web.Request) -> web.StreamResponse:
@@ -218,9 +220,9 @@ async def seed_route(request: web.Request) -> web.StreamResponse:
     job = engine.new_job(prompt, use_history=False)
     await engine.submit(job)
     await engine.wait(job)
-    if job.status == "failed":
+    if job.status == JobStatus.FAILED:
         return web.Response(status=500, text=f"generation failed: {job.error}\n")
-    if job.status == "withheld":
+    if job.status == JobStatus.WITHHELD:
         return web.Response(status=422, text=f"nothing printed: {job.error}\n")
     return web.Response(text=job.text, content_type="text/plain")
 
@@ -259,12 +261,7 @@ async def print_text(request: web.Request) -> web.Response:
     """Print text as it is (a chat line, a login code); the blocklist still applies."""
     engine: Engine = request.app["engine"]
     body = await _body(request, PrintRequest, required=True)
-    spare = engine.queue_size // 2 if body.low_priority else 0
-    hit = engine.blocklist.find(body.text)
-    if hit is not None:
-        return _error(422, f"not printed: blocked by the blocklist ({hit.term})")
-    job = engine.new_print(body.text, body.source)
-    await engine.submit(job, spare)
+    job = await engine.print_text(body.text, body.source, body.low_priority)
     return _accepted(engine, job)
 
 
@@ -347,12 +344,7 @@ async def cancel(request: web.Request) -> web.Response:
 async def bell(request: web.Request) -> web.Response:
     wait = request.app["engine"].ring_bell()
     if wait:
-        seconds = max(1, round(wait))
-        return _error(
-            429,
-            f"the bell rang a moment ago; again in {seconds} s",
-            **{"Retry-After": str(seconds)},
-        )
+        raise BellTooSoon(max(1, round(wait)))
     return _json({"rung": True})
 
 
@@ -362,13 +354,7 @@ async def status(request: web.Request) -> web.Response:
 
 async def chat_state(request: web.Request) -> web.Response:
     body = await _body(request, ChatStateRequest, required=True)
-    engine = request.app["engine"]
-    # It goes on paper in the status block: the blocklist applies, as to any print.
-    hit = engine.blocklist.find(body.state)
-    if hit is not None:
-        return _error(422, f"not kept: blocked by the blocklist ({hit.term})")
-    engine.chat_state = " ".join(body.state.split())
-    engine.emit("chat", {"state": engine.chat_state})
+    request.app["engine"].set_chat_state(body.state)
     return web.Response(status=204)
 
 
@@ -421,16 +407,18 @@ async def events(request: web.Request) -> web.StreamResponse:
     engine: Engine = request.app["engine"]
     since = _since(request)
     only = OVERLAY_EVENTS if request.get("overlay") else None
-    q: asyncio.Queue = asyncio.Queue(maxsize=1024)
-    # Subscribed in the same step as the replay is taken: nothing falls between them.
-    if since is not None:
-        replay = engine.paper.since(since)
-        for event in replay if replay is not None else []:
-            q.put_nowait({"event": "paper", "data": event})
-        if replay is None:
-            q.put_nowait({"event": "snapshot", "data": engine.paper.snapshot()})
-    engine.subscribers.add(q)
-    try:
+    with (
+        engine.subscribe(1024) as q,
+        contextlib.suppress(ConnectionResetError, asyncio.CancelledError),
+    ):
+        # The replay is taken in the same step as the subscription (no await
+        # between them): nothing falls between the two.
+        if since is not None:
+            replay = engine.paper.since(since)
+            for event in replay if replay is not None else []:
+                q.put_nowait({"event": "paper", "data": event})
+            if replay is None:
+                q.put_nowait({"event": "snapshot", "data": engine.paper.snapshot()})
         async with sse_response(request, sep="\n", ping_interval=15) as stream:
             # Subscribed: what happens from here on reaches this client.
             await stream.write(b": connected\n\n")
@@ -460,8 +448,4 @@ async def events(request: web.Request) -> web.StreamResponse:
             finally:
                 for waiting in waits.values():
                     waiting.cancel()
-    except (ConnectionResetError, asyncio.CancelledError):
-        pass
-    finally:
-        engine.subscribers.discard(q)
     return stream

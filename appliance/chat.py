@@ -18,8 +18,19 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from appliance.client import EngineClient, EngineUnavailable
+from appliance.client import EngineClient
 from appliance.config import ChatConfig
+from appliance.errors import (
+    BellTooSoon,
+    Blocked,
+    EngineRefused,
+    EngineUnavailable,
+    NoSuchJob,
+    QueueFull,
+    ShuttingDown,
+    TooLong,
+)
+from appliance.schema import JobOut, JobStatus, PrintSource, Source
 
 log = logging.getLogger("teletype.chat")
 
@@ -31,7 +42,7 @@ HELP = (
 OFFLINE = "The Teletype is offline right now; I will be back when it is."
 # Sources of jobs whose text is posted when chat.post_button_results is on
 # (not our own replies, which are posted as answers, nor printed chat lines).
-ELSEWHERE = {"button", "api", "keyboard"}
+ELSEWHERE = {Source.BUTTON, Source.PANEL, Source.API, Source.KEYBOARD}
 
 
 @dataclass(frozen=True)
@@ -136,24 +147,26 @@ class ChatBridge:
         if not text.strip():
             return True
         try:
-            status, body = await self.engine.add_history(name, text)
+            kept = await self.engine.add_history(name, text)
         except EngineUnavailable:
             self._went_offline()
             self._unsent.append((name, text))
             return False
-        if status == 422:
-            log.info("a chat line from %s was refused: %s", name, body.get("error"))
+        except Blocked as e:
+            log.info("a chat line from %s was refused: %s", name, e)
             return True
-        if status != 201:
-            log.warning("the engine refused a chat line (%d): %s", status, body)
+        except (EngineRefused, ShuttingDown) as e:
+            log.warning("the engine refused a chat line: %s", e)
             return True
         if self.settings.print_chat:
             # The engine cleans the line (one line, 300 characters at most).
-            line = f"{body['name']}: {body['text']}"
-            with contextlib.suppress(EngineUnavailable):
-                status, _ = await self.engine.print_text(line, "chat-line", low_priority=True)
-                if status == 429:
-                    log.info("printer busy: %s's line went to the history only", name)
+            line = f"{kept.name}: {kept.text}"
+            try:
+                await self.engine.print_text(line, PrintSource.CHAT_LINE, low_priority=True)
+            except QueueFull:
+                log.info("printer busy: %s's line went to the history only", name)
+            except (EngineUnavailable, Blocked, TooLong, ShuttingDown, EngineRefused):
+                pass  # in the history: the reply still hears it
         return True
 
     # --- commands ------------------------------------------------------------------
@@ -180,64 +193,65 @@ class ChatBridge:
         self.cooldowns.start(viewer.id, self.settings.user_cooldown)
         self.cooldowns.start("*", self.settings.global_cooldown)
         try:
-            status, job = await self.engine.request_reply(extra, source="chat")
+            job = await self.engine.request_reply(extra, source=Source.CHAT)
         except EngineUnavailable:
             self.cooldowns.restore(held)
             self._went_offline()
             await self._say_offline()
             return
-        if status != 202:
+        except QueueFull as e:
             self.cooldowns.restore(held)
-            if status == 429:
-                reason = job.get("error", "try again later")
-                await self.post(f"@{viewer.name} the queue is full: {reason}.")
-            else:
-                log.warning("the engine would not take a reply (%d): %s", status, job)
+            await self.post(f"@{viewer.name} the queue is full: {e}.")
             return
-        if job["position"] > 1 or job.get("printer_busy"):
-            seconds = max(1, round(job["starts_in_seconds"]))
+        except (TooLong, ShuttingDown, EngineRefused) as e:
+            self.cooldowns.restore(held)
+            log.warning("the engine would not take a reply: %s", e)
+            return
+        if job.position > 1 or job.printer_busy:
+            seconds = max(1, round(job.starts_in_seconds))
             await self.post(
-                f"@{viewer.name} you are number {job['position']} in the queue, "
+                f"@{viewer.name} you are number {job.position} in the queue, "
                 f"about {seconds} s until the Teletype gets to you."
             )
-        self._spawn(self._post_reply(viewer, job["id"]))
+        self._spawn(self._post_reply(viewer, job.id))
 
     async def _post_reply(self, viewer: Viewer, job_id: int) -> None:
         job = await self._wait_for_job(job_id)
         if job is None:
             return
-        if job["status"] == "done" and job.get("text", "").strip():
+        if job.status == JobStatus.DONE and job.text.strip():
             limit = self.settings.reply_chars - len(viewer.name) - 2
-            await self.post(f"@{viewer.name} {fit_for_chat(job['text'], limit)}")
-        elif job["status"] == "withheld":
+            await self.post(f"@{viewer.name} {fit_for_chat(job.text, limit)}")
+        elif job.status == JobStatus.WITHHELD:
             await self.post(f"@{viewer.name} the Teletype had nothing it could print; try again.")
-        elif job["status"] == "cancelled":
+        elif job.status == JobStatus.CANCELLED:
             await self.post(f"@{viewer.name} your print was stopped.")
-        elif job["status"] == "interrupted":
+        elif job.status == JobStatus.INTERRUPTED:
             await self.post(f"@{viewer.name} the Teletype restarted during your print; try again.")
-        elif job["status"] == "failed":
+        elif job.status == JobStatus.FAILED:
             await self.post(f"@{viewer.name} sorry, the Teletype's generator failed.")
 
-    async def _wait_for_job(self, job_id: int) -> dict | None:
+    async def _wait_for_job(self, job_id: int) -> JobOut | None:
         """The job once it has ended; None if it is gone (the engine restarted)."""
         while True:
             try:
-                status, job = await self.engine.job(job_id, wait=60)
+                job = await self.engine.job(job_id, wait=60)
             except EngineUnavailable:
                 self._went_offline()
                 await asyncio.sleep(2.0)
                 continue
-            if status == 503:
+            except ShuttingDown:
                 # The engine is stopping; the job waits in its journal and
                 # the next engine runs it.
                 await asyncio.sleep(2.0)
                 continue
-            if status != 200 or job.get("source") != "chat":
-                # 404: not a job the engine knows (its journal keeps the last
-                # ones across restarts; ids never repeat, so another job
-                # cannot answer to this one).
+            except (NoSuchJob, EngineRefused):
+                # Not a job the engine knows (its journal keeps the last ones across
+                # restarts; ids never repeat, so another job cannot answer to this one).
                 return None
-            if job.get("status") not in ("queued", "running"):
+            if job.source != Source.CHAT:
+                return None
+            if job.is_finished:
                 return job
 
     async def stop(self, viewer: Viewer, _: str) -> None:
@@ -263,17 +277,17 @@ class ChatBridge:
         if self.cooldowns.remaining(key):
             return  # the bell is a toy: no lecture for ringing it twice
         try:
-            status, _body = await self.engine.bell()
+            await self.engine.bell()
         except EngineUnavailable:
             self._went_offline()
             await self._say_offline()
             return
-        if status == 200:
-            self.cooldowns.start(key, self.settings.bell_cooldown)
-        elif status == 429:
+        except BellTooSoon:
             retry = round(self.cooldowns.clock() / max(1, self.settings.bell_cooldown))
             if self.cooldowns.tell_once(f"bell-busy:{retry}"):
                 await self.post(f"@{viewer.name} the bell rang a moment ago.")
+        else:
+            self.cooldowns.start(key, self.settings.bell_cooldown)
 
     async def help(self, viewer: Viewer, _: str) -> None:
         if self.cooldowns.remaining("help"):
@@ -332,7 +346,7 @@ class ChatBridge:
     async def _posted_elsewhere(self, job: dict) -> None:
         if not self.settings.post_button_results or job.get("source") not in ELSEWHERE:
             return
-        if job.get("status") == "done" and job.get("print") and job.get("text", "").strip():
+        if job.get("status") == JobStatus.DONE and job.get("print") and job.get("text", "").strip():
             await self.post(fit_for_chat(job["text"], self.settings.reply_chars))
 
     def _spawn(self, coro) -> None:

@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 
 from appliance.config import Config, load_config, render_config
+from appliance.console import print_cancellable
 from appliance.errors import ApplianceError, ConfigError
 
 
@@ -119,33 +120,6 @@ def _open_printer(config: Config):
     return printer
 
 
-def print_cancellable(printer, pieces, cancel: threading.Event | None = None) -> bool:
-    """Print; Ctrl-C cancels the print (the line is finished), not the program.
-
-    True if the print was cancelled.
-    """
-    cancel = cancel or threading.Event()
-    result = {}
-
-    def run():
-        try:
-            result["r"] = printer.print_stream(pieces, cancel)
-        except Exception as e:  # raised again in the caller's thread, below
-            result["error"] = e
-
-    worker = threading.Thread(target=run, daemon=True)
-    worker.start()
-    try:
-        while worker.is_alive():
-            worker.join(0.1)
-    except KeyboardInterrupt:
-        cancel.set()
-        worker.join()
-    if "error" in result:
-        raise result["error"]
-    return bool(result.get("r") and result["r"].cancelled)
-
-
 def cmd_demo(args) -> int:
     from appliance.demo import run_demo
 
@@ -189,7 +163,8 @@ def cmd_chat(args) -> int:
 
 def cmd_network(args) -> int:
     from appliance.logs import setup_logging
-    from appliance.network import RESULT_PATH, Machine, run_network
+    from appliance.network import RESULT_PATH, run_network
+    from appliance.network_machine import Machine
 
     setup_logging("teletype-network")
     if args.root is None or args.root.resolve() == Path("/"):

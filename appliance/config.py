@@ -365,12 +365,10 @@ def render_config(config: Config) -> str:
             shown = '"********"' if f.metadata.get("secret") and value else _toml_value(value)
             lines.append(f"{f.name} = {shown}  # {f.metadata.get('help', '')}")
     if config.network:
-        from appliance.network import KEYS
-
         lines.append("\n[network]  # applied at boot by teletype-network.service")
         for key, value in config.network.items():
             shown = '"********"' if key == "password" and value else _toml_value(value)
-            lines.append(f"{key} = {shown}  # {KEYS.get(key, ('', 'unknown key'))[1]}")
+            lines.append(f"{key} = {shown}  # {NETWORK_KEYS.get(key, ('', 'unknown key'))[1]}")
     return "\n".join(lines) + "\n"
 
 
@@ -403,6 +401,29 @@ _SECTION_NOTES = {
     "something to print, off when idle.",
 }
 
+# [network]'s keys, for the template and `teletype config`; appliance.network checks
+# and applies them.
+# Each key: (the value an earlier template showed, commented out, help). The
+# template now has every key live and empty ("" is "not set" for each), so
+# that a value is filled in between the quotes with no "#" to remove; a
+# commented-out line with any other value is reported (see commented_out).
+NETWORK_KEYS: dict[str, tuple[str, str]] = {
+    "country": ('"GB"', "Wi-Fi country, two letters (ISO 3166: GB, US, DE...); the radio stays "
+                "off until it is set"),
+    "ssid": ('""', "the Wi-Fi network's name"),
+    "password": ('""', "its password (8 to 63 characters); moved off this card at the next boot"),
+    "open": ("false", "true (no quotes) for a network with no password"),
+    "hidden": ("false", "true (no quotes) if the network does not announce its name"),
+    "hostname": ('"teletype"', "the Pi's name on the network (then NAME.local)"),
+    "ssh": ("true", "OpenSSH's server: true or false, no quotes (empty: on with an ssh_key, "
+            "else as Imager or the ssh file left it)"),
+    "ssh_key": ('""', "a public key (one line of ~/.ssh/id_ed25519.pub) allowed to log in; "
+                'several: ["...", "..."]'),
+    "ssh_user": ('""', "whose key it is; empty for the first user (the one Imager or "
+                 "userconf.txt made)"),
+}  # fmt: skip
+
+
 NETWORK_NOTE = """\
 [network]
 # Wi-Fi, the Pi's name and SSH, applied at boot before the network starts
@@ -430,10 +451,8 @@ def render_template() -> str:
             help_text = f.metadata.get("help", "")
             lines.append(f"# {f.name} = {_toml_value(getattr(section, f.name))}  # {help_text}")
         lines.append("")
-    from appliance.network import KEYS
-
     lines.append(NETWORK_NOTE)
-    for key, (_, help_text) in KEYS.items():
+    for key, (_, help_text) in NETWORK_KEYS.items():
         lines.append(f'{key} = ""  # {help_text}')
     lines.append("")
     return "\n".join(lines)

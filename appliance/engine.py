@@ -23,6 +23,7 @@ import statistics
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +39,12 @@ from appliance.errors import (
     Withheld,
 )
 from appliance.history import ChatLine, PersistentHistory
-from appliance.jobs import QUEUED, RUNNING, Job
+from appliance.jobs import Job
 from appliance.journal import Journal, waiting
 from appliance.motor import Motor
 from appliance.paper import PAPER_FILE, Paper
 from appliance.replies import Replies
+from appliance.schema import JobStatus, PrintSource, Source
 from appliance.teletype.discipline import LineDiscipline
 from appliance.teletype.keyboard import KeyboardReader
 from appliance.teletype.ports import Decoder
@@ -62,7 +64,10 @@ ASKED_CHARS = 120  # what a job was asked, as the queue and the paper's marks sh
 
 
 class Engine:
-    def __init__(self, config: Config, generator, printer, state_dir: Path, motor=None):
+    def __init__(
+        self, config: Config, generator, printer, state_dir: Path, motor=None,
+        port_state: str = "unknown",
+    ):  # fmt: skip
         self.config = config
         self.state_dir = state_dir
         self.motor = motor or Motor(config.motor)  # no relay: nothing to switch
@@ -70,7 +75,9 @@ class Engine:
         self.printer = printer
         self.replies = Replies(config, generator)
         self.blocklist = self.replies.blocklist
-        self.history = PersistentHistory(state_dir / "history.json", config.history.lines)
+        self.history = PersistentHistory(
+            state_dir / "history.json", config.history.lines, blocklist=self.blocklist
+        )
         self.journal = Journal(state_dir / "jobs.json")
         # Journal writes go to a thread of their own, batched: the event loop never waits
         # on the card, and a client hears "accepted" only once its job is on it.
@@ -87,7 +94,7 @@ class Engine:
         self.jobs: dict[int, Job] = {}  # queued, running and the last few finished
         self.jobs_finished = 0
         self._last_bell = -1e9
-        self.port_state = "unknown"
+        self.port_state = port_state  # the printer's port: open, offline or unknown
         self.chat_state: str | None = None  # what the chat bridge last said it is doing
         self.loop: asyncio.AbstractEventLoop | None = None
         self.stopping = threading.Event()
@@ -119,6 +126,12 @@ class Engine:
         printer.on_port_state = self._on_port_state
         self._restore()
 
+    def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The event loop the engine serves from: the printer's and the motor's threads
+        hand their news to it."""
+        self.loop = loop
+        self.motor.loop = loop
+
     # --- the journal -------------------------------------------------------------
 
     def _restore(self) -> None:
@@ -127,16 +140,17 @@ class Engine:
         self.reply_lengths.extend(lengths)
         requeued = waiting(jobs)
         for job in sorted(jobs, key=lambda j: j.id):
-            if job.status != QUEUED:
+            if job.status != JobStatus.QUEUED:
                 self.jobs[job.id] = job
         for job in requeued[: self.queue_size]:
             self.jobs[job.id] = job
             self.waiting.append(job)
         for job in requeued[self.queue_size :]:  # a smaller queue_size since
-            job.status, job.error, job.finished = "interrupted", "the queue is smaller now", 0.0
+            job.status, job.finished = JobStatus.INTERRUPTED, 0.0
+            job.error = "the queue is smaller now"
             job.done.set()
             self.jobs[job.id] = job
-        lost = sum(j.status == "interrupted" for j in jobs)
+        lost = sum(j.status == JobStatus.INTERRUPTED for j in jobs)
         if requeued or lost:
             log.warning(
                 "restarted with %d job(s) still to print and %d interrupted", len(requeued), lost
@@ -189,14 +203,14 @@ class Engine:
 
     def new_job(self, prompt: str | None, use_history: bool,
                 max_chars: int | None = None, seed: int | None = None, print: bool = True,
-                source: str = "api") -> Job:  # fmt: skip
+                source: str = Source.API) -> Job:  # fmt: skip
         history = self.history if use_history or not prompt else None
         text = self.replies.prompt(history, prompt or "")
         m = self.config.model
         seed = m.seed if seed is None else seed
         return Job(text, max_chars or m.max_chars, None if seed < 0 else seed, print, source)
 
-    def new_print(self, text: str, source: str = "api") -> Job:
+    def new_print(self, text: str, source: str = PrintSource.API) -> Job:
         """A job that prints the text as it is."""
         job = Job(text, len(text), print=True, source=source, literal=text)
         job.paper_frames = self.paper_frames(text)
@@ -246,11 +260,19 @@ class Engine:
         self.emit("queued", job)
         return len(self.waiting)
 
+    async def print_text(
+        self, text: str, source: str = PrintSource.API, low_priority: bool = False
+    ) -> Job:
+        """Queue a text to print as it is (a chat line, a sign-in code); Blocked if the
+        blocklist has a word against it. `low_priority`: only while half the queue is free."""
+        self._refuse_blocked(text, "not printed")
+        job = self.new_print(text, source)
+        await self.submit(job, self.queue_size // 2 if low_priority else 0)
+        return job
+
     async def add_chat_line(self, name: str, text: str) -> ChatLine:
-        """A chat line into the history, unless the blocklist has a word against it."""
-        hit = self.blocklist.find(f"{name} {text}")
-        if hit is not None:
-            raise Blocked(f"blocked by the blocklist ({hit.term})")
+        """A chat line into the history, unless the blocklist has a word against it (the
+        history itself refuses it)."""
         line = await self.history.add_async(name, text)
         self._history_changed()
         return line
@@ -265,6 +287,18 @@ class Engine:
         self._prompt_stale = True
         self._stop_warming.set()
         self._arrived.set()
+
+    def set_chat_state(self, state: str) -> None:
+        """What the chat bridge says it is doing, in one line: shown in the status and on
+        paper, so the blocklist applies to it as to any print."""
+        self._refuse_blocked(state, "not kept")
+        self.chat_state = " ".join(state.split())
+        self.emit("chat", {"state": self.chat_state})
+
+    def _refuse_blocked(self, text: str, what: str) -> None:
+        hit = self.blocklist.find(text)
+        if hit is not None:
+            raise Blocked(f"{what}: blocked by the blocklist ({hit.term})")
 
     def ring_bell(self) -> float:
         """Ring the Teletype's bell; 0, or the seconds to wait if it rang too recently."""
@@ -317,12 +351,12 @@ class Engine:
         places = [(self.waiting.index(job), job) for job in jobs]
         for _, job in places:
             self.waiting.remove(job)
-            job.status, job.finished = "cancelled", time.time()
+            job.status, job.finished = JobStatus.CANCELLED, time.time()
         try:
             await self.save_journal()
         except BaseException:
             for place, job in places:  # in their old places, as if never touched
-                job.status, job.finished = QUEUED, None
+                job.status, job.finished = JobStatus.QUEUED, None
                 self.waiting.insert(place, job)
             if self.waiting:
                 self._arrived.set()
@@ -402,7 +436,7 @@ class Engine:
                 break  # still "queued" in the journal: the next engine runs it
             job = self.waiting.pop(0)
             self.current = job
-            job.status, job.started = RUNNING, time.time()
+            job.status, job.started = JobStatus.RUNNING, time.time()
             await self._save_journal_quietly()
             self.emit("started", job)
             if job.print:
@@ -411,13 +445,13 @@ class Engine:
                 if job.print:
                     await self.motor.ready()
                 await asyncio.to_thread(self._run, job)
-                if job.status == RUNNING:
+                if job.status == JobStatus.RUNNING:
                     job.status = self._ended(job)
             except Exception as e:  # a failing job fails alone; the engine carries on
                 log.exception("job %d failed", job.id)
-                job.status, job.error = "failed", f"{type(e).__name__}: {e}"
+                job.status, job.error = JobStatus.FAILED, f"{type(e).__name__}: {e}"
             job.finished = time.time()
-            if job.literal is None and job.print and job.status == "done":
+            if job.literal is None and job.print and job.status == JobStatus.DONE:
                 # Frames on the wire, not characters: word wrap, CR, LF and
                 # fills are what the printer's time goes on.
                 self.reply_lengths.append(round(job.printed / max(1, job.max_chars), 3))
@@ -454,10 +488,10 @@ class Engine:
         if job.id in self._done:
             self._done.pop(job.id).set()
 
-    def _ended(self, job: Job) -> str:
+    def _ended(self, job: Job) -> JobStatus:
         if not job.cancel.is_set() or job.cut:
-            return "done"
-        return "interrupted" if self.stopping.is_set() else "cancelled"
+            return JobStatus.DONE
+        return JobStatus.INTERRUPTED if self.stopping.is_set() else JobStatus.CANCELLED
 
     def _run(self, job: Job) -> None:
         if job.literal is not None:
@@ -482,7 +516,7 @@ class Engine:
                     if job.cancel.is_set():
                         break
         except Withheld as e:
-            job.status, job.error = "withheld", str(e)
+            job.status, job.error = JobStatus.WITHHELD, str(e)
 
     @staticmethod
     def _hit(job: Job):
@@ -566,7 +600,7 @@ class Engine:
 
     async def _submit_typed(self, line: str) -> None:
         with contextlib.suppress(QueueFull, ShuttingDown, TooLong, OSError):
-            await self.submit(self.new_job(line, use_history=False, source="keyboard"))
+            await self.submit(self.new_job(line, use_history=False, source=Source.KEYBOARD))
 
     # --- status and events ---------------------------------------------------------
 
@@ -641,6 +675,17 @@ class Engine:
             },
             "state_error": self.state_error,
         }
+
+    @contextlib.contextmanager
+    def subscribe(self, size: int = 256) -> Iterator[asyncio.Queue]:
+        """The engine's events, {"event": kind, "data": ...}, for as long as the block
+        runs; a listener too slow for `size` of them misses the newest."""
+        q: asyncio.Queue = asyncio.Queue(maxsize=size)
+        self.subscribers.add(q)
+        try:
+            yield q
+        finally:
+            self.subscribers.discard(q)
 
     def emit(self, kind: str, payload) -> None:
         data = payload.summary() if isinstance(payload, Job) else payload

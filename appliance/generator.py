@@ -36,6 +36,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import appliance
 from appliance.errors import ModelError
 
 END_OF_TEXT = "<|endoftext|>"
@@ -60,10 +61,11 @@ _WORD = re.compile(r"\S+")
 _WORD_END = re.compile(r"^\S*\s")
 
 # Where the embedded model may be: beside the source (a checkout, `make
-# demo`) or where the SD-card image installs it.
+# demo`) or where the SD-card image installs it. From the package's own place,
+# not this file's, so that the module may live at any depth in it.
 EMBEDDED_NAME = "teletype-tiny.q8_0.gguf"
 EMBEDDED_PLACES = (
-    Path(__file__).resolve().parent.parent / "models",
+    Path(appliance.__file__).resolve().parent.parent / "models",
     Path("/usr/share/teletype-gpt2/models"),
 )
 

@@ -17,9 +17,13 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from appliance.durable import remove_leftovers, set_aside, write_atomic
-from appliance.errors import BadChatLine, StateError
+from appliance.errors import BadChatLine, Blocked, StateError
+
+if TYPE_CHECKING:
+    from appliance.moderation import Blocklist
 
 log = logging.getLogger("teletype.history")
 
@@ -75,13 +79,29 @@ def chat_line(name: object, text: object) -> ChatLine:
 
 
 class History:
-    """The last N chat lines, oldest first."""
+    """The last N chat lines, oldest first.
 
-    def __init__(self, size: int, lines: Iterable[ChatLine] = ()):
+    Every line passes the blocklist on its way in, whoever adds it (the API, the
+    demo): a blocked word never reaches a prompt.
+    """
+
+    def __init__(self, size: int, lines: Iterable[ChatLine] = (), *, blocklist: Blocklist):
         self._lines: deque[ChatLine] = deque(lines, maxlen=size)
+        self.blocklist = blocklist
+
+    def _checked(self, name: object, text: object) -> ChatLine:
+        """The line fit for the history: BadChatLine or Blocked saying why not."""
+        line = chat_line(name, text)
+        # As sent and as kept: the blocklist reads a control character inside a word
+        # as nothing ("fu\x7fck"), where cleaning makes it a space between two words.
+        for said in (f"{name} {text}", f"{line.name} {line.text}"):
+            hit = self.blocklist.find(said)
+            if hit is not None:
+                raise Blocked(f"blocked by the blocklist ({hit.term})")
+        return line
 
     def add(self, name: str, text: str) -> ChatLine:
-        line = chat_line(name, text)
+        line = self._checked(name, text)
         self._lines.append(line)
         return line
 
@@ -105,10 +125,10 @@ class PersistentHistory(History):
     a time, so the event loop never waits on the card.
     """
 
-    def __init__(self, path: Path, size: int):
+    def __init__(self, path: Path, size: int, *, blocklist: Blocklist):
         self.path = path
         remove_leftovers(path)  # a write cut short by kill -9 or a power cut
-        super().__init__(size, load_lines(path))
+        super().__init__(size, load_lines(path), blocklist=blocklist)
         self._one_at_a_time: asyncio.Lock | None = None
 
     def _with(self, line: ChatLine) -> list[ChatLine]:
@@ -117,7 +137,7 @@ class PersistentHistory(History):
         return kept[-(self._lines.maxlen or len(kept)) :]
 
     def add(self, name: str, text: str) -> ChatLine:
-        line = chat_line(name, text)
+        line = self._checked(name, text)
         self._save(self._with(line))
         self._lines.append(line)
         return line
@@ -127,7 +147,7 @@ class PersistentHistory(History):
         self._lines.clear()
 
     async def add_async(self, name: str, text: str) -> ChatLine:
-        line = chat_line(name, text)
+        line = self._checked(name, text)
         async with self._lock():
             await asyncio.to_thread(self._save, self._with(line))
             self._lines.append(line)

@@ -5,19 +5,12 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import msgspec
 from msgspec import Meta
 
-from appliance.schema import JobOut
-
-# What a job can be: waiting, on its way to paper, or one of the ends.
-QUEUED, RUNNING = "queued", "running"
-# done: printed (or generated); failed: the generator broke; cancelled: someone
-# stopped it; withheld: nothing printable came of it (the blocklist, an empty
-# reply); interrupted: the engine stopped or died while it was printing.
-FINISHED = ("done", "failed", "cancelled", "withheld", "interrupted")
+from appliance.schema import FINISHED, JobOut, JobStatus, PrintSource
 
 
 class _Ids:
@@ -64,8 +57,7 @@ class JobRecord(msgspec.Struct, forbid_unknown_fields=False):
     print: bool = True
     source: str = "api"
     literal: str | None = None
-    status: Literal["queued", "running", "done", "failed", "cancelled", "withheld",
-                    "interrupted"] = QUEUED  # fmt: skip
+    status: JobStatus = JobStatus.QUEUED
     text: str = ""
     printed: _Count = 0
     error: str | None = None
@@ -81,10 +73,10 @@ class Job:
     max_chars: int
     seed: int | None = None
     print: bool = True
-    source: str = "api"  # api, keyboard, button, chat (a !gpt2), chat-line, system
+    source: str = PrintSource.API  # a PrintSource (a journal's own words are kept)
     literal: str | None = None  # text to print as it is; nothing is generated
     id: int = field(default_factory=ids.next)
-    status: str = QUEUED
+    status: JobStatus = JobStatus.QUEUED
     text: str = ""
     printed: int = 0  # frames on the wire so far
     error: str | None = None

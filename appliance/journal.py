@@ -21,7 +21,8 @@ from msgspec import Meta
 
 from appliance.durable import remove_leftovers, set_aside, write_atomic
 from appliance.errors import StateError
-from appliance.jobs import QUEUED, RUNNING, Job
+from appliance.jobs import Job
+from appliance.schema import JobStatus
 
 log = logging.getLogger("teletype.journal")
 
@@ -69,8 +70,8 @@ class Journal:
             except ValueError as e:
                 log.warning("skipping a bad job in %s: %s", self.path, e)
                 continue
-            if job.status == RUNNING:
-                job.status, job.finished = "interrupted", time.time()
+            if job.status == JobStatus.RUNNING:
+                job.status, job.finished = JobStatus.INTERRUPTED, time.time()
                 job.error = "the engine stopped while printing it (a crash or a power cut)"
                 job.done.set()
             jobs.append(job)
@@ -105,4 +106,4 @@ class Journal:
 
 def waiting(jobs: Iterable[Job]) -> list[Job]:
     """The restored jobs to run again, oldest first."""
-    return sorted((j for j in jobs if j.status == QUEUED), key=lambda j: j.id)
+    return sorted((j for j in jobs if j.status == JobStatus.QUEUED), key=lambda j: j.id)

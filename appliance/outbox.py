@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 
 from appliance.chat import fit_for_chat
+from appliance.errors import ApplianceError
 
 log = logging.getLogger("teletype.chat")
 
@@ -25,7 +26,7 @@ WINDOW = 30.0  # seconds
 LONGEST = 500  # characters in one chat message
 
 
-class TryLater(Exception):
+class TryLater(ApplianceError):
     """Twitch held the message back (a 429, slow mode): send it again later.
 
     `retry_at` is Twitch's Ratelimit-Reset (Unix time), when it gave one."""
@@ -35,7 +36,7 @@ class TryLater(Exception):
         self.retry_at = retry_at
 
 
-class SendFailed(Exception):
+class SendFailed(ApplianceError):
     """The message was not sent: `transient` when trying again may help."""
 
     def __init__(self, why: str, transient: bool = False):
@@ -107,8 +108,8 @@ class Outbox:
                 if not e.transient:
                     return self._dropped(text, str(e))
                 why, wait = str(e), delay
-            except Exception as e:  # one message must not end the sender
-                return self._dropped(text, f"{type(e).__name__}: {e}")
+            except Exception as e:  # one message must not end the sender; the log says why
+                return self._dropped(text, f"{type(e).__name__}: {e}", bug=True)
             else:
                 if delivered:
                     self.last_text, self.last_sent = text, self.clock()
@@ -120,6 +121,7 @@ class Outbox:
             delay = min(delay * 2, self.window)
         self._dropped(text, f"{why}, {self.tries} tries")
 
-    def _dropped(self, text: str, why: str) -> None:
+    def _dropped(self, text: str, why: str, bug: bool = False) -> None:
+        """`bug`: the sender raised what it should not; the traceback goes to the log."""
         self.dropped += 1
-        log.warning("dropped a chat message (%s): %r", why, text[:60])
+        log.warning("dropped a chat message (%s): %r", why, text[:60], exc_info=bug)

@@ -145,10 +145,10 @@ async def _serve(
     from appliance.motor import open_motor
     from appliance.teletype.ports import SerialPort
 
-    engine = Engine(config, generator, printer, state_dir(config), open_motor(config.motor))
-    engine.loop = asyncio.get_running_loop()
-    engine.motor.loop = engine.loop
-    engine.port_state = port_state
+    engine = Engine(
+        config, generator, printer, state_dir(config), open_motor(config.motor), port_state
+    )
+    engine.bind_loop(asyncio.get_running_loop())
     from appliance.overlay import overlay_token
 
     overlay = overlay_token(config.engine.overlay_token, state_dir(config))
@@ -189,6 +189,8 @@ async def _serve(
     interval = notify.watchdog_interval()
     if interval:
         keepers.append(asyncio.create_task(_watchdog(interval)))
+    for keeper in keepers:
+        keeper.add_done_callback(_said_if_failed)
 
     await stop.wait()
     waiting = len(engine.waiting)
@@ -270,6 +272,12 @@ def allowed_hosts(config: Config) -> set[str]:
     if config.engine.tcp_host:
         names.add(config.engine.tcp_host.lower())
     return names
+
+
+def _said_if_failed(task: asyncio.Task) -> None:
+    """A keeper that ended on a bug says so in the journal, traceback and all, at once."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("%s stopped", task.get_coro().__name__, exc_info=task.exception())
 
 
 async def _watchdog(interval: float) -> None:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from appliance.errors import ApplianceError
 from appliance.tokens import TokenError
 
 log = logging.getLogger("teletype.chat")
@@ -43,7 +44,7 @@ class SignedIn:
     refresh: str
 
 
-class Declined(Exception):
+class Declined(ApplianceError):
     """The person at the phone pressed "Cancel", or the code was not theirs to use."""
 
 

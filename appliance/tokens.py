@@ -16,6 +16,7 @@ from pathlib import Path
 
 from appliance.durable import write_atomic
 from appliance.errors import EX_CONFIG, ApplianceError
+from appliance.logs import secret
 
 TOKEN_FILE = "twitch-tokens.json"
 
@@ -73,3 +74,35 @@ def save_tokens(path: Path, tokens: TwitchTokens) -> None:
     # Atomic and durable, as the history: a refresh token works once, so
     # losing the new pair to a power cut means signing in again.
     write_atomic(path, json.dumps(asdict(tokens)).encode("utf-8"), 0o600, owner)
+
+
+class TokenKeeper:
+    """The bot's tokens on disk, saved at every change (refresh tokens work once)."""
+
+    def __init__(self, path: Path, client_id: str):
+        self.path = path
+        self.client_id = client_id
+        self.current: TwitchTokens | None = None
+
+    def load(self) -> TwitchTokens:
+        tokens = load_tokens(self.path)
+        if tokens.client_id != self.client_id:
+            raise TokenError(
+                f"the tokens in {self.path} belong to another Twitch application than "
+                "chat.client_id: run `teletype twitch-login` again"
+            )
+        self.current = tokens
+        secret(tokens.token)
+        secret(tokens.refresh)
+        return tokens
+
+    def forget(self) -> None:
+        """Tokens Twitch refuses for good: gone, so that the next start signs in afresh."""
+        self.path.unlink(missing_ok=True)
+        self.current = None
+
+    def store(self, user_id: str, login: str, token: str, refresh: str) -> None:
+        secret(token)
+        secret(refresh)
+        self.current = TwitchTokens(user_id, login, token, refresh, self.client_id)
+        save_tokens(self.path, self.current)

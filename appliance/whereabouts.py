@@ -240,7 +240,8 @@ async def keep_announcing(
         try:
             outcome = read_result(result_path) or {}
             now = Whereabouts(hostname(), tuple(reachable(addresses())), outcome.get("problem"))
-        except Exception as e:  # the block is worth a retry, never the engine
+        except (OSError, ValueError) as e:  # the network's moment: worth a retry
+            # (A bug is not: it raises, and the task's end is in the engine's log.)
             log.warning("cannot read the network's addresses: %s", e)
             await asyncio.sleep(every * 6)
             continue

@@ -31,7 +31,8 @@ from appliance.testing.engine_process import EngineProcess
 from appliance.testing.fake_twitch import FakeTwitch, FakeUser, patch_twitchio
 from appliance.testing.wire import PtyReader, check_ascii
 from appliance.tokens import TokenError, TwitchTokens, load_tokens, save_tokens, token_path
-from appliance.twitch import login, run_bot
+from appliance.twitch_login import login
+from appliance.twitch_supervisor import run_bot
 from tests.conftest import FAST
 
 CLIENT_ID = "fake-client-id"

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from appliance.moderation import Blocklist
 from appliance.testing.engine_process import EngineProcess
 from appliance.testing.wire import PtyReader, check_ascii
 from tests.conftest import FAST
@@ -427,11 +428,11 @@ def test_history_survives_a_write_cut_short_and_leaves_no_temporary_file(tmp_pat
     from appliance.history import PersistentHistory
 
     path = tmp_path / "history.json"
-    history = PersistentHistory(path, 5)
+    history = PersistentHistory(path, 5, blocklist=Blocklist())
     history.add("ada", "hello teletype")
     # kill -9 or a power cut in the middle of the next save: its temporary
     # file is left behind, half written.
     (tmp_path / ".history.k3x9q1").write_text('{"lines": [{"name": "ada", "te')
-    again = PersistentHistory(path, 5)
+    again = PersistentHistory(path, 5, blocklist=Blocklist())
     assert [(ln.name, ln.text) for ln in again.lines()] == [("ada", "hello teletype")]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["history.json"]

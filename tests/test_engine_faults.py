@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from appliance.moderation import Blocklist
 from appliance.testing.engine_process import free_port
 from appliance.testing.wire import PtyReader, check_ascii
 from tests.conftest import FAST
@@ -218,10 +219,10 @@ def test_a_poisoned_history_file_from_before_never_breaks_a_reply(tmp_path, star
 def test_history_lines_are_cleaned_on_input(tmp_path):
     from appliance.history import PersistentHistory
 
-    history = PersistentHistory(tmp_path / "history.json", 5)
+    history = PersistentHistory(tmp_path / "history.json", 5, blocklist=Blocklist())
     history.add("dee", "tab\there\u2028and \udfff there")
     assert history.lines()[-1].text == "tab here and there"
-    again = PersistentHistory(tmp_path / "history.json", 5)
+    again = PersistentHistory(tmp_path / "history.json", 5, blocklist=Blocklist())
     assert again.lines() == history.lines()
 
 

@@ -17,6 +17,7 @@ import pytest
 
 from appliance.engine import Engine
 from appliance.history import PersistentHistory
+from appliance.moderation import Blocklist
 from appliance.teletype import build_printer
 from appliance.testing.engine_inprocess import engine_config, running_engine
 
@@ -25,10 +26,10 @@ from appliance.testing.engine_inprocess import engine_config, running_engine
 
 @pytest.mark.parametrize("posted", [1, 3, 4, 5, 7])
 def test_the_history_keeps_every_line_it_answered_for(tmp_path, posted):
-    history = PersistentHistory(tmp_path / "history.json", 5)
+    history = PersistentHistory(tmp_path / "history.json", 5, blocklist=Blocklist())
     for n in range(posted):
         history.add("ada", f"line {n}")
-    again = PersistentHistory(tmp_path / "history.json", 5)
+    again = PersistentHistory(tmp_path / "history.json", 5, blocklist=Blocklist())
     expected = [f"line {n}" for n in range(posted)][-5:]
     assert [line.text for line in again.lines()] == expected
 

@@ -172,9 +172,9 @@ def test_sign_in_watch_the_paper_and_cancel_at_column_zero(engine, browser, tele
     wait_until(lambda: len(page_paper().replace("\n", "")) >= 90, timeout=120)
     assert "ada: how does the clutch work" in browser.find_element(By.ID, "history").text
     assert browser.find_element(By.ID, "state").text.upper() == "PRINTING"
-    assert "button" in browser.find_element(By.ID, "queue").text
+    assert "panel" in browser.find_element(By.ID, "queue").text
     printing = _api(engine, "GET", "/v1/jobs")["jobs"][0]
-    assert printing["position"] == 0 and printing["source"] == "button"
+    assert printing["position"] == 0 and printing["source"] == "panel"
     shoot(browser, "panel-desktop.png")
     browser.find_element(By.CSS_SELECTOR, "[data-action=cancel]").click()
     wait_until(browser.find_element(By.ID, "confirm").is_displayed)

@@ -13,6 +13,7 @@ import pytest
 
 from appliance.generator import PROMPT_CHUNK, Generator, find_model
 from appliance.history import History, reply_prompt
+from appliance.moderation import Blocklist
 
 LINES = [
     ("ada", "the clutch on my model 33 slips when the motor warms up"),
@@ -24,7 +25,7 @@ LINES = [
 
 
 def history_prompt(lines=LINES, extra: str = "") -> str:
-    history = History(len(lines))
+    history = History(len(lines), blocklist=Blocklist())
     for name, text in lines:
         history.add(name, text)
     return reply_prompt(history, extra)

@@ -178,7 +178,7 @@ async function listen() {
 // --- the controls --------------------------------------------------------------------
 
 const actions = {
-  "press": () => api("POST", "/v1/generate", { wait: false, source: "button" }),
+  "press": () => api("POST", "/v1/generate", { wait: false, source: "panel" }),
   "cancel": () => api("POST", "/v1/cancel"),
   "clear-queue": () => api("DELETE", "/v1/jobs"),
   "bell": () => api("POST", "/v1/bell"),
