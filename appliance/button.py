@@ -2,7 +2,7 @@
 
 Press (and let go): the Teletype answers the last chat lines, exactly what
 `!gpt2` or an empty line in the demo does (the engine builds the prompt
-with appliance.history.reply_prompt for all of them). Hold for two
+with appliance.engine.history.reply_prompt for all of them). Hold for two
 seconds: the current print stops, and its line is finished.
 
 The LED says what the appliance is doing:

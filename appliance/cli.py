@@ -54,8 +54,8 @@ def cmd_generate(args) -> int:
     an empty reply is tried again, then an error (exit 1), never silence.
     """
     config = _settings(args)
-    from appliance.generator import load_generator
-    from appliance.replies import Replies
+    from appliance.engine.generator import load_generator
+    from appliance.engine.replies import Replies
 
     # The port first: a wrong one is said at once, not after the model loads.
     printer = _open_printer(config) if args.port else None
@@ -127,7 +127,7 @@ def cmd_demo(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from appliance.server import run_serve
+    from appliance.engine.server import run_serve
 
     return run_serve(_settings(args))
 
@@ -151,11 +151,11 @@ def cmd_chat(args) -> int:
     try:
         config = load_config(args.config)
     except ConfigError as e:
-        from appliance.twitch import say_config_error
+        from appliance.chat.service import say_config_error
 
         say_config_error(e)  # on paper too, if the engine runs; then exit 78
         raise
-    from appliance.twitch import config_error_mended, run_chat
+    from appliance.chat.service import config_error_mended, run_chat
 
     config_error_mended(config)
     return run_chat(config)
@@ -163,8 +163,8 @@ def cmd_chat(args) -> int:
 
 def cmd_network(args) -> int:
     from appliance.logs import setup_logging
-    from appliance.network import RESULT_PATH, run_network
-    from appliance.network_machine import Machine
+    from appliance.network.machine import Machine
+    from appliance.network.oneshot import RESULT_PATH, run_network
 
     setup_logging("teletype-network")
     if args.root is None or args.root.resolve() == Path("/"):
@@ -175,7 +175,7 @@ def cmd_network(args) -> int:
 
 
 def cmd_twitch_login(args) -> int:
-    from appliance.twitch import run_login
+    from appliance.chat.service import run_login
 
     return run_login(load_config(args.config))
 

@@ -193,7 +193,7 @@ class Config:
     chat: ChatConfig = field(default_factory=ChatConfig)
     moderation: ModerationConfig = field(default_factory=ModerationConfig)
     motor: MotorConfig = field(default_factory=MotorConfig)
-    # [network] as written: appliance.network checks and applies it, as root,
+    # [network] as written: appliance.network.oneshot checks and applies it, as root,
     # at boot. A mistake there is printed on paper and must not stop the
     # engine, so nothing here rejects it.
     network: dict[str, Any] = field(default_factory=dict)
@@ -401,7 +401,7 @@ _SECTION_NOTES = {
     "something to print, off when idle.",
 }
 
-# [network]'s keys, for the template and `teletype config`; appliance.network checks
+# [network]'s keys, for the template and `teletype config`; appliance.network.oneshot checks
 # and applies them.
 # Each key: (the value an earlier template showed, commented out, help). The
 # template now has every key live and empty ("" is "not set" for each), so

@@ -316,7 +316,7 @@ def _home_as_tilde(path: Path) -> str:
 
 
 def run_demo(config: Config, out: TextIO | None = None, keys_in: int | None = None) -> int:
-    from appliance.server import run_serve
+    from appliance.engine.server import run_serve
 
     out = out or sys.stdout
     keys_in = sys.stdin.fileno() if keys_in is None else keys_in

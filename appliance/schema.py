@@ -1,6 +1,6 @@
 """The engine API, described once: every route, its request and response shapes.
 
-The handlers (appliance.api) decode requests with these types, so the
+The handlers (appliance.engine.api) decode requests with these types, so the
 validation is the types' own, and /openapi.json is generated from the same
 table. msgspec, not pydantic: on a 512 MB Pi it costs 3.7 MiB of memory to
 pydantic's 18.4 MiB (bench/schema-memory.md).
@@ -207,7 +207,7 @@ Body = type | str | None  # a Struct (JSON), a media type, or no body
 
 @dataclass(frozen=True)
 class Route:
-    name: str  # the handler's name in appliance.api
+    name: str  # the handler's name in appliance.engine.api
     method: str
     path: str
     summary: str

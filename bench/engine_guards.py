@@ -31,8 +31,8 @@ import aiohttp
 from aiohttp import web
 
 from appliance.config import Config
-from appliance.engine import Engine
-from appliance.generator import load_generator
+from appliance.engine.engine import Engine
+from appliance.engine.generator import load_generator
 from appliance.testing.engine_inprocess import running_engine
 
 if not hasattr(Engine, "close"):  # an engine from before issue 23, for the "before" figures
@@ -130,7 +130,7 @@ async def log_lines_for_bad_requests(count: int) -> int:
     app = web.Application()
     app.router.add_get("/healthz", healthz)
     try:
-        from appliance.server import make_runner
+        from appliance.engine.server import make_runner
 
         runner = make_runner(app)
     except ImportError:  # before: aiohttp's own logger
@@ -150,7 +150,7 @@ async def log_lines_for_bad_requests(count: int) -> int:
 
 
 async def new_clients_served_at_a_full_cap(limit: int = 64, newcomers: int = 10) -> int:
-    from appliance.connections import ConnectionGuard, GuardedTCPSite
+    from appliance.engine.connections import ConnectionGuard, GuardedTCPSite
 
     async def healthz(request: web.Request) -> web.Response:
         return web.json_response({"ok": True})

@@ -94,7 +94,7 @@ def generator_rate(
     path: Path, prompt: str, tokens: int, runs: int, **options
 ) -> tuple[Spread, Spread]:
     """Decode tokens/s after the first token, and seconds to the first token."""
-    from appliance.generator import Generator
+    from appliance.engine.generator import Generator
 
     generator = Generator(path, **({"threads": THREADS} | options))
     rate, first = Spread(), Spread()
@@ -366,7 +366,7 @@ def warm_and_cold(model: Path, chat: list[tuple[str, str]], runs: int) -> dict:
         finally:
             engine.close()
             pty.close()
-    from appliance.generator import Generator
+    from appliance.engine.generator import Generator
 
     rendered = "".join(f"{line['name']}: {line['text']}\n" for line in history["lines"])
     probe = Generator(model, threads=1)

@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 
 from appliance.config import Config
-from appliance.engine import Engine
-from appliance.generator import Generator, find_model
+from appliance.engine.engine import Engine
+from appliance.engine.generator import Generator, find_model
 from appliance.teletype import build_printer
 from appliance.teletype.profiles import get_profile
 

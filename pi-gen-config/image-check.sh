@@ -258,7 +258,7 @@ check "the test kit (appliance.testing) is not installed" \
 # (The udev rule's syntax and priorities are checked by tests/test_firmware.py.)
 check "the embedded model is installed and generates" in_root \
 	'cd / && /opt/teletype-gpt2/venv/bin/python -c "
-from appliance.generator import find_model, load_generator
+from appliance.engine.generator import find_model, load_generator
 from appliance.config import Config
 path = find_model()
 assert str(path).startswith(\"/usr/share/teletype-gpt2/models/\"), path

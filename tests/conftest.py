@@ -191,7 +191,7 @@ def engine(request, start_engine) -> EngineProcess:
 def embedded_generator():
     """The embedded model, loaded once, for the tests that run the engine in this process."""
     from appliance.config import Config
-    from appliance.generator import load_generator
+    from appliance.engine.generator import load_generator
 
     generator = load_generator(Config().model)
     yield generator

@@ -470,7 +470,7 @@ async def soak(tmp: Path, rounds: int, seed: int, log=print) -> dict:
     try:
         async with FakeTwitch(client_id=CLIENT_ID, client_secret=None, device_interval=1) as fake:
             access, refresh = fake.issue_user_token(BOT_ID)
-            from appliance.tokens import TwitchTokens, save_tokens, token_path
+            from appliance.chat.tokens import TwitchTokens, save_tokens, token_path
 
             save_tokens(
                 token_path(tmp / "bot-state"),

@@ -8,9 +8,9 @@ import logging
 
 import pytest
 
-from appliance.outbox import Outbox
+from appliance.chat.outbox import Outbox
+from appliance.engine.whereabouts import keep_announcing
 from appliance.testing.engine_inprocess import running_engine
-from appliance.whereabouts import keep_announcing
 
 
 def test_a_message_the_sender_chokes_on_is_dropped_with_its_traceback(caplog):

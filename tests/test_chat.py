@@ -2,7 +2,7 @@
 
 The engine is a `teletype serve` process on the embedded model printing to
 a pty (or, where only text matters, a transcript file); the bot is
-appliance.twitch's, run in this process against appliance.testing.fake_twitch, which
+appliance.chat.service's, run in this process against appliance.testing.fake_twitch, which
 answers OAuth, Helix and EventSub the way Twitch does.
 """
 
@@ -24,15 +24,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from appliance.chat import OFFLINE, fit_for_chat
+from appliance.chat.bridge import OFFLINE, fit_for_chat
+from appliance.chat.login import login
+from appliance.chat.outbox import Outbox
+from appliance.chat.supervisor import run_bot
+from appliance.chat.tokens import TokenError, TwitchTokens, load_tokens, save_tokens, token_path
 from appliance.config import Config, parse_config
-from appliance.outbox import Outbox
 from appliance.testing.engine_process import EngineProcess
 from appliance.testing.fake_twitch import FakeTwitch, FakeUser, patch_twitchio
 from appliance.testing.wire import PtyReader, check_ascii
-from appliance.tokens import TokenError, TwitchTokens, load_tokens, save_tokens, token_path
-from appliance.twitch_login import login
-from appliance.twitch_supervisor import run_bot
 from tests.conftest import FAST
 
 CLIENT_ID = "fake-client-id"
@@ -831,7 +831,7 @@ def test_teletype_chat_process_notifies_ready_and_stops_on_sigterm(tmp_path, eng
 
 
 def test_outbox_waits_for_ratelimit_reset_and_keeps_a_message_through_passing_failures():
-    from appliance.outbox import SendFailed, TryLater
+    from appliance.chat.outbox import SendFailed, TryLater
 
     tries: list[float] = []
     failures = [

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from appliance.chat import HELP
+from appliance.chat.bot import TeletypeBot
+from appliance.chat.bridge import HELP
+from appliance.chat.supervisor import run_bot
+from appliance.chat.tokens import load_tokens, token_path
 from appliance.testing.engine_process import NotifySocket
 from appliance.testing.fake_twitch import FakeTwitch, patch_twitchio
 from appliance.testing.wire import check_ascii
-from appliance.tokens import load_tokens, token_path
-from appliance.twitch_bot import TeletypeBot
-from appliance.twitch_supervisor import run_bot
 from tests.test_chat import (
     CLIENT_ID,
     Stage,
@@ -356,8 +356,8 @@ def test_no_token_reaches_a_log_line_whatever_twitchio_puts_in_it():
 
 
 def test_twitch_login_with_a_code_that_expires_is_one_line(tmp_path):
-    from appliance.tokens import TokenError
-    from appliance.twitch_login import login
+    from appliance.chat.login import login
+    from appliance.chat.tokens import TokenError
 
     config = _config(tmp_path)
     shown = []
@@ -385,7 +385,7 @@ def test_twitch_login_with_a_code_that_expires_is_one_line(tmp_path):
 def test_the_watchdog_is_pinged_only_while_chat_works_and_a_lost_cause_exits(
     tmp_path, engine, monkeypatch
 ):
-    from appliance.twitch_health import Unhealthy
+    from appliance.chat.health import Unhealthy
 
     notify = NotifySocket(tmp_path / "notify.sock")
     monkeypatch.setenv("NOTIFY_SOCKET", str(notify.path))

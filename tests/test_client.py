@@ -105,8 +105,8 @@ def test_every_error_of_the_appliance_is_an_appliance_error():
 
 def test_the_blocklist_guards_every_way_into_the_history(tmp_path):
     from appliance.config import parse_config
-    from appliance.history import History, PersistentHistory
-    from appliance.moderation import blocklist_from
+    from appliance.engine.history import History, PersistentHistory
+    from appliance.engine.moderation import blocklist_from
 
     blocklist = blocklist_from(parse_config(_blocklist(tmp_path).encode(), "test.toml"))
     with pytest.raises(Blocked):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance.moderation import Blocklist
+from appliance.engine.moderation import Blocklist
 from appliance.testing.engine_process import EngineProcess
 from appliance.testing.wire import PtyReader, check_ascii
 from tests.conftest import FAST
@@ -425,7 +425,7 @@ def test_engine_bell_rings_and_is_rate_limited(engine, teletype):
 
 
 def test_history_survives_a_write_cut_short_and_leaves_no_temporary_file(tmp_path):
-    from appliance.history import PersistentHistory
+    from appliance.engine.history import PersistentHistory
 
     path = tmp_path / "history.json"
     history = PersistentHistory(path, 5, blocklist=Blocklist())

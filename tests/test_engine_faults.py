@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance.moderation import Blocklist
+from appliance.engine.moderation import Blocklist
 from appliance.testing.engine_process import free_port
 from appliance.testing.wire import PtyReader, check_ascii
 from tests.conftest import FAST
@@ -217,7 +217,7 @@ def test_a_poisoned_history_file_from_before_never_breaks_a_reply(tmp_path, star
 
 
 def test_history_lines_are_cleaned_on_input(tmp_path):
-    from appliance.history import PersistentHistory
+    from appliance.engine.history import PersistentHistory
 
     history = PersistentHistory(tmp_path / "history.json", 5, blocklist=Blocklist())
     history.add("dee", "tab\there\u2028and \udfff there")
@@ -253,7 +253,7 @@ def test_history_that_cannot_be_saved_is_a_json_503_and_not_half_kept(engine):
 @pytest.mark.parametrize("hidden", ["fu\x7fck", "fu\x1bck", "f\x01uck", "sh\x00it", "fu\u200bck"])
 def test_control_characters_inside_a_word_do_not_hide_it_from_the_blocklist(hidden):
     from appliance.config import Config
-    from appliance.moderation import blocklist_from
+    from appliance.engine.moderation import blocklist_from
     from appliance.teletype.codes import CHARACTER_SETS
 
     blocklist = blocklist_from(Config())
@@ -411,8 +411,8 @@ def test_the_queue_eta_comes_from_the_lengths_of_replies_printed(tmp_path):
     import asyncio
 
     from appliance.config import parse_config
-    from appliance.engine import Engine
-    from appliance.generator import load_generator
+    from appliance.engine.engine import Engine
+    from appliance.engine.generator import load_generator
     from appliance.teletype import build_printer
 
     config = parse_config(
@@ -535,7 +535,7 @@ def test_a_flood_of_idle_connections_leaves_the_local_clients_answered(tmp_path,
 
 def test_a_prompt_of_ones_own_keeps_its_lines_and_loses_only_what_cannot_print():
     from appliance.config import Config
-    from appliance.replies import Replies
+    from appliance.engine.replies import Replies
 
     replies = Replies(Config(), generator=None)
     assert replies.prompt(None, "1. THE KEYBOARD\r\n2. THE\x1b PRINTER\ud800") == (

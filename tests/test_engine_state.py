@@ -15,9 +15,9 @@ import resource
 
 import pytest
 
-from appliance.engine import Engine
-from appliance.history import PersistentHistory
-from appliance.moderation import Blocklist
+from appliance.engine.engine import Engine
+from appliance.engine.history import PersistentHistory
+from appliance.engine.moderation import Blocklist
 from appliance.teletype import build_printer
 from appliance.testing.engine_inprocess import engine_config, running_engine
 

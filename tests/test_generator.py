@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from appliance.errors import ModelError
-from appliance.generator import (
+from appliance.engine.generator import (
     Generator,
     find_model,
     looping,
     sentence_end_after,
 )
-from appliance.history import ChatLine, History, chat_prompt, reply_prompt
-from appliance.moderation import Blocklist
+from appliance.engine.history import ChatLine, History, chat_prompt, reply_prompt
+from appliance.engine.moderation import Blocklist
+from appliance.errors import ModelError
 
 
 @pytest.fixture(scope="module")

@@ -9,16 +9,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from appliance.config import Config
-from appliance.errors import ConfigError, Withheld
-from appliance.generator import load_generator, sampling_from
-from appliance.moderation import (
+from appliance.engine.generator import load_generator, sampling_from
+from appliance.engine.moderation import (
     Blocklist,
     blocklist_from,
     load_blocklist,
     moderated,
     parse_terms,
 )
-from appliance.replies import clean_reply
+from appliance.engine.replies import clean_reply
+from appliance.errors import ConfigError, Withheld
 from appliance.testing.corpus import find_corpus
 from appliance.testing.engine_process import EngineProcess
 

@@ -17,7 +17,7 @@ from gpiozero import Device
 from gpiozero.pins.mock import MockFactory
 
 from appliance.config import parse_config
-from appliance.motor import open_motor
+from appliance.engine.motor import open_motor
 
 RELAY = 22
 
@@ -56,8 +56,8 @@ class PinWatch:
 
 def run_engine(tmp_path: Path, teletype, motor: str, scenario) -> dict:
     """The engine with [motor] and its relay on the mock pin; `scenario(engine)` drives it."""
-    from appliance.engine import Engine
-    from appliance.generator import load_generator
+    from appliance.engine.engine import Engine
+    from appliance.engine.generator import load_generator
     from appliance.teletype import build_printer
 
     text = f'[teletype]\nport = "{teletype.link}"\n[motor]\npin = {RELAY}\n{motor}'

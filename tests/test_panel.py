@@ -63,7 +63,7 @@ def trimmed(paper: str) -> str:
 def lan_address() -> str:
     """This machine's address on its network (as a phone on the same Wi-Fi reaches the
     Pi), or loopback where it has none."""
-    from appliance.whereabouts import interface_addresses, reachable
+    from appliance.engine.whereabouts import interface_addresses, reachable
 
     return next((a for a in reachable(interface_addresses()) if ":" not in a), "127.0.0.1")
 
@@ -392,7 +392,7 @@ def test_the_page_is_locked_down_and_shows_no_secret(engine):
 
 
 def test_sessions_survive_a_restart_expire_and_stay_signed_out(tmp_path):
-    from appliance.panel import SESSION_SECONDS, Sessions
+    from appliance.engine.panel import SESSION_SECONDS, Sessions
 
     now = [1_000_000.0]
     sessions = Sessions("pw", clock=lambda: now[0], directory=tmp_path)

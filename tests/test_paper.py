@@ -1,6 +1,6 @@
 """The paper model: what the Teletype printed, numbered, with job marks, kept across restarts.
 
-Unit tests on appliance.paper, then the real engine in this process (embedded model, a
+Unit tests on appliance.engine.paper, then the real engine in this process (embedded model, a
 file for a Teletype) for the marks each kind of job end leaves and the API's resume.
 """
 
@@ -10,8 +10,8 @@ import asyncio
 import json
 
 from appliance.config import parse_config
-from appliance.engine import Engine
-from appliance.paper import KEPT_EVENTS, RESTART_GAP, Paper
+from appliance.engine.engine import Engine
+from appliance.engine.paper import KEPT_EVENTS, RESTART_GAP, Paper
 from appliance.teletype import build_printer
 from appliance.teletype.ports import Decoder
 from appliance.teletype.profiles import get_profile

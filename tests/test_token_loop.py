@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from appliance.generator import Generator, find_model
+from appliance.engine.generator import Generator, find_model
 from appliance.testing.gpt2_vocab import NO_VOCAB, VOCAB_DIR, build_stray_byte_model
 
 PROMPT = "ada: the clutch slips when it warms up\nbert: check the spring first\n"
@@ -49,8 +49,8 @@ def test_token_loop_the_same_seed_gives_the_same_text(stray_bytes):
 
 def _engine(tmp_path, model):
     from appliance.config import parse_config
-    from appliance.engine import Engine
-    from appliance.generator import load_generator
+    from appliance.engine.engine import Engine
+    from appliance.engine.generator import load_generator
     from appliance.teletype import build_printer
 
     config = parse_config(

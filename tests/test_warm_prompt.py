@@ -11,9 +11,9 @@ import threading
 
 import pytest
 
-from appliance.generator import PROMPT_CHUNK, Generator, find_model
-from appliance.history import History, reply_prompt
-from appliance.moderation import Blocklist
+from appliance.engine.generator import PROMPT_CHUNK, Generator, find_model
+from appliance.engine.history import History, reply_prompt
+from appliance.engine.moderation import Blocklist
 
 LINES = [
     ("ada", "the clutch on my model 33 slips when the motor warms up"),
@@ -42,7 +42,7 @@ def _cold(prompt: str, seed: int, max_chars: int = 120) -> str:
     """The reply from a model loaded just for it, in a process of its own (a restart)."""
     code = (
         "import json, sys\n"
-        "from appliance.generator import Generator, find_model\n"
+        "from appliance.engine.generator import Generator, find_model\n"
         "g = Generator(find_model(''))\n"
         "text = g.generate(sys.argv[1], max_chars=int(sys.argv[3]), seed=int(sys.argv[2]))\n"
         "print(json.dumps(text))\n"
@@ -124,8 +124,8 @@ def test_warm_prompt_a_long_history_keeps_its_start_as_lines_arrive(generator):
 
 def test_warm_prompt_the_idle_engine_evaluates_the_history_and_a_press_pays_one_token(tmp_path):
     from appliance.config import parse_config
-    from appliance.engine import Engine
-    from appliance.generator import load_generator
+    from appliance.engine.engine import Engine
+    from appliance.engine.generator import load_generator
     from appliance.teletype import build_printer
 
     config = parse_config(

@@ -15,14 +15,14 @@ import time
 from pathlib import Path
 
 from appliance.config import parse_config
-from appliance.testing.wire import PtyReader, check_ascii
-from appliance.whereabouts import (
+from appliance.engine.whereabouts import (
     Whereabouts,
     interface_addresses,
     keep_announcing,
     reachable,
     status_block,
 )
+from appliance.testing.wire import PtyReader, check_ascii
 
 TOKEN = "a-very-secret-api-token-1234"
 
@@ -137,8 +137,8 @@ class Machine:
 def run_engine(tmp_path: Path, machine: Machine, seconds: float, result: Path | None = None,
                chat_state: str | None = None, config_extra: str = "") -> str:  # fmt: skip
     """The real engine, announcing with short timings for `seconds`; what it printed."""
-    from appliance.engine import Engine
-    from appliance.generator import load_generator
+    from appliance.engine.engine import Engine
+    from appliance.engine.generator import load_generator
     from appliance.teletype import build_printer
 
     config = config_for(tmp_path, config_extra)

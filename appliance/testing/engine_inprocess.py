@@ -15,9 +15,9 @@ from pathlib import Path
 import aiohttp
 from aiohttp.test_utils import TestServer
 
-from appliance.api import build_app
 from appliance.config import parse_config
-from appliance.engine import Engine
+from appliance.engine.api import build_app
+from appliance.engine.engine import Engine
 from appliance.teletype import build_printer
 
 

@@ -22,7 +22,7 @@ from appliance.cli import main
 
 
 def shorten_clocks(spec: str) -> None:
-    from appliance.twitch_bot import TeletypeBot
+    from appliance.chat.bot import TeletypeBot
 
     for item in filter(None, spec.split(",")):
         name, _, value = item.partition("=")

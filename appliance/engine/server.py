@@ -46,7 +46,7 @@ def check_exposure(config: Config) -> None:
 def run_serve(config: Config, front: Front | None = None, log_file: Path | None = None) -> int:
     """The engine until SIGTERM or SIGINT. `front` (the demo's terminal) draws the paper
     of a virtual Teletype (its `screen`) and runs beside the API (`front.run`)."""
-    from appliance.generator import load_generator
+    from appliance.engine.generator import load_generator
     from appliance.teletype import build_printer
 
     setup_logging("teletype-engine", to=log_file)
@@ -139,17 +139,17 @@ class PaperMarker:
 async def _serve(
     config: Config, generator, printer, port_state: str, front: Front | None = None
 ) -> int:
-    from appliance.api import build_app
-    from appliance.connections import ConnectionGuard, default_limit, raise_file_limit
-    from appliance.engine import Engine
-    from appliance.motor import open_motor
+    from appliance.engine.api import build_app
+    from appliance.engine.connections import ConnectionGuard, default_limit, raise_file_limit
+    from appliance.engine.engine import Engine
+    from appliance.engine.motor import open_motor
     from appliance.teletype.ports import SerialPort
 
     engine = Engine(
         config, generator, printer, state_dir(config), open_motor(config.motor), port_state
     )
     engine.bind_loop(asyncio.get_running_loop())
-    from appliance.overlay import overlay_token
+    from appliance.engine.overlay import overlay_token
 
     overlay = overlay_token(config.engine.overlay_token, state_dir(config))
     app = build_app(
@@ -181,7 +181,7 @@ async def _serve(
     notify.ready(f"ready; printer {engine.port_state}")
     keepers = [asyncio.create_task(_report_status(engine))]
     if config.engine.status_on_paper:
-        from appliance.whereabouts import keep_announcing
+        from appliance.engine.whereabouts import keep_announcing
 
         keepers.append(asyncio.create_task(keep_announcing(engine, state_dir(config))))
     if front is not None:  # after the handlers above: its own for SIGINT replaces ours
@@ -217,8 +217,8 @@ def make_runner(app):
     """The engine's aiohttp runner: no access log, a short keep-alive, bad requests summed."""
     from aiohttp import web
 
-    from appliance.connections import KEEPALIVE_TIMEOUT
-    from appliance.httplog import server_logger
+    from appliance.engine.connections import KEEPALIVE_TIMEOUT
+    from appliance.engine.httplog import server_logger
 
     return web.AppRunner(
         app,
@@ -233,7 +233,7 @@ def make_runner(app):
 
 async def _start_sites(runner, guard, config: Config) -> list[str]:
     """The Unix socket, and TCP if configured; StartupError (one line) if either cannot be had."""
-    from appliance.connections import GuardedTCPSite, GuardedUnixSite
+    from appliance.engine.connections import GuardedTCPSite, GuardedUnixSite
 
     sock = socket_path(config)
     try:

@@ -1,5 +1,5 @@
 """OpenSSH on or off, and the [network] ssh_key in a person's authorized_keys (given,
-moved or taken back; appliance.authorized_keys writes the file).
+moved or taken back; appliance.network.authorized_keys writes the file).
 """
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ from __future__ import annotations
 import pwd
 from pathlib import Path
 
-from appliance import authorized_keys
-from appliance.network_machine import Machine
-from appliance.network_settings import NetworkProblem, NetworkSettings
+from appliance.network import authorized_keys
+from appliance.network.machine import Machine
+from appliance.network.settings import NetworkProblem, NetworkSettings
 
 FIRST_USER_UID = 1000  # Raspberry Pi OS's first user: the one Imager or userconf.txt makes
 SSH_UNIT = "ssh.service"

@@ -1,8 +1,8 @@
 """`teletype chat` and `teletype twitch-login`: the chat bridge's entry points.
 
-The parts: appliance.twitch_supervisor runs appliance.twitch_bot (twitchio), whose
-messages appliance.chat answers; appliance.twitch_health says how it goes,
-appliance.twitch_login signs the bot in, appliance.tokens keeps its tokens.
+The parts: appliance.chat.supervisor runs appliance.chat.bot (twitchio), whose
+messages appliance.chat.bridge answers; appliance.chat.health says how it goes,
+appliance.chat.login signs the bot in, appliance.chat.tokens keeps its tokens.
 """
 
 from __future__ import annotations
@@ -12,14 +12,14 @@ import contextlib
 import logging
 import signal
 
+from appliance.chat.health import Unhealthy
+from appliance.chat.login import check_chat_settings, login
+from appliance.chat.supervisor import engine_client, run_bot
+from appliance.chat.tokens import TwitchTokens
 from appliance.client import EngineClient
 from appliance.config import Config
 from appliance.errors import ApplianceError, ConfigError
 from appliance.schema import PrintSource
-from appliance.tokens import TwitchTokens
-from appliance.twitch_health import Unhealthy
-from appliance.twitch_login import check_chat_settings, login
-from appliance.twitch_supervisor import engine_client, run_bot
 
 log = logging.getLogger("teletype.chat")
 

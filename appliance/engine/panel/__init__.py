@@ -1,6 +1,6 @@
 """The operator's panel: a web page served by the engine, on the engine's own API.
 
-The page (appliance/panel/: HTML, CSS and a script, no build step) shows
+The page (appliance/engine/panel/: HTML, CSS and a script, no build step) shows
 the state, the queue, the paper as it prints, the chat history and Twitch,
 and its controls call the same API every other client calls: it adds no
 privilege of its own.
@@ -10,7 +10,7 @@ Who may use it:
   a browser on the Pi itself (or through an SSH tunnel), no sign-in.
 - With a token (required for the network), a person signs in with
   `engine.panel_password` (the token itself while that is empty). A wrong password costs
-  the client that sent it a second before its next guess (appliance.guesses): the owner,
+  the client that sent it a second before its next guess (appliance.engine.guesses): the owner,
   from another address, never waits behind a guesser. Signing in again ends the
   browser's old session.
 - A session is a signed cookie (HttpOnly, SameSite=Strict, 12 hours): a random id, its
@@ -40,7 +40,7 @@ import msgspec
 from aiohttp import web
 
 from appliance.durable import write_atomic
-from appliance.guesses import Guesses, client_of, same_secret
+from appliance.engine.guesses import Guesses, client_of, same_secret
 
 log = logging.getLogger("teletype.panel")
 
@@ -212,7 +212,7 @@ def add_routes(app: web.Application, sessions: Sessions, overlay: str = "") -> N
 
     async def page(request: web.Request) -> web.Response:
         name, kind = FILES[request.path]
-        body = resources.files("appliance.panel").joinpath(name).read_bytes()
+        body = resources.files("appliance.engine.panel").joinpath(name).read_bytes()
         return web.Response(body=body, content_type=kind, charset="utf-8", headers=HEADERS)
 
     def signed_in(session: Session, key: str | None = None) -> web.Response:

@@ -6,7 +6,7 @@ A term is a word or a phrase of words, one a line in a plain text file;
 character swaps ("d4rn"), and only ever matches whole words, so "darn"
 does not trip on "undarned".
 
-Generated text is checked as it streams (appliance.engine): a piece is
+Generated text is checked as it streams (appliance.engine.engine): a piece is
 released to the printer only once no blocked phrase can still end in it,
 and a hit means the text is generated again from the last clean word.
 """

@@ -19,7 +19,11 @@ import msgspec
 from aiohttp import web
 from aiohttp_sse import sse_response
 
-from appliance.engine import Engine
+from appliance.engine.engine import Engine
+from appliance.engine.guesses import client_of, same_secret
+from appliance.engine.overlay import is_overlay_read, overlay_address
+from appliance.engine.panel import Sessions, csrf_refusal, is_panel_path, too_soon
+from appliance.engine.panel import add_routes as add_panel_routes
 from appliance.errors import (
     ApplianceError,
     BadChatLine,
@@ -31,10 +35,6 @@ from appliance.errors import (
     TooLong,
     Withheld,
 )
-from appliance.guesses import client_of, same_secret
-from appliance.overlay import is_overlay_read, overlay_address
-from appliance.panel import Sessions, csrf_refusal, is_panel_path, too_soon
-from appliance.panel import add_routes as add_panel_routes
 from appliance.schema import (
     MAX_PROMPT,
     NOT_BLANK,

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from appliance.chat.tokens import TokenError
 from appliance.errors import ApplianceError
-from appliance.tokens import TokenError
 
 log = logging.getLogger("teletype.chat")
 

@@ -15,10 +15,10 @@ from collections.abc import Callable, Iterable, Iterator
 from threading import Event
 
 from appliance.config import Config
+from appliance.engine.generator import sampling_from
+from appliance.engine.history import History, clean_prompt, reply_prompt
+from appliance.engine.moderation import Blocklist, Hit, blocklist_from, moderated
 from appliance.errors import Withheld
-from appliance.generator import sampling_from
-from appliance.history import History, clean_prompt, reply_prompt
-from appliance.moderation import Blocklist, Hit, blocklist_from, moderated
 
 
 class Replies:

@@ -30,7 +30,7 @@ from anyascii import anyascii
 from appliance.config import Config
 from appliance.durable import write_atomic
 from appliance.errors import QueueFull, ShuttingDown, StateError, TooLong
-from appliance.network import RESULT_PATH, read_result
+from appliance.network.oneshot import RESULT_PATH, read_result
 
 log = logging.getLogger("teletype.whereabouts")
 

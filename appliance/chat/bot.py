@@ -1,8 +1,8 @@
 """The twitchio adapter: the bot that reads chat over EventSub and posts with Helix,
 watches that it can still do both, and repairs what it can.
 
-The bot signs in as its own account (not the streamer's). appliance.chat decides
-what to do with each message; appliance.outbox keeps what we post within Twitch's
+The bot signs in as its own account (not the streamer's). appliance.chat.bridge decides
+what to do with each message; appliance.chat.outbox keeps what we post within Twitch's
 limits. Where twitchio's private attributes are touched, a comment says why.
 """
 
@@ -21,17 +21,17 @@ from twitchio.eventsub.websockets import Websocket
 from twitchio.ext import commands
 from twitchio.web import BaseAdapter
 
-from appliance.chat import PREFIX, ChatBridge, Viewer
+from appliance.chat.bridge import PREFIX, ChatBridge, Viewer
+from appliance.chat.health import Health, Unhealthy
+from appliance.chat.outbox import Outbox, SendFailed, TryLater
+from appliance.chat.reconnect import SeenMessages
+from appliance.chat.tokens import (
+    TokenKeeper,
+)
 from appliance.client import EngineClient
 from appliance.config import ChatConfig
 from appliance.errors import ApplianceError, ConfigError
 from appliance.logs import redact
-from appliance.outbox import Outbox, SendFailed, TryLater
-from appliance.tokens import (
-    TokenKeeper,
-)
-from appliance.twitch_health import Health, Unhealthy
-from appliance.twitch_reconnect import SeenMessages
 
 log = logging.getLogger("teletype.chat")
 

@@ -99,7 +99,7 @@ class Sampling:
 
 def load_generator(model_config) -> Generator:
     """The generator for the [model] config section (the embedded model if none is set)."""
-    from appliance.memory import BATCH, check_fits, mem_available
+    from appliance.engine.memory import BATCH, check_fits, mem_available
 
     m = model_config
     path = find_model(m.path)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from appliance.network_settings import NetworkSettings
+from appliance.network.settings import NetworkSettings
 
 CONNECTION_ID = "teletype-wifi"
 CONNECTIONS = Path("etc/NetworkManager/system-connections")

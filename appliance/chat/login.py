@@ -8,18 +8,18 @@ from __future__ import annotations
 import contextlib
 import logging
 
-from appliance.client import EngineClient
-from appliance.config import ChatConfig, Config
-from appliance.errors import ApplianceError, ConfigError
-from appliance.schema import PrintSource
-from appliance.tokens import (
+from appliance.chat.bot import SCOPES
+from appliance.chat.health import Health
+from appliance.chat.tokens import (
     TokenError,
     TokenKeeper,
     TwitchTokens,
     token_path,
 )
-from appliance.twitch_bot import SCOPES
-from appliance.twitch_health import Health
+from appliance.client import EngineClient
+from appliance.config import ChatConfig, Config
+from appliance.errors import ApplianceError, ConfigError
+from appliance.schema import PrintSource
 
 log = logging.getLogger("teletype.chat")
 
@@ -41,7 +41,7 @@ async def sign_in_on_paper(
     settings: ChatConfig, keeper: TokenKeeper, engine: EngineClient, health: Health
 ) -> None:
     """The device-code flow, with the code printed on the Teletype, until someone signs in."""
-    from appliance.signin import sign_in
+    from appliance.chat.signin import sign_in
 
     async def show(device) -> None:
         where = f"{device.url.split('?')[0]} and enter the code {device.code}"
@@ -86,8 +86,8 @@ async def sign_in_on_paper(
 
 async def login(config: Config, show) -> TwitchTokens:
     """`teletype twitch-login`'s flow: show one code, wait for it, keep the tokens."""
+    from appliance.chat.signin import sign_in
     from appliance.paths import state_dir
-    from appliance.signin import sign_in
 
     settings = check_chat_settings(config, need_channel=False)
     keeper = TokenKeeper(token_path(state_dir(config)), settings.client_id)

@@ -4,18 +4,18 @@ A root oneshot (teletype-network.service) runs `teletype network --apply`
 at every boot, before NetworkManager starts. It reads [network] from
 teletype.toml on the boot partition and:
 
-- writes a NetworkManager connection for the Wi-Fi (appliance.network_keyfile),
+- writes a NetworkManager connection for the Wi-Fi (appliance.network.keyfile),
   sets the Wi-Fi country and takes the radio out of its soft block;
 - sets the hostname (/etc/hostname, /etc/hosts, and the running kernel's);
 - turns OpenSSH's server on or off and gives the first user the public key
-  (appliance.network_ssh);
+  (appliance.network.ssh);
 - then takes the Wi-Fi password out of teletype.toml, leaving a comment:
   the boot partition is FAT, and anyone with the card can read it
-  (appliance.network_password).
+  (appliance.network.password).
 
-Every setting is checked before anything is changed (appliance.network_settings): a
+Every setting is checked before anything is changed (appliance.network.settings): a
 wrong one is one line in the journal and on paper (the engine prints what the oneshot
-left in RESULT_PATH) and nothing is applied (appliance.network_apply). Running it again
+left in RESULT_PATH) and nothing is applied (appliance.network.apply). Running it again
 with the same settings changes nothing, so it does no harm at each boot.
 """
 
@@ -33,16 +33,16 @@ from appliance.config import find_config, parse_toml, read_capped
 from appliance.durable import write_atomic
 from appliance.errors import ConfigError
 from appliance.logs import secret
-from appliance.network_apply import apply, radio_for_imager
-from appliance.network_machine import Machine
-from appliance.network_password import (
+from appliance.network.apply import apply, radio_for_imager
+from appliance.network.machine import Machine
+from appliance.network.password import (
     STORED_PASSWORD,
     commented_out,
     stored_password,
     take_password_off,
 )
-from appliance.network_settings import NetworkSettings, check_password, parse_network
-from appliance.network_ssh import revoke_keys
+from appliance.network.settings import NetworkSettings, check_password, parse_network
+from appliance.network.ssh import revoke_keys
 
 log = logging.getLogger("teletype.network")
 

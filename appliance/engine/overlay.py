@@ -20,7 +20,7 @@ from pathlib import Path
 from aiohttp import web
 
 from appliance.durable import write_atomic
-from appliance.guesses import same_secret
+from appliance.engine.guesses import same_secret
 
 TOKEN_FILE = "overlay-token"
 QUERY = "token"  # OBS's browser source takes an address: the token rides in it

@@ -23,7 +23,7 @@ from appliance.durable import remove_leftovers, set_aside, write_atomic
 from appliance.errors import BadChatLine, Blocked, StateError
 
 if TYPE_CHECKING:
-    from appliance.moderation import Blocklist
+    from appliance.engine.moderation import Blocklist
 
 log = logging.getLogger("teletype.history")
 

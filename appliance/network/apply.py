@@ -13,7 +13,7 @@ import uuid
 from pathlib import Path
 
 from appliance.durable import write_atomic
-from appliance.network_keyfile import (
+from appliance.network.keyfile import (
     CONNECTION_FILE,
     CONNECTION_ID,
     CONNECTIONS,
@@ -22,9 +22,9 @@ from appliance.network_keyfile import (
     ssid_bytes,
     unescape,
 )
-from appliance.network_machine import Machine
-from appliance.network_settings import NetworkProblem, NetworkSettings
-from appliance.network_ssh import give_keys, plan_keys, switch_ssh
+from appliance.network.machine import Machine
+from appliance.network.settings import NetworkProblem, NetworkSettings
+from appliance.network.ssh import give_keys, plan_keys, switch_ssh
 
 log = logging.getLogger("teletype.network")
 

@@ -17,7 +17,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 
-from appliance.chat import fit_for_chat
+from appliance.chat.bridge import fit_for_chat
 from appliance.errors import ApplianceError
 
 log = logging.getLogger("teletype.chat")

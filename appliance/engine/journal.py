@@ -20,8 +20,8 @@ import msgspec
 from msgspec import Meta
 
 from appliance.durable import remove_leftovers, set_aside, write_atomic
+from appliance.engine.jobs import Job
 from appliance.errors import StateError
-from appliance.jobs import Job
 from appliance.schema import JobStatus
 
 log = logging.getLogger("teletype.journal")

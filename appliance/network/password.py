@@ -16,9 +16,9 @@ from typing import Any
 from appliance.config import MAX_CONFIG_BYTES, NETWORK_KEYS
 from appliance.durable import write_atomic
 from appliance.logs import secret
-from appliance.network_keyfile import CONNECTION_ID
-from appliance.network_machine import Machine
-from appliance.network_settings import NetworkProblem
+from appliance.network.keyfile import CONNECTION_ID
+from appliance.network.machine import Machine
+from appliance.network.settings import NetworkProblem
 
 # --- the password off the card -------------------------------------------------------
 

@@ -3,7 +3,7 @@
 Chat lines go to the engine's history (and, while the printer has time, onto
 the paper); `!gpt2` asks the engine for a reply and posts it; the cooldowns,
 the queue and ETA answers, moderator-only commands and the "Teletype is
-offline" notice live here. appliance.twitch connects this to Twitch;
+offline" notice live here. appliance.chat.service connects this to Twitch;
 everything it posts goes through `post`, which keeps to Twitch's limits.
 """
 

@@ -4,8 +4,8 @@ A Teletype is one slow printer (a 500-character reply takes 50 s) and the
 model should be loaded once, so everything is serialised here: a bounded
 queue of jobs in front of one worker that generates (in its own thread)
 and prints (in another) at the same time. Every trigger is a client of
-this process over its local API (appliance.api). Accepted jobs are kept in
-a journal (appliance.journal), so a restart loses none of them.
+this process over its local API (appliance.engine.api). Accepted jobs are kept in
+a journal (appliance.engine.journal), so a restart loses none of them.
 
 While nothing waits, the worker evaluates the next reply's prompt (the
 history as a reply renders it) at start and after every change, so a press
@@ -29,6 +29,12 @@ from typing import Any
 
 from appliance.config import Config
 from appliance.durable import BackgroundWriter
+from appliance.engine.history import ChatLine, PersistentHistory
+from appliance.engine.jobs import Job
+from appliance.engine.journal import Journal, waiting
+from appliance.engine.motor import Motor
+from appliance.engine.paper import PAPER_FILE, Paper
+from appliance.engine.replies import Replies
 from appliance.errors import (
     Blocked,
     PortError,
@@ -38,12 +44,6 @@ from appliance.errors import (
     TooLong,
     Withheld,
 )
-from appliance.history import ChatLine, PersistentHistory
-from appliance.jobs import Job
-from appliance.journal import Journal, waiting
-from appliance.motor import Motor
-from appliance.paper import PAPER_FILE, Paper
-from appliance.replies import Replies
 from appliance.schema import JobStatus, PrintSource, Source
 from appliance.teletype.discipline import LineDiscipline
 from appliance.teletype.keyboard import KeyboardReader

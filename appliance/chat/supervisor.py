@@ -11,15 +11,15 @@ import logging
 import aiohttp
 import twitchio
 
-from appliance.client import EngineClient
-from appliance.config import Config
-from appliance.tokens import (
+from appliance.chat.bot import TeletypeBot, TokensRefused, TransientTwitch, twitch_failure
+from appliance.chat.health import Health, Unhealthy, pet_watchdog, tell_the_engine
+from appliance.chat.login import check_chat_settings, sign_in_on_paper
+from appliance.chat.tokens import (
     TokenKeeper,
     token_path,
 )
-from appliance.twitch_bot import TeletypeBot, TokensRefused, TransientTwitch, twitch_failure
-from appliance.twitch_health import Health, Unhealthy, pet_watchdog, tell_the_engine
-from appliance.twitch_login import check_chat_settings, sign_in_on_paper
+from appliance.client import EngineClient
+from appliance.config import Config
 
 log = logging.getLogger("teletype.chat")
 

@@ -23,8 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from appliance.engine.gguf_header import ModelShape, read_shape
 from appliance.errors import ModelError
-from appliance.gguf_header import ModelShape, read_shape
 
 MB = 1_000_000
 # The engine's batch: prompt tokens evaluated in one pass. llama.cpp sizes

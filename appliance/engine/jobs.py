@@ -35,7 +35,7 @@ class _Ids:
 
 ids = _Ids()
 
-# The fields that go into the journal (appliance.journal); the events stay in memory.
+# The fields that go into the journal (appliance.engine.journal); the events stay in memory.
 _KEPT = (
     "prompt", "max_chars", "seed", "print", "source", "literal", "id", "status", "text",
     "printed", "error", "blocked", "created", "started", "finished",
