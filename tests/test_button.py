@@ -104,6 +104,7 @@ def test_button_press_prints_a_reply(panel, engine, teletype):
     assert len(paper.text.split()) >= 2
 
 
+@pytest.mark.engine(max_chars=20, speed=1)  # the reply must still print while the presses come
 def test_button_fifty_presses_in_a_second_give_one_job(panel, engine, teletype):
     panel.wait_led(READY)
     for _ in range(50):

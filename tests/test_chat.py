@@ -143,6 +143,11 @@ async def stage(
 # --- chat lines, !gpt2 ----------------------------------------------------------------
 
 
+async def _last_text_is(s: Stage, text: str) -> bool:
+    lines = await s.history()
+    return bool(lines) and lines[-1]["text"] == text
+
+
 def test_chat_lines_become_the_history_of_five_and_are_printed(tmp_path, engine, teletype):
     hostile = "hi \x1b[31mthere\x07 ☃ “quotes” 😀"
 
@@ -153,8 +158,13 @@ def test_chat_lines_become_the_history_of_five_and_are_printed(tmp_path, engine,
                 await s.say("alice", f"line {n}")
             await s.say("carol", "!help")  # a command: not history
             await s.posted("Teletype")
-            # The bot's own post comes back as chat (Twitch echoes it): it must
-            # not reach the history (all names are checked below).
+            # Every line has reached the engine (on a busy machine the last may
+            # come after the answer to !help)...
+            await s.until(
+                lambda: _last_text_is(s, "line 6"), "the history holds the last chat line"
+            )
+            # ...and the bot's own post comes back as chat (Twitch echoes it): it
+            # must not reach the history (all names are checked below).
             await asyncio.sleep(1.0)
             return await s.history()
 
@@ -311,9 +321,15 @@ def test_full_queue_is_said_in_chat(tmp_path, teletype, start_engine):
 
         async def scenario():
             async with stage(tmp_path, engine, teletype) as s:
-                for _ in range(3):  # one printing, two waiting: full
+
+                async def printing() -> bool:
+                    return (await s.engine_call("GET", "/v1/status"))[1]["printing"] is not None
+
+                for n in range(3):  # one printing, two waiting: full
                     status, _ = await s.engine_call("POST", "/v1/print", {"text": "WAIT " * 30})
                     assert status == 202
+                    if n == 0:  # the worker takes it (after at most one idle chunk)
+                        await s.until(printing, "the first print started")
                 await s.say("alice", "!gpt2")
                 return await s.posted(r"^@Alice ")
 

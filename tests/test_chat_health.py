@@ -297,6 +297,9 @@ def test_teletype_chat_survives_a_misbehaving_twitch_and_logs_no_token(tmp_path,
                         "lines"
                     ]
                 ]
+                # Alive all along: the watchdog kept being fed (a state to wait
+                # for, not a time: on a busy machine the pings come later).
+                await fake.wait_until(lambda: notify.count("WATCHDOG=1") >= 3, timeout=60)
                 err = await stop_as_systemd_does(process)
             fresh = load_tokens(token_path(Path(config.engine.state_dir)))
             secrets = {tokens.token, tokens.refresh, fresh.token, fresh.refresh}
