@@ -75,14 +75,17 @@ def cpu_seconds():
     return (int(fields[11]) + int(fields[12])) / 100  # utime + stime, in ticks of 10 ms
 
 
-def idle(quiet=3.0):
-    # The engine has evaluated the next prompt when its CPU time stops growing.
-    before, since = cpu_seconds(), time.monotonic()
-    while time.monotonic() - since < quiet:
-        time.sleep(0.5)
-        now = cpu_seconds()
-        if now - before > 0.05:
-            before, since = now, time.monotonic()
+def idle(window=2.0, bound=900.0):
+    # The engine has evaluated the next prompt when its CPU time nearly stops
+    # growing: under a tenth of a core over a window (an evaluation takes every
+    # core; the event loop, the watchdog and the button's polls take a little).
+    started = time.monotonic()
+    while time.monotonic() - started < bound:
+        before = cpu_seconds()
+        time.sleep(window)
+        if cpu_seconds() - before < 0.1 * window:
+            return
+    raise SystemExit("the engine never went idle")
 
 
 for name, text in chat:
