@@ -196,7 +196,8 @@ def _warm_prompt_section(warm: dict | None) -> list[str]:
     lines = [
         "## 9. The warm prompt: the next reply's prompt evaluated while idle",
         "",
-        "`POST /v1/generate` (a press: the history's prompt) to the first letter on the pty, "
+        "`POST /v1/generate` (a press: the history's prompt) to the reply's first "
+        "character (any glyph) on the pty, "
         "small Q8_0 with GPT-2's own vocabulary (bench/models.py: build_gpt2_vocab), "
         "through a real engine with its history full. Cold: right after a chat "
         "line arrived, so the window had shifted and no token of the prompt was evaluated "
