@@ -61,6 +61,7 @@ mkdir -p "$cache" "$work"
 say "shellcheck"
 scripts=("$stage"/prerun.sh "$stage"/*/*.sh "$here"/*.sh "$here"/boot-check/*.sh "$repo"/firmware/*.sh)
 check "${#scripts[@]} scripts" shellcheck -s bash "${scripts[@]}"
+check "the initramfs's read-only root (POSIX sh)" shellcheck -s sh "$stage"/04-read-only/files/teletype-read-only*
 check "pi-gen config" shellcheck -s bash -e SC2034 "$here/config"
 
 # --- 2. the pi-gen config --------------------------------------------------
@@ -189,6 +190,29 @@ cp "$here/check/cmdline.txt" "$here/check/config.txt" "$rootfs/boot/firmware/"
 
 "$here/stage-files.sh" "$wheels"
 
+# The one step that only runs update-initramfs takes 10 to 15 minutes under
+# qemu-user. Its result depends on the base root (its key) and on what the
+# stage put in /etc/initramfs-tools alone, so it is kept under those and
+# reused while none of them changes.
+initramfs_step=04-read-only/01-run-chroot.sh
+initramfs_file() {
+	local inputs
+	inputs=$(cd "$rootfs" && find etc/initramfs-tools -type f -print0 | sort -z | xargs -0 sha256sum)
+	echo "$cache/initrd-$(printf '%s\n%s' "$key" "$inputs" | sha256sum | cut -c1-12).img"
+}
+initramfs_cached() {
+	local kept initrds
+	kept=$(initramfs_file)
+	initrds=("$rootfs"/boot/initrd.img-*)
+	[ -f "$kept" ] && [ ${#initrds[@]} = 1 ] && cp "$kept" "${initrds[0]}"
+}
+initramfs_keep() {
+	local initrds
+	initrds=("$rootfs"/boot/initrd.img-*)
+	if [ ${#initrds[@]} = 1 ]; then cp "${initrds[0]}" "$(initramfs_file).part" &&
+		mv "$(initramfs_file).part" "$(initramfs_file)"; fi
+}
+
 export ROOTFS_DIR="$rootfs" STAGE_DIR="$stage" IMG_NAME=teletype-gpt2
 mount_chroot
 run_started=$SECONDS
@@ -201,13 +225,18 @@ for sub in "$stage"/[0-9][0-9]-*/; do
 				exit 1
 			}
 		fi
-		if [ -f "$sub/$i-run-chroot.sh" ]; then
+		if [ "$(basename "$sub")/$i-run-chroot.sh" = "$initramfs_step" ] && initramfs_cached; then
+			echo "   $initramfs_step: the initramfs from the cache (the same inputs)"
+		elif [ -f "$sub/$i-run-chroot.sh" ]; then
 			echo "   $(basename "$sub")/$i-run-chroot.sh (in the chroot)"
 			PIP_NO_INDEX=1 chroot "$rootfs" /usr/bin/env PIP_NO_INDEX=1 /bin/bash -e \
 				<"$sub/$i-run-chroot.sh" || {
 				fail "$(basename "$sub")/$i-run-chroot.sh"
 				exit 1
 			}
+			if [ "$(basename "$sub")/$i-run-chroot.sh" = "$initramfs_step" ]; then
+				initramfs_keep
+			fi
 		fi
 	done
 done
