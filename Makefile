@@ -9,6 +9,8 @@
 #   OUT, TYPE   its GGUF and quantisation                       (models/RUN-SIZE.q8_0.gguf)
 #   PYTEST   extra arguments for pytest                         (none)
 #   SOAK_ROUNDS, SOAK_SEED  `make soak-twitch`'s length and fault order  (120 rounds, a random seed)
+#   STORM_CUTS, STORM_SEED  `make power-cut-storm`'s cuts and their moments (30, 1963)
+#   SD_WINDOW  `make sd-writes`' window, idle and printing, in seconds  (300)
 #   PIGEN_COMMIT  the pi-gen commit `make image` builds with      (the 2026-06-18 Bookworm arm64 release)
 #   IMAGE_URL_BASE  where `make image`'s files will be served, for Imager's repository
 #                   (none: a local manifest, file:// URLs that work on this machine only)
@@ -35,7 +37,7 @@ corpus_arg = $(if $(CORPUS),--corpus $(CORPUS),)
 .DEFAULT_GOAL := help
 .PHONY: help setup venv system-deps test-deps demo test lint bench model model-import model-sweep gguf quantize eval clean \
 	wheels-arm64 wheels-arm64-deps image-check image-check-deps boot-check boot-check-deps board-fit \
-	image wiring soak-twitch
+	power-cut-storm sd-writes image wiring soak-twitch
 
 # pi-gen, pinned: the bookworm-arm64 branch at its 2026-06-18 release tag
 # (the arm64 and master branches build Trixie now).
@@ -58,6 +60,8 @@ help:
 	@echo "make image-check  install the image's stage into an arm64 Debian root here and check it (root)"
 	@echo "make boot-check   boot that root in an emulated Pi (QEMU) and drive it: paper, button, faults (root)"
 	@echo "make board-fit    which GPT-2 fits which Pi: 124M and 355M in the emulated Pi per board (root)"
+	@echo "make power-cut-storm  STORM_CUTS (30) power cuts at random moments in the emulated Pi; about 2 min a cut (root)"
+	@echo "make sd-writes    MB an hour the emulated Pi writes to its card, idle and printing, read-only and not (root)"
 	@echo "make image        build the SD-card image with pi-gen in Docker (needs Docker and the internet)"
 	@echo "make wiring       redraw firmware/wiring.png"
 	@echo "make clean        remove build/ (keeps .venv and models/)"
@@ -217,6 +221,17 @@ boot-check-deps:
 # board and driven from outside (pi-gen-config/boot-check/run.py).
 boot-check: image-check boot-check-deps $(APPLIANCE_STAMP)
 	PATH="$$PATH:/usr/sbin" $(BIN)/python pi-gen-config/boot-check/run.py build/image-check/rootfs build/boot-check
+
+# The plug pulled at random moments (during boot and the Wi-Fi password's
+# removal from the card, a print, history and job-journal writes), the board
+# checked after each (pi-gen-config/boot-check/storm.py). About 2 min a cut.
+power-cut-storm: image-check boot-check-deps $(APPLIANCE_STAMP)
+	PATH="$$PATH:/usr/sbin" $(BIN)/python pi-gen-config/boot-check/storm.py build/image-check/rootfs build/power-cut-storm
+
+# Sectors written to each partition of the card (/proc/diskstats in the
+# guest), idle and printing, read-only root and read-write; in MB an hour.
+sd-writes: image-check boot-check-deps $(APPLIANCE_STAMP)
+	PATH="$$PATH:/usr/sbin" $(BIN)/python pi-gen-config/boot-check/sd_writes.py build/image-check/rootfs build/sd-writes
 
 # Which GPT-2 fits which board: 124M and 355M (real shapes, random weights,
 # built once into bench/cache) at Q8_0, Q5_K_M and Q4_K_M on the card, each

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import os
 import re
 import shlex
 import signal
@@ -522,10 +523,10 @@ def first_boot(guest: Guest, r: Results) -> None:
     block = status_block(guest, 0)
     r.check(
         "a. the Teletype prints where it is (status block: name, no network yet, model, "
-        "no Twitch, API)",
+        "no Twitch, API, the root read-only)",
         all(line in block for line in (
             "NAME: TELETYPE (TELETYPE.LOCAL)", "ADDRESS: NONE YET", "MODEL: TELETYPE-TINY",
-            "TWITCH: NOT SET UP", "API: ON THIS PI ONLY, 127.0.0.1:5599",
+            "TWITCH: NOT SET UP", "API: ON THIS PI ONLY, 127.0.0.1:5599", "ROOT: READ-ONLY",
         )) and not paper_problems(guest.paper.since(0) if guest.paper else b""),
         block or paper_text(guest.paper.since(0) if guest.paper else b"")[-600:],
     )  # fmt: skip
@@ -545,6 +546,42 @@ def first_boot(guest: Guest, r: Results) -> None:
         and re.search(r"(?m)^max_chars = 100\b", config) is not None
         and guest.out("findmnt -n -o FSTYPE /boot/firmware") == "vfat",
         config[:2000],
+    )
+
+
+def sectors_written(guest: Guest) -> dict[str, int]:
+    """Sectors (512 bytes) written to each partition of the card since boot, from the kernel."""
+    table = guest.out("cat /proc/diskstats")
+    return {f[2]: int(f[9]) for f in (line.split() for line in table.splitlines())
+            if len(f) > 9 and f[2].startswith("vda")}  # fmt: skip
+
+
+def read_only_root(guest: Guest, r: Results) -> None:
+    """The root under a RAM overlay, the state on its own journaled partition, the journal
+    in RAM: and so nothing written to the root partition in a whole boot."""
+    places = ("/", "/media/root-ro", "/var/lib/teletype", "/var/lib/teletype-gpt2",
+              "/var/lib/teletype-network")  # fmt: skip
+    mounts = {where: guest.out(f"findmnt -n -o FSTYPE,OPTIONS,SOURCE {where}") for where in places}
+    mode = guest.out("cat /run/teletype-root")
+    fields = {where: [*found.split(), "", "", ""][:3] for where, found in mounts.items()}
+    r.check(
+        "a. the root is read-only under a RAM overlay; the state has its own partition "
+        "(ext4, data=journal), the state directories bound into it",
+        mode == "read-only" and fields["/"][0] == "overlay"
+        and fields["/media/root-ro"][0] == "ext4" and "ro" in fields["/media/root-ro"][1].split(",")
+        and fields["/var/lib/teletype"][0] == "ext4"
+        and "data=journal" in fields["/var/lib/teletype"][1]
+        and fields["/var/lib/teletype-gpt2"][2].endswith("[/gpt2]")
+        and fields["/var/lib/teletype-network"][2].endswith("[/network]"),
+        f"mode {mode!r}\n" + "\n".join(f"{k}: {v}" for k, v in mounts.items()),
+    )  # fmt: skip
+    journal = guest.out("journalctl --header | grep -m1 'File path'")
+    written = sectors_written(guest)
+    r.check(
+        f"a. the journal is in RAM, and the root partition was not written this boot "
+        f"({written.get('vda2')} sectors)",
+        "/run/log/journal/" in journal and written.get("vda2") == 0,
+        f"{journal}\n{written}",
     )
 
 
@@ -648,9 +685,10 @@ def memory(guest: Guest, r: Results) -> str:
         pid = guest.out(f"systemctl show -p MainPID --value {unit}")
         kb = guest.out(f"awk '/^VmRSS:/ {{print $2}}' /proc/{pid}/status 2>/dev/null || echo 0")
         rss[unit] = int(kb or 0) // 1024
+    overlay = guest.out("df -k --output=used /media/root-rw | tail -1") or "0"
     summary = (
         f"MemAvailable {available} MB of {MEMORY_MB} MB; RSS: engine {rss['teletype-engine']} MB, "
-        f"button {rss['teletype-button']} MB"
+        f"button {rss['teletype-button']} MB; the root's RAM overlay holds {int(overlay)} KB"
     )
     # A Zero 2 W leaves Linux 448 MB: the appliance must leave room for the OS's caches.
     r.check(f"i. memory with every unit running: {summary}", available >= 128, summary)
@@ -917,6 +955,11 @@ def main() -> int:
     if r.check("a. the guest boots and its agent answers", guest.wait_agent(), tail(guest.console)):
         print(f"   (agent up after {time.monotonic() - t0:.0f} s)", flush=True)
         first_boot(guest, r)
+        read_only_root(guest, r)
+        if os.environ.get("BOOT_CHECK_QUICK"):  # the first boot alone, while working on it
+            guest.shutdown()
+            print(f"\n{r.passed} passed, {len(r.failed)} failed (BOOT_CHECK_QUICK: first boot)")
+            return 1 if r.failed else 0
         print("\n== the appliance, driven as its users drive it", flush=True)
         for scenario in (button_press, keyboard_line, seed_route):
             scenario(guest, r)
@@ -952,6 +995,12 @@ def main() -> int:
     if r.check("h. boots again", guest.wait_agent(), tail(guest.console)):
         wait_for(lambda: engine_ready(guest), 300)
         network_settings(guest, r, key)
+        # The bridge may report after the block is printed (it is slower under
+        # load): its state then follows the block on a line of its own. Wait
+        # for that state on paper, not for a time.
+        paper = guest.paper
+        assert paper is not None
+        wait_for(lambda: "TWITCH: WAITING FOR SIGN-IN" in paper_text(paper.since(0)), 300, every=1)
         block = status_block(guest, 0)
         r.check(
             "j. the status block says the new name, and that Twitch waits for a sign-in",
