@@ -575,6 +575,12 @@ def read_only_root(guest: Guest, r: Results) -> None:
         and fields["/var/lib/teletype-network"][2].endswith("[/network]"),
         f"mode {mode!r}\n" + "\n".join(f"{k}: {v}" for k, v in mounts.items()),
     )  # fmt: skip
+    boot = guest.out("findmnt -n -o OPTIONS /boot/firmware")
+    r.check(
+        f"a. the boot partition is read-only once the network oneshot is done ({boot[:20]})",
+        boot.split(",")[:1] == ["ro"],
+        boot + "\n" + journal_tail(guest, "teletype-network"),
+    )
     journal = guest.out("journalctl --header | grep -m1 'File path'")
     written = sectors_written(guest)
     r.check(
@@ -842,7 +848,10 @@ def wrong_network_settings(guest: Guest, r: Results) -> None:
     assert guest.paper is not None
     before = guest.out("sha256sum /etc/NetworkManager/system-connections/*; hostname")
     # A new password too: it must leave the card although the rest is refused.
-    guest.sh("sed -i 's/^country = .*/country = \"UK\"/; s/^hostname = .*/hostname = \"oops\"/; "
+    # Over SSH with the root read-only the boot partition is read-only too: a
+    # person makes it writable first (README), as here.
+    guest.sh("mount -o remount,rw /boot/firmware && "
+             "sed -i 's/^country = .*/country = \"UK\"/; s/^hostname = .*/hostname = \"oops\"/; "
              f"s/^# password: moved.*/password = \"{REFUSED_PASSWORD}\"/' "
              "/boot/firmware/teletype.toml")  # fmt: skip
     typed = guest.out("grep -c '^password = ' /boot/firmware/teletype.toml || true")
