@@ -21,7 +21,8 @@ read-only again, the newest Wi-Fi password in NetworkManager and off the
 card, and no password that was once taken off the card anywhere in the
 FAT's raw bytes. At the end every accepted job is counted on the paper of
 all the boots: printed once, printed twice (doubled), or never printed and
-not answered for (lost). STORM_CUTS (30) and STORM_SEED set the run.
+not answered for (lost). STORM_CUTS (30), STORM_SEED and STORM_MINUTES (a
+bound on the run's length) set the run.
 """
 
 from __future__ import annotations
@@ -41,10 +42,13 @@ sys.path.insert(0, str(HERE))
 import run as board  # noqa: E402  (the boot check's emulated Pi, reused as it is)
 
 CUTS = int(os.environ.get("STORM_CUTS", "30"))
+# A bound on the run: no new cut starts after this many minutes (the figures
+# then say how many were made). None: every one of STORM_CUTS.
+MINUTES = float(os.environ["STORM_MINUTES"]) if os.environ.get("STORM_MINUTES") else None
 SEED = int(os.environ.get("STORM_SEED", "1963"))
 KINDS = ("boot", "print", "history", "journal")
 BOOT_MIB = 1  # the FAT partition starts 1 MiB into the card (make-disk.sh)
-FILLER = "THE TYPING UNIT SELECTS EACH CHARACTER FROM THE CODE BARS IN TURN."
+FILLER = "THE CODE BARS TURN ONCE MORE."  # short: a job is about 4 s of paper
 
 
 class Storm:
@@ -206,7 +210,7 @@ class Storm:
         mark = guest.paper.mark()
         self.print_job(guest)
         guest.paper.wait_printing(mark, 120)
-        delay = random.uniform(0, 7)  # a job is about 8 s of paper
+        delay = random.uniform(0, 4)
         time.sleep(delay)
         self.cut(guest)
         return delay
@@ -253,6 +257,9 @@ class Storm:
         if not self.ready(guest, "the first boot"):
             return 1
         for i in range(1, CUTS + 1):
+            if MINUTES is not None and time.monotonic() - started > MINUTES * 60:
+                print(f"   STORM_MINUTES ({MINUTES:.0f}) reached: no more cuts", flush=True)
+                break
             kind = KINDS[(i - 1) % len(KINDS)]
             self.kinds[kind] += 1
             if kind == "boot":
