@@ -190,21 +190,49 @@ cp "$here/check/cmdline.txt" "$here/check/config.txt" "$rootfs/boot/firmware/"
 
 "$here/stage-files.sh" "$wheels"
 
-# The one step that only runs update-initramfs takes 10 to 15 minutes under
+# The one step that only runs update-initramfs takes 10 to 25 minutes under
 # qemu-user. Its result depends on the base root (its key) and on what the
 # stage put in /etc/initramfs-tools alone, so it is kept under those and
-# reused while none of them changes.
+# reused while none of them changes. The overlay's own script is copied into
+# the initramfs verbatim (scripts/local-bottom/, by initramfs-tools itself),
+# so it is left out of the key and put into the kept initramfs as it is now.
 initramfs_step=04-read-only/01-run-chroot.sh
+overlay_script=scripts/local-bottom/teletype-read-only
 initramfs_file() {
 	local inputs
-	inputs=$(cd "$rootfs" && find etc/initramfs-tools -type f -print0 | sort -z | xargs -0 sha256sum)
+	inputs=$(cd "$rootfs" && find etc/initramfs-tools -type f ! -path "etc/initramfs-tools/$overlay_script" \
+		-print0 | sort -z | xargs -0 sha256sum)
 	echo "$cache/initrd-$(printf '%s\n%s' "$key" "$inputs" | sha256sum | cut -c1-12).img"
 }
 initramfs_cached() {
 	local kept initrds
 	kept=$(initramfs_file)
 	initrds=("$rootfs"/boot/initrd.img-*)
-	[ -f "$kept" ] && [ ${#initrds[@]} = 1 ] && cp "$kept" "${initrds[0]}"
+	[ -f "$kept" ] && [ ${#initrds[@]} = 1 ] || return 1
+	# A gzip'd newc cpio (COMPRESS falls back to gzip here): the one file replaced.
+	python3 - "$kept" "${initrds[0]}" "$overlay_script" "$rootfs/etc/initramfs-tools/$overlay_script" <<'PY'
+import gzip, sys
+kept, out, name, source = sys.argv[1:]
+data, new, i, replaced = gzip.open(kept).read(), bytearray(), 0, False
+pad = lambda n: (4 - n % 4) % 4
+while True:
+    head = data[i:i + 110]
+    namesize, size = int(head[94:102], 16), int(head[54:62], 16)
+    start = i + 110 + namesize + pad(110 + namesize)
+    entry = data[i + 110:i + 110 + namesize - 1].decode()
+    body = data[start:start + size]
+    if entry == name:
+        body, replaced = open(source, "rb").read(), True
+        head = head[:54] + b"%08X" % len(body) + head[62:]
+    new += data[i:start].replace(data[i:i + 110], head, 1) + body + b"\0" * pad(len(body))
+    i = start + size + pad(size)
+    if entry == "TRAILER!!!":
+        break
+if not replaced:
+    sys.exit(f"{name} is not in the kept initramfs")
+with gzip.open(out, "wb", compresslevel=6) as f:
+    f.write(bytes(new))
+PY
 }
 initramfs_keep() {
 	local initrds

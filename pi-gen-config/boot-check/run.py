@@ -141,7 +141,11 @@ def kernel_command_line(cmdline_txt: str, disk_id: str) -> str:
         for w in cmdline_txt.split()
         if not w.startswith("init=/usr/lib/raspberrypi-sys-mods/")
     ]
-    return " ".join(["console=hvc0", *words])
+    # A Pi finds its card in a second; the emulated board on a busy host took
+    # three minutes to start udev, past systemd's 90 s wait for the boot and
+    # state partitions (then: emergency mode). The wait, not the board, is
+    # what changes here.
+    return " ".join(["console=hvc0", *words, "systemd.default_device_timeout_sec=900"])
 
 
 # --- the emulated Pi ----------------------------------------------------------------
