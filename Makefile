@@ -37,7 +37,7 @@ corpus_arg = $(if $(CORPUS),--corpus $(CORPUS),)
 .DEFAULT_GOAL := help
 .PHONY: help setup venv system-deps test-deps demo test lint bench model model-import model-sweep gguf quantize eval clean \
 	wheels-arm64 wheels-arm64-deps image-check image-check-deps boot-check boot-check-deps board-fit \
-	power-cut-storm sd-writes image wiring soak-twitch
+	power-cut-storm sd-writes image wiring soak-twitch pi-warm-prompt
 
 # pi-gen, pinned: the bookworm-arm64 branch at its 2026-06-18 release tag
 # (the arm64 and master branches build Trixie now).
@@ -60,6 +60,7 @@ help:
 	@echo "make image-check  install the image's stage into an arm64 Debian root here and check it (root)"
 	@echo "make boot-check   boot that root in an emulated Pi (QEMU) and drive it: paper, button, faults (root)"
 	@echo "make board-fit    which GPT-2 fits which Pi: 124M and 355M in the emulated Pi per board (root)"
+	@echo "make pi-warm-prompt  the warm prompt's cold/warm ratio on the smallest board, emulated (root)"
 	@echo "make power-cut-storm  STORM_CUTS (30) power cuts at random moments in the emulated Pi; about 2 min a cut (root)"
 	@echo "make sd-writes    MB an hour the emulated Pi writes to its card, idle and printing, read-only and not (root)"
 	@echo "make image        build the SD-card image with pi-gen in Docker (needs Docker and the internet)"
@@ -109,6 +110,8 @@ $(APPLIANCE_STAMP): pyproject.toml | venv
 	$(BIN)/python -m pip install --quiet -e .
 	touch $@
 
+# Ctrl-C is the demo's alone (it takes the terminal's foreground while it runs):
+# it stops a print, or leaves when idle, and make exits 0, not 130.
 demo: $(APPLIANCE_STAMP)
 	$(BIN)/teletype demo
 
@@ -116,8 +119,10 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# On every core (pytest-xdist); a file's tests, and all that share the trained
+# tiny model, stay on one worker (tests/conftest.py), so each is built once.
 test: lint test-deps $(TF_STAMP)
-	$(BIN)/python -m pytest $(PYTEST)
+	$(BIN)/python -m pytest -n auto --dist loadgroup $(PYTEST)
 
 # The chat bridge as a process, for SOAK_ROUNDS faults drawn at random (every
 # fault once per 24 rounds); `make test` runs the 24 (tests/test_chat_soak.py).
@@ -241,6 +246,15 @@ FIT_MODELS := $(foreach size,124M 355M,$(foreach q,q8_0 q5_k_m q4_k_m,gpt2-$(siz
 board-fit: image-check boot-check-deps setup
 	$(BIN)/python bench/models.py small medium
 	PATH="$$PATH:/usr/sbin" $(BIN)/python pi-gen-config/boot-check/board_fit.py build/image-check/rootfs build/board-fit $(FIT_MODELS)
+
+# The warm prompt's gain on the smallest board: cold and warm first text for a
+# 124M Q8_0 with GPT-2's own vocabulary, in the emulated Zero 2 W. About 15
+# minutes; the ratio goes to bench/pi-warm-prompt.txt.
+pi-warm-prompt: image-check boot-check-deps setup
+	model=$$($(BIN)/python bench/models.py gpt2-vocab) && \
+	PATH="$$PATH:/usr/sbin" $(BIN)/python -u pi-gen-config/boot-check/warm_prompt.py \
+	  build/image-check/rootfs build/pi-warm-prompt "$$model" > bench/pi-warm-prompt.txt; \
+	status=$$?; cat bench/pi-warm-prompt.txt; exit $$status
 
 # The real image: arm64, built by pi-gen in Docker (not possible on the
 # build machines here: no Docker engine), from the same wheels as the checks.

@@ -2,7 +2,7 @@
 
 Press (and let go): the Teletype answers the last chat lines, exactly what
 `!gpt2` or an empty line in the demo does (the engine builds the prompt
-with appliance.prompts.reply_prompt for all of them). Hold for two
+with appliance.engine.history.reply_prompt for all of them). Hold for two
 seconds: the current print stops, and its line is finished.
 
 The LED says what the appliance is doing:
@@ -18,10 +18,17 @@ import asyncio
 import logging
 import time
 
-from appliance.client import EngineClient, EngineUnavailable
+from appliance.client import EngineClient
 from appliance.config import ButtonConfig
-from appliance.errors import ApplianceError, ConfigError
+from appliance.errors import (
+    ApplianceError,
+    ConfigError,
+    EngineUnavailable,
+    QueueFull,
+    ShuttingDown,
+)
 from appliance.gpio import NoPinFactory, make_devices
+from appliance.schema import JobStatus, Source
 
 log = logging.getLogger("teletype.button")
 
@@ -87,18 +94,19 @@ class FrontPanel:
 
     async def _reply(self) -> None:
         try:
-            status, body = await self.client.generate(use_history=True, source="button")
-            if status == 429:
-                log.warning("the queue is full; press again later")
-            elif status == 422:
-                log.warning("nothing printed: %s", body.get("error"))
-            elif status == 503:
-                log.warning("%s", body.get("error"))  # stopping: the job runs after the restart
-            elif status != 200:
-                log.warning("the engine refused: %s", body)
+            job = await self.client.generate(use_history=True, source=Source.BUTTON)
         except EngineUnavailable as e:
             log.warning("%s", e)
             self.set_led(FAULT)
+        except QueueFull:
+            log.warning("the queue is full; press again later")
+        except ShuttingDown as e:
+            log.warning("%s", e)  # stopping: the job runs after the restart
+        except ApplianceError as e:
+            log.warning("the engine refused: %s", e)
+        else:
+            if job.status == JobStatus.WITHHELD:
+                log.warning("nothing printed: %s", job.error)
 
     async def _cancel(self) -> None:
         try:
@@ -127,10 +135,10 @@ class FrontPanel:
             try:
                 status = await self.client.status()
                 ours = self.our_job is not None and not self.our_job.done()
-                busy = status["printing"] is not None or status["queue"] or ours
-                offline = status["port"]["state"] == "offline"
+                busy = status.printing is not None or status.queue or ours
+                offline = status.port.state == "offline"
                 state = FAULT if offline else (BUSY if busy else READY)
-            except (EngineUnavailable, KeyError, TypeError):
+            except ApplianceError:  # not answering, or an answer of the wrong shape
                 state = FAULT
             self.set_led(state)
             await asyncio.sleep(POLL_SECONDS)

@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 
 from appliance.config import Config, load_config, render_config
+from appliance.console import print_cancellable
 from appliance.errors import ApplianceError, ConfigError
 
 
@@ -53,8 +54,8 @@ def cmd_generate(args) -> int:
     an empty reply is tried again, then an error (exit 1), never silence.
     """
     config = _settings(args)
-    from appliance.generator import load_generator
-    from appliance.replies import Replies
+    from appliance.engine.generator import load_generator
+    from appliance.engine.replies import Replies
 
     # The port first: a wrong one is said at once, not after the model loads.
     printer = _open_printer(config) if args.port else None
@@ -119,42 +120,14 @@ def _open_printer(config: Config):
     return printer
 
 
-def print_cancellable(printer, pieces, cancel: threading.Event | None = None) -> bool:
-    """Print; Ctrl-C cancels the print (the line is finished), not the program.
-
-    True if the print was cancelled.
-    """
-    cancel = cancel or threading.Event()
-    result = {}
-
-    def run():
-        try:
-            result["r"] = printer.print_stream(pieces, cancel)
-        except Exception as e:  # raised again in the caller's thread, below
-            result["error"] = e
-
-    worker = threading.Thread(target=run, daemon=True)
-    worker.start()
-    try:
-        while worker.is_alive():
-            worker.join(0.1)
-    except KeyboardInterrupt:
-        cancel.set()
-        worker.join()
-    if "error" in result:
-        raise result["error"]
-    return bool(result.get("r") and result["r"].cancelled)
-
-
 def cmd_demo(args) -> int:
     from appliance.demo import run_demo
 
-    config = _settings(args).replace("teletype", port="virtual")
-    return run_demo(config)
+    return run_demo(_settings(args))
 
 
 def cmd_serve(args) -> int:
-    from appliance.server import run_serve
+    from appliance.engine.server import run_serve
 
     return run_serve(_settings(args))
 
@@ -178,11 +151,11 @@ def cmd_chat(args) -> int:
     try:
         config = load_config(args.config)
     except ConfigError as e:
-        from appliance.twitch import say_config_error
+        from appliance.chat.service import say_config_error
 
         say_config_error(e)  # on paper too, if the engine runs; then exit 78
         raise
-    from appliance.twitch import config_error_mended, run_chat
+    from appliance.chat.service import config_error_mended, run_chat
 
     config_error_mended(config)
     return run_chat(config)
@@ -190,7 +163,8 @@ def cmd_chat(args) -> int:
 
 def cmd_network(args) -> int:
     from appliance.logs import setup_logging
-    from appliance.network import RESULT_PATH, Machine, run_network
+    from appliance.network.machine import Machine
+    from appliance.network.oneshot import RESULT_PATH, run_network
 
     setup_logging("teletype-network")
     if args.root is None or args.root.resolve() == Path("/"):
@@ -201,7 +175,7 @@ def cmd_network(args) -> int:
 
 
 def cmd_twitch_login(args) -> int:
-    from appliance.twitch import run_login
+    from appliance.chat.service import run_login
 
     return run_login(load_config(args.config))
 
@@ -232,10 +206,15 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument("--version", action="version", version=f"teletype-gpt2 {__version__}")
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = commands.add_parser("demo", help="the whole appliance in this terminal (no hardware)")
+    p = commands.add_parser(
+        "demo",
+        help="the appliance on a virtual Teletype in this terminal, with its panel (no hardware)",
+    )
     _common(p, port=False)
     p.add_argument("--profile", help="asr33, model28 or ita2")
-    p.add_argument("--speed", type=float, help="speed factor of the virtual Teletype")
+    p.add_argument(
+        "--speed", type=float, help="speed factor of the virtual Teletype (5: five times as fast)"
+    )
     p.set_defaults(run=cmd_demo)
 
     p = commands.add_parser("generate", help="text from a prompt (to the terminal or --port)")

@@ -65,7 +65,12 @@ class TeletypeConfig:
     cr_fills: int = _opt(2, "fill characters after a carriage return", min=0, max=10)
     lf_fills: int = _opt(1, "fill characters after a line feed", min=0, max=10)
     fill: str = _opt("nul", "the fill character: nul or del", choices=("nul", "del"))
-    speed: float = _opt(1.0, "virtual Teletype speed factor (2 = twice as fast)", min=0.1, max=1000)
+    speed: float = _opt(
+        1.0,
+        "print speed factor (2 = twice as fast); a real Teletype prints at its own pace",
+        min=0.1,
+        max=1000,
+    )
     half_duplex: bool = _opt(False, "the loop echoes what we send: ignore it when reading")
 
 
@@ -148,6 +153,11 @@ class EngineConfig:
     panel_password: str = _opt(
         "", "the web panel's password (http://NAME.local:PORT/); empty: the API token", secret=True
     )
+    overlay_token: str = _opt(
+        "",
+        "the stream overlay's read-only token; empty: made once, in the state directory",
+        secret=True,
+    )
     state_dir: str = _opt(
         "", "history and tokens; empty for $STATE_DIRECTORY, /var/lib/teletype-gpt2 or ~/.local"
     )
@@ -195,7 +205,7 @@ class Config:
     moderation: ModerationConfig = field(default_factory=ModerationConfig)
     motor: MotorConfig = field(default_factory=MotorConfig)
     system: SystemConfig = field(default_factory=SystemConfig)
-    # [network] as written: appliance.network checks and applies it, as root,
+    # [network] as written: appliance.network.oneshot checks and applies it, as root,
     # at boot. A mistake there is printed on paper and must not stop the
     # engine, so nothing here rejects it.
     network: dict[str, Any] = field(default_factory=dict)
@@ -367,12 +377,10 @@ def render_config(config: Config) -> str:
             shown = '"********"' if f.metadata.get("secret") and value else _toml_value(value)
             lines.append(f"{f.name} = {shown}  # {f.metadata.get('help', '')}")
     if config.network:
-        from appliance.network import KEYS
-
         lines.append("\n[network]  # applied at boot by teletype-network.service")
         for key, value in config.network.items():
             shown = '"********"' if key == "password" and value else _toml_value(value)
-            lines.append(f"{key} = {shown}  # {KEYS.get(key, ('', 'unknown key'))[1]}")
+            lines.append(f"{key} = {shown}  # {NETWORK_KEYS.get(key, ('', 'unknown key'))[1]}")
     return "\n".join(lines) + "\n"
 
 
@@ -407,6 +415,29 @@ _SECTION_NOTES = {
     "says which mode runs).",
 }
 
+# [network]'s keys, for the template and `teletype config`; appliance.network.oneshot checks
+# and applies them.
+# Each key: (the value an earlier template showed, commented out, help). The
+# template now has every key live and empty ("" is "not set" for each), so
+# that a value is filled in between the quotes with no "#" to remove; a
+# commented-out line with any other value is reported (see commented_out).
+NETWORK_KEYS: dict[str, tuple[str, str]] = {
+    "country": ('"GB"', "Wi-Fi country, two letters (ISO 3166: GB, US, DE...); the radio stays "
+                "off until it is set"),
+    "ssid": ('""', "the Wi-Fi network's name"),
+    "password": ('""', "its password (8 to 63 characters); moved off this card at the next boot"),
+    "open": ("false", "true (no quotes) for a network with no password"),
+    "hidden": ("false", "true (no quotes) if the network does not announce its name"),
+    "hostname": ('"teletype"', "the Pi's name on the network (then NAME.local)"),
+    "ssh": ("true", "OpenSSH's server: true or false, no quotes (empty: on with an ssh_key, "
+            "else as Imager or the ssh file left it)"),
+    "ssh_key": ('""', "a public key (one line of ~/.ssh/id_ed25519.pub) allowed to log in; "
+                'several: ["...", "..."]'),
+    "ssh_user": ('""', "whose key it is; empty for the first user (the one Imager or "
+                 "userconf.txt made)"),
+}  # fmt: skip
+
+
 NETWORK_NOTE = """\
 [network]
 # Wi-Fi, the Pi's name and SSH, applied at boot before the network starts
@@ -434,10 +465,8 @@ def render_template() -> str:
             help_text = f.metadata.get("help", "")
             lines.append(f"# {f.name} = {_toml_value(getattr(section, f.name))}  # {help_text}")
         lines.append("")
-    from appliance.network import KEYS
-
     lines.append(NETWORK_NOTE)
-    for key, (_, help_text) in KEYS.items():
+    for key, (_, help_text) in NETWORK_KEYS.items():
         lines.append(f'{key} = ""  # {help_text}')
     lines.append("")
     return "\n".join(lines)

@@ -55,8 +55,18 @@ class StateError(ApplianceError, OSError):
 
 
 class QueueFull(ApplianceError):
+    """No room in the queue; `retry_after` says when a place should be free."""
+
     def __init__(self, retry_after: int):
         super().__init__(f"the queue is full; try again in about {retry_after} s")
+        self.retry_after = retry_after
+
+
+class BellTooSoon(ApplianceError):
+    """The bell rang a moment ago (at most once per engine.bell_interval)."""
+
+    def __init__(self, retry_after: int):
+        super().__init__(f"the bell rang a moment ago; again in {retry_after} s")
         self.retry_after = retry_after
 
 
@@ -82,3 +92,21 @@ class ShuttingDown(ApplianceError):
 
 class RateLimited(ApplianceError):
     """Twitch said 429: too many requests."""
+
+
+# --- what a client of the engine can run into -------------------------------------
+# The engine's API answers an error with a status code; the client (appliance.client)
+# raises it as one of these, or as one above, so its callers never read a code.
+
+
+class EngineUnavailable(ApplianceError, ConnectionError):
+    """The engine is not running or not answering."""
+
+
+class NoSuchJob(ApplianceError, LookupError):
+    """The engine knows no job by that id (it keeps the last finished ones)."""
+
+
+class EngineRefused(ApplianceError):
+    """The engine refused a request for a reason the client cannot act on (a bad
+    request, a wrong token): the message is the engine's own."""

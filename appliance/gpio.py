@@ -6,10 +6,12 @@ import warnings
 from collections.abc import Callable
 from typing import TypeVar
 
+from appliance.errors import ApplianceError
+
 T = TypeVar("T")
 
 
-class NoPinFactory(RuntimeError):
+class NoPinFactory(ApplianceError, RuntimeError):
     """No pin factory of gpiozero's works here; `tried` says why each failed."""
 
     def __init__(self, tried: str):

@@ -6,12 +6,18 @@ import logging
 import os
 import re
 import sys
+from pathlib import Path
 
 
-def setup_logging(identifier: str) -> None:
-    """One handler for the whole process, tagged with the unit's identifier."""
+def setup_logging(identifier: str, to: Path | None = None) -> None:
+    """One handler for the whole process, tagged with the unit's identifier.
+
+    `to`: a file instead (the demo's terminal is the paper, not a log)."""
     handler: logging.Handler = logging.StreamHandler(sys.stderr)
-    if os.environ.get("JOURNAL_STREAM") or os.environ.get("INVOCATION_ID"):
+    if to is not None:
+        to.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(to, encoding="utf-8")
+    elif os.environ.get("JOURNAL_STREAM") or os.environ.get("INVOCATION_ID"):
         try:
             from systemd.journal import JournalHandler
 

@@ -1,6 +1,6 @@
 """The engine API, described once: every route, its request and response shapes.
 
-The handlers (appliance.api) decode requests with these types, so the
+The handlers (appliance.engine.api) decode requests with these types, so the
 validation is the types' own, and /openapi.json is generated from the same
 table. msgspec, not pydantic: on a 512 MB Pi it costs 3.7 MiB of memory to
 pydantic's 18.4 MiB (bench/schema-memory.md).
@@ -9,6 +9,7 @@ pydantic's 18.4 MiB (bench/schema-memory.md).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -16,11 +17,42 @@ from msgspec import Meta, Struct
 
 MAX_PROMPT = 2000
 
-Source = Literal["api", "button", "chat", "keyboard"]
-PrintSource = Literal["api", "button", "chat", "keyboard", "chat-line", "system"]
-JobStatus = Literal[
-    "queued", "running", "done", "failed", "cancelled", "withheld", "interrupted"
-]  # fmt: skip
+
+class Source(StrEnum):
+    """Who asked for a reply."""
+
+    API = "api"
+    BUTTON = "button"  # the front-panel button (appliance.button)
+    PANEL = "panel"  # the web panel's press
+    CHAT = "chat"  # !gpt2 in Twitch chat
+    KEYBOARD = "keyboard"  # a line typed on the Teletype
+
+
+class PrintSource(StrEnum):
+    """Who asked for a text to be printed as it is: a trigger, or one of two of its own."""
+
+    API = "api"
+    BUTTON = "button"
+    PANEL = "panel"
+    CHAT = "chat"
+    KEYBOARD = "keyboard"
+    CHAT_LINE = "chat-line"  # a chat message
+    SYSTEM = "system"  # a notice of our own (a sign-in code) the bridge must not repeat
+
+
+class JobStatus(StrEnum):
+    """Where a job is: waiting, on its way to paper, or one of the ends."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"  # printed (or generated)
+    FAILED = "failed"  # the generator broke
+    CANCELLED = "cancelled"  # someone stopped it
+    WITHHELD = "withheld"  # nothing printable came of it (the blocklist, an empty reply)
+    INTERRUPTED = "interrupted"  # the engine stopped or died while it was printing
+
+
+FINISHED = frozenset(JobStatus) - {JobStatus.QUEUED, JobStatus.RUNNING}
 
 
 # Something besides white space and control characters (as str.split and
@@ -41,7 +73,7 @@ class GenerateRequest(Struct, forbid_unknown_fields=True):
     print: bool = True
     stream: bool = False  # the text as it prints, as text/plain
     wait: bool = True  # False: 202 at once, with the position and when it starts
-    source: Source = "api"
+    source: Source = Source.API
 
 
 class PrintRequest(Struct, forbid_unknown_fields=True):
@@ -49,9 +81,7 @@ class PrintRequest(Struct, forbid_unknown_fields=True):
 
     # The panel's line of MAX_PROMPT characters comes with its newline.
     text: Annotated[str, Meta(min_length=1, max_length=MAX_PROMPT + 1, pattern=NOT_BLANK)]
-    # chat-line: a chat message; system: a notice of our own (a sign-in code)
-    # that the chat bridge must not repeat in chat.
-    source: PrintSource = "api"
+    source: PrintSource = PrintSource.API
     low_priority: bool = False  # only while at least half the queue is free
 
 
@@ -77,11 +107,16 @@ class JobOut(Struct):
     started: float | None
     finished: float | None
 
+    @property
+    def is_finished(self) -> bool:
+        return self.status in FINISHED
+
 
 class Accepted(JobOut):
     position: int  # 1: next; 0: already printing
     printer_busy: bool
     starts_in_seconds: float
+    asked: str  # what was asked, in a line: the text to print, or the prompt's last line
 
 
 class ChatLineOut(Struct):
@@ -172,7 +207,7 @@ Body = type | str | None  # a Struct (JSON), a media type, or no body
 
 @dataclass(frozen=True)
 class Route:
-    name: str  # the handler's name in appliance.api
+    name: str  # the handler's name in appliance.engine.api
     method: str
     path: str
     summary: str
@@ -286,9 +321,20 @@ ROUTES = [
                         (422, ("blocked by the blocklist", ErrorOut))]),
     ),
     Route(
+        "paper_get", "GET", "/v1/paper",
+        "The paper: the backlog, the current line and its column, and the last event's "
+        "number; with since=SEQ the paper events after SEQ (or the snapshot, when those "
+        "are no longer kept)",
+        query={"since": {"type": "integer", "minimum": 0}},
+        responses=dict([(200, ("{snapshot: ...} or {events: [...]}", "application/json")),
+                        _BAD]),
+    ),
+    Route(
         "events", "GET", "/v1/events",
         "Server-sent events: queued, started, finished (with the text), port, chat, and "
-        "paper (the codes on the wire as they print)",
+        "paper (numbered: the codes as they left the port, job marks); since=SEQ or "
+        "Last-Event-ID first replays the paper after SEQ, or sends a snapshot event",
+        query={"since": {"type": "integer", "minimum": 0}},
         responses={200: ("an event stream; it ends when the engine stops", EVENTS)},
     ),
     Route("healthz", "GET", "/healthz", "Liveness", responses={200: ("alive", HealthOut)}),

@@ -14,17 +14,13 @@ import asyncio
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from tests.engine_process import EngineProcess  # noqa: E402
-from tests.wire import PtyReader  # noqa: E402
+from appliance.testing.engine_process import EngineProcess
+from appliance.testing.wire import PtyReader
 
 
 async def status_rate(base: str, seconds: float, concurrency: int) -> float:

@@ -2,7 +2,7 @@
 
     python bench/engine_guards.py [--out bench/engine-guards.md]
 
-The engine's real app in this process on loopback (tests/engine_inprocess.py), the
+The engine's real app in this process on loopback (appliance/testing/engine_inprocess.py), the
 embedded model, a file as the Teletype. Reports; asserts nothing. Runs against older
 engines too (for the "before" figures): what they lack is measured the way they did it.
 
@@ -23,21 +23,17 @@ import contextlib
 import io
 import logging
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import aiohttp
+from aiohttp import web
 
-import aiohttp  # noqa: E402
-from aiohttp import web  # noqa: E402
-
-from appliance.config import Config  # noqa: E402
-from appliance.engine import Engine  # noqa: E402
-from appliance.generator import load_generator  # noqa: E402
-from tests.engine_inprocess import running_engine  # noqa: E402
+from appliance.config import Config
+from appliance.engine.engine import Engine
+from appliance.engine.generator import load_generator
+from appliance.testing.engine_inprocess import running_engine
 
 if not hasattr(Engine, "close"):  # an engine from before issue 23, for the "before" figures
 
@@ -134,7 +130,7 @@ async def log_lines_for_bad_requests(count: int) -> int:
     app = web.Application()
     app.router.add_get("/healthz", healthz)
     try:
-        from appliance.server import make_runner
+        from appliance.engine.server import make_runner
 
         runner = make_runner(app)
     except ImportError:  # before: aiohttp's own logger
@@ -154,7 +150,7 @@ async def log_lines_for_bad_requests(count: int) -> int:
 
 
 async def new_clients_served_at_a_full_cap(limit: int = 64, newcomers: int = 10) -> int:
-    from appliance.connections import ConnectionGuard, GuardedTCPSite
+    from appliance.engine.connections import ConnectionGuard, GuardedTCPSite
 
     async def healthz(request: web.Request) -> web.Response:
         return web.json_response({"ok": True})

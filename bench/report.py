@@ -147,6 +147,9 @@ def write_report(results: dict, md: Path, png: Path, notes: str = "") -> None:
         f"{st['printable_per_second']:.2f} printable characters a second (the rest are CR, LF "
         f"and their fill characters).",
         "",
+    ]
+    lines += _warm_prompt_section(results.get("warm_prompt"))
+    lines += [
         "## 8. Projection to a Raspberry Pi (a projection, not a measurement)",
         "",
         "Generating a token reads every weight once, so a CPU that keeps up with its memory "
@@ -184,6 +187,53 @@ def write_report(results: dict, md: Path, png: Path, notes: str = "") -> None:
         lines += [notes.rstrip(), ""]
     md.write_text("\n".join(lines))
     _plot(results, png)
+
+
+def _warm_prompt_section(warm: dict | None) -> list[str]:
+    """Section 9: the first character with the prompt evaluated while idle, and without."""
+    if not warm:
+        return []
+    lines = [
+        "## 9. The warm prompt: the next reply's prompt evaluated while idle",
+        "",
+        "`POST /v1/generate` (a press: the history's prompt) to the first letter on the pty, "
+        "small Q8_0 with GPT-2's own vocabulary (bench/models.py: build_gpt2_vocab), "
+        "through a real engine with its history full. Cold: right after a chat "
+        "line arrived, so the window had shifted and no token of the prompt was evaluated "
+        "(the idle evaluation had only begun; the press takes it over at its next chunk). "
+        "Warm: the same press after 3 s of idle time. "
+        "Measured alternately in the same engine.",
+        "",
+        "| history | prompt tokens | cold | warm | cold ÷ warm |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for key, label in (("five_lines", "five chat lines"), ("long_history", "long history")):
+        row = warm.get(key)
+        if not row:
+            continue
+        ratio = med(row["cold_s"]) / med(row["warm_s"])
+        lines.append(
+            f"| {label} | {row['prompt_tokens']} | {spread(row['cold_s'], 0, 1000)} ms | "
+            f"{spread(row['warm_s'], 0, 1000)} ms | **{ratio:.1f}×** |"
+        )
+    row = warm.get("long_history") or warm.get("five_lines")
+    lines += [
+        "",
+        f"Memory: nothing is saved aside; the evaluated prompt is the model's own context "
+        f"(its KV cache, allocated when the model loads). Engine RSS after these runs: "
+        f"{row['rss_bytes'] / 1e6:.0f} MB.",
+    ]
+    during = warm.get("chat_during_print")
+    if during:
+        lines += [
+            "",
+            f"Chat during a print: {during['chat_lines']} chat lines posted while a reply "
+            f"printed ({during['frames']} frames in {during['seconds']:.0f} s); the printer "
+            f"waited **{during['starved_seconds']:.2f} s, "
+            f"{during['starved_fraction'] * 100:.2f}%** (the prompt is evaluated only once "
+            "the printer is idle).",
+        ]
+    return [*lines, ""]
 
 
 def _plot(results: dict, png: Path) -> None:

@@ -13,7 +13,10 @@
 5. cold start: process start to READY=1 on a notify socket;
 6. printer starvation over a 2,000-character job, and 7. the pacing
    actually sent to the pty against the nominal rate;
-8. a projection to a Pi 4 and a Pi 5 from bytes read per token.
+8. a projection to a Pi 4 and a Pi 5 from bytes read per token;
+9. the warm prompt: the first character for a press with five chat lines
+   and with about 900 tokens of history, cold and warm, side by side, and
+   whether chat lines arriving while a reply prints starve the printer.
 
 Medians of several runs, with min and max. Benchmarks report; they assert
 nothing (the results say where a target is missed).
@@ -37,9 +40,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.models import SHAPES, build  # noqa: E402
-from tests.engine_process import EngineProcess  # noqa: E402
-from tests.wire import PtyReader  # noqa: E402
+from appliance.testing.engine_process import EngineProcess  # noqa: E402
+from appliance.testing.wire import PtyReader  # noqa: E402
+from bench.models import SHAPES, build, build_gpt2_vocab  # noqa: E402
 
 THREADS = os.cpu_count() or 1
 # Five chat lines, as the bridge keeps them: about 120 tokens with the names.
@@ -91,7 +94,7 @@ def generator_rate(
     path: Path, prompt: str, tokens: int, runs: int, **options
 ) -> tuple[Spread, Spread]:
     """Decode tokens/s after the first token, and seconds to the first token."""
-    from appliance.generator import Generator
+    from appliance.engine.generator import Generator
 
     generator = Generator(path, **({"threads": THREADS} | options))
     rate, first = Spread(), Spread()
@@ -200,11 +203,18 @@ class TimedPty(PtyReader):
 
 
 def _engine(
-    tmp: Path, model: Path, pty: TimedPty | None, max_chars: int = 500, model_extra: str = ""
+    tmp: Path,
+    model: Path,
+    pty: TimedPty | None,
+    max_chars: int = 500,
+    model_extra: str = "",
+    engine_extra: str = "",
 ) -> EngineProcess:
     port = str(pty.name) if pty else f"file:{tmp / 'paper.txt'}"
     extra = f'path = "{model}"\nthreads = {THREADS}\n{model_extra}'
-    return EngineProcess(tmp, port, max_chars=max_chars, model_extra=extra)
+    return EngineProcess(
+        tmp, port, engine_extra=engine_extra, max_chars=max_chars, model_extra=extra
+    )
 
 
 def rss_bytes(pid: int) -> int:
@@ -302,6 +312,108 @@ def starvation_and_pacing(model: Path, chars: int) -> dict:
     }
 
 
+# --- 9: the warm prompt ----------------------------------------------------------------
+
+# About 900 tokens of history: 44 chat lines of about 20 tokens each.
+LONG_CHAT = [
+    (f"viewer{i}", f"{text} ({i})") for i in range(44) for text in [CHAT[i % len(CHAT)][1]]
+]
+
+
+def _first_letter(engine: EngineProcess, pty: TimedPty, body: dict) -> float:
+    """Seconds from a POST /v1/generate to the first letter on the pty."""
+    if pty.arrivals:
+        pty.wait_quiet(0.5)
+    before = len(pty.arrivals)
+    started = time.monotonic()
+    answers: list = []
+    threading.Thread(
+        target=lambda: answers.append(engine.json("POST", "/v1/generate", body)), daemon=True
+    ).start()
+    while not any(0x41 <= (b & 0x7F) <= 0x5A for _, b in pty.arrivals[before:]):
+        if answers and answers[0][0] >= 400:
+            raise RuntimeError(f"the engine refused the request: {answers[0]}")
+        time.sleep(0.0005)
+    first = next(t for t, b in pty.arrivals[before:] if 0x41 <= (b & 0x7F) <= 0x5A)
+    pty.wait_quiet(1.0)
+    return first - started
+
+
+def warm_and_cold(model: Path, chat: list[tuple[str, str]], runs: int) -> dict:
+    """A press with the history full: cold, right after a chat line arrived (the window
+    shifts by a line, so no token of the new prompt was evaluated, and the idle
+    evaluation has only begun: the press takes it over at its next chunk), and warm,
+    after idle time to evaluate it."""
+    warm, cold = Spread(), Spread()
+    pty = TimedPty()
+    with tempfile.TemporaryDirectory() as tmp:
+        lines = f"[history]\nlines = {len(chat)}\n"
+        engine = _engine(Path(tmp), model, pty, max_chars=40, engine_extra=lines).start()
+        try:
+            for name, text in chat:
+                engine.json("POST", "/v1/history", {"name": name, "text": text})
+            for run in range(runs + 1):
+                name, text = chat[run % len(chat)]
+                engine.json("POST", "/v1/history", {"name": name, "text": f"{text} again"})
+                cold_s = _first_letter(engine, pty, {"seed": run, "max_chars": 40})
+                time.sleep(3.0)  # idle: the engine evaluates the history again
+                warm_s = _first_letter(engine, pty, {"seed": run, "max_chars": 40})
+                if run:  # the first pair pages the weights in
+                    cold.add(cold_s)
+                    warm.add(warm_s)
+            _, history = engine.json("GET", "/v1/history")
+            rss = rss_bytes(engine.process.pid)
+        finally:
+            engine.close()
+            pty.close()
+    from appliance.engine.generator import Generator
+
+    rendered = "".join(f"{line['name']}: {line['text']}\n" for line in history["lines"])
+    probe = Generator(model, threads=1)
+    try:
+        tokens = len(probe.tokens(rendered))
+    finally:
+        probe.close()
+    return {"warm_s": warm.values, "cold_s": cold.values, "prompt_tokens": tokens,
+            "rss_bytes": rss}  # fmt: skip
+
+
+def chat_during_print(model: Path, chars: int, lines: int) -> dict:
+    """A long reply at the Teletype's rate while chat lines arrive: any starving?"""
+    pty = TimedPty()
+    with tempfile.TemporaryDirectory() as tmp:
+        engine = _engine(Path(tmp), model, pty, max_chars=chars).start()
+        try:
+            for name, text in CHAT:
+                engine.json("POST", "/v1/history", {"name": name, "text": text})
+            body = {"seed": 8, "max_chars": chars}
+            answer: list = []
+            asking = threading.Thread(
+                target=lambda: answer.append(
+                    engine.request("POST", "/v1/generate", body, timeout=chars / 5 + 120)
+                ),
+                daemon=True,
+            )
+            asking.start()
+            while len(pty.arrivals) < 20:
+                time.sleep(0.01)
+            span = chars / 10.0
+            for i in range(lines):  # spread over the print
+                time.sleep(span / (lines + 1))
+                engine.json("POST", "/v1/history", {"name": f"late{i}", "text": f"still here {i}"})
+            asking.join()
+        finally:
+            engine.close()
+            pty.close()
+    times = [t for t, _ in pty.arrivals]
+    slot = 0.1
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    waited = sum(g - slot for g in gaps if g > 1.5 * slot)
+    span = times[-1] - times[0]
+    return {"frames": len(times), "seconds": span, "chat_lines": lines,
+            "starved_seconds": waited, "starved_fraction": waited / span}  # fmt: skip
+
+
 # --- the report -----------------------------------------------------------------------
 
 
@@ -377,6 +489,15 @@ def main() -> int:
         for label, options in TUNING.items():
             rate, first = generator_rate(small_q8, prompt, args.tokens, args.runs, **options)
             results["tuning"][label] = {"rate": rate.values, "first_token_s": first.values}
+        save()
+    if "warm_prompt" not in results:
+        log("the warm prompt (small Q8_0, GPT-2's vocabulary): five chat lines, ~900 tokens")
+        gpt2_q8 = build_gpt2_vocab(log)
+        results["warm_prompt"] = {
+            "five_lines": warm_and_cold(gpt2_q8, CHAT, max(5, args.runs)),
+            "long_history": warm_and_cold(gpt2_q8, LONG_CHAT, max(5, args.runs)),
+            "chat_during_print": chat_during_print(gpt2_q8, 400, 8),
+        }
         save()
     if "starvation" not in results:
         log(f"a {args.starve_chars}-character job at the Teletype's own rate (small, Q8_0)")

@@ -2,23 +2,27 @@
 
     python bench/virtual_teletype.py [--runs 3] [--out bench/virtual-teletype.md]
 
-Runs the demo's own reply path (the button's code path) on the embedded
-model with a virtual Teletype at its real speed, recording when each
-character reaches the terminal. Reports; asserts nothing.
+Runs the demo's engine (the one `teletype serve` runs) on the embedded model,
+two chat lines and then a press of the button (the demo's empty line), with
+a virtual Teletype at its real speed, recording when each character reaches
+the terminal. Reports; asserts nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import platform
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
 from appliance.config import Config
-from appliance.demo import Demo
-from appliance.generator import Generator, find_model
+from appliance.engine.engine import Engine
+from appliance.engine.generator import Generator, find_model
+from appliance.teletype import build_printer
 from appliance.teletype.profiles import get_profile
 
 
@@ -37,17 +41,34 @@ class StampedScreen:
 
 
 def one_run(generator: Generator, seed: int, max_chars: int) -> dict:
+    return asyncio.run(_one_run(generator, seed, max_chars))
+
+
+async def _one_run(generator: Generator, seed: int, max_chars: int) -> dict:
     screen = StampedScreen()
     config = (
         Config()
         .replace("teletype", port="virtual")
         .replace("model", seed=seed, max_chars=max_chars)
     )
-    demo = Demo(config, out=screen, generator=generator)
-    for line in ("how does the typing unit print?", "what does the keyboard send?"):
-        demo.handle(line)
-    started = time.monotonic()
-    demo.handle("!gpt2")
+    printer = build_printer(config.teletype, out=screen)
+    with tempfile.TemporaryDirectory() as state:
+        engine = Engine(config, generator, printer, Path(state))
+        engine.loop = asyncio.get_running_loop()
+        worker = asyncio.create_task(engine.run_worker())
+        try:
+            for line in ("how does the typing unit print?", "what does the keyboard send?"):
+                await engine.add_chat_line("you", line)
+            started = time.monotonic()
+            job = engine.new_job(None, use_history=True, source="button")
+            await engine.submit(job)
+            await asyncio.to_thread(job.done.wait)
+        finally:
+            engine.shut_down()
+            worker.cancel()
+            await asyncio.gather(worker, return_exceptions=True)
+            await engine.close()
+            printer.close()
     first = screen.stamps[0] - started
     span = screen.stamps[-1] - screen.stamps[0]
     rate = (len(screen.stamps) - 1) / span if span > 0 else float("nan")

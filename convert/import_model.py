@@ -80,7 +80,7 @@ def _sha256(path: Path) -> str:
 
 
 def model_card(checkpoint: Checkpoint, gguf: Path, out_type: str, name: str) -> str:
-    from appliance.memory import BOARDS, fit_report
+    from appliance.engine.memory import BOARDS, fit_report
 
     h = checkpoint.hparams
     steps = counter(checkpoint.directory) or "not recorded"

@@ -308,10 +308,14 @@ check "teletype.toml on the boot partition is read as the config" \
 # shellcheck disable=SC2016 # expanded in the chroot
 check "serial-getty masked on the Teletype's port" \
 	in_root 'for p in serial0 ttyAMA0 ttyS0; do systemctl is-enabled serial-getty@$p.service | grep -qx masked; done'
+# The test kit (fakes and checkers) is left out of the appliance's wheel.
+# shellcheck disable=SC2016 # expanded in the chroot
+check "the test kit (appliance.testing) is not installed" \
+	in_root 'test -z "$(find /opt/teletype-gpt2/venv -path "*/appliance/testing*")"'
 # (The udev rule's syntax and priorities are checked by tests/test_firmware.py.)
 check "the embedded model is installed and generates" in_root \
 	'cd / && /opt/teletype-gpt2/venv/bin/python -c "
-from appliance.generator import find_model, load_generator
+from appliance.engine.generator import find_model, load_generator
 from appliance.config import Config
 path = find_model()
 assert str(path).startswith(\"/usr/share/teletype-gpt2/models/\"), path

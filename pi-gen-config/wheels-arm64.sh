@@ -32,7 +32,7 @@
 # written to a temporary folder and renamed into place, so an interrupted
 # build leaves none behind.
 #
-# Every library is checked by tests/arm64_isa.py: no instruction beyond
+# Every library is checked by appliance/testing/arm64_isa.py: no instruction beyond
 # ARMv8.0-A+CRC (no dot products, FP16 arithmetic, SVE, LSE atomics or
 # crypto), or the build fails. A passed check is remembered next to the
 # cache (KEY.isa-CHECKER), per version of the checker.
@@ -46,7 +46,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$here")
 script="$here/$(basename "$0")"
 lock="$here/requirements-arm64.lock"
-checker="$repo/tests/arm64_isa.py"
+checker="$repo/appliance/testing/arm64_isa.py"
 python=${PYTHON:-python3}
 cross=aarch64-linux-gnu
 cache_root="${TELETYPE_GPT2_CACHE:-$HOME/.cache/teletype-gpt2}/wheels-arm64"
@@ -257,11 +257,11 @@ key=$(cat "$lock" "$script" <(echo "$compilers; $cmake_version") | sha256sum | c
 cache="$cache_root/$key"
 isa_report="$cache.isa-$(sha256sum <"$checker" | cut -c1-16)"
 
-# isa_check DIR: tests/arm64_isa.py on every wheel in DIR; its report is kept
+# isa_check DIR: appliance/testing/arm64_isa.py on every wheel in DIR; its report is kept
 # (as $isa_report) only if it passes.
 isa_check() {
 	say "instruction set check (ARMv8.0-A+CRC) of every library"
-	if (cd "$repo" && "$python" -m tests.arm64_isa "$1") >"$isa_report.part.$$"; then
+	if (cd "$repo" && "$python" -m appliance.testing.arm64_isa "$1") >"$isa_report.part.$$"; then
 		mv "$isa_report.part.$$" "$isa_report"
 	else
 		cat "$isa_report.part.$$"
@@ -353,7 +353,7 @@ say "the appliance's wheel, from this checkout"
 for wheel in "$out"/teletype_gpt2-*.whl; do
 	case $wheel in *-py3-none-any.whl) ;; *) die "$(basename "$wheel") is not pure Python" ;; esac
 done
-(cd "$repo" && "$python" -m tests.arm64_isa "$out"/teletype_gpt2-*.whl) >/dev/null ||
+(cd "$repo" && "$python" -m appliance.testing.arm64_isa "$out"/teletype_gpt2-*.whl) >/dev/null ||
 	die "the appliance's wheel has libraries a Pi 3 cannot run"
 py check_lock "$lock" "$out" ||
 	die "pyproject.toml and the lock disagree: wheels-arm64.sh --update-lock"

@@ -16,30 +16,27 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
+from appliance.testing.corpus import find_corpus, stand_in_corpus
+from appliance.testing.engine_process import EngineProcess
+
 # CI runs derandomised (HYPOTHESIS_PROFILE=ci in .ci/run): the same examples
 # every time, so a red CI means a change broke something, not bad luck.
-settings.register_profile("ci", derandomize=True, database=None)
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+# No deadline in either: Hypothesis's 200 ms per example is a timed assertion,
+# and on a machine busy with other work it failed a test that was right.
+settings.register_profile("ci", derandomize=True, database=None, deadline=None)
+settings.register_profile("dev", deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 ROOT = Path(__file__).resolve().parent.parent
+# The printer's pace where pacing is not what a test checks: a 60-character reply
+# prints in a tenth of a second, not six. Tests of pacing keep the Teletype's own.
+FAST = 100.0
 EMBEDDED_MODEL = ROOT / "models" / "teletype-tiny.q8_0.gguf"
 
 NO_CORPUS = (
     "the Teletype corpus is not on this machine (looked at $TELETYPE_CORPUS, "
     "../shared/corpus/teletype-manuals.txt and the download cache); this test needs it"
 )
-
-
-def find_corpus() -> Path | None:
-    """The Teletype manuals, wherever this machine has them; never downloaded by tests."""
-    from convert.corpus import DEFAULT_SHA256, default_cache_dir
-
-    candidates = [
-        Path(os.environ.get("TELETYPE_CORPUS", "")),
-        ROOT.parent / "shared" / "corpus" / "teletype-manuals.txt",
-        default_cache_dir() / f"{DEFAULT_SHA256}.txt",
-    ]
-    return next((p for p in candidates if str(p) != "." and p.is_file()), None)
 
 
 @pytest.fixture(scope="session")
@@ -50,19 +47,21 @@ def corpus_file() -> Path:
     return found
 
 
+# Enough text for the pipeline's mechanics; each pass over its validation part (the
+# training's evaluations, the perplexity of seven model types) then takes seconds.
+TRAINING_TEXT_CHARS = 100_000
+
+
 @pytest.fixture(scope="session")
 def training_text(tmp_path_factory) -> Path:
-    """The Teletype corpus if this machine has it, else the stand-in (for tests of mechanics)."""
-    return find_corpus() or _stand_in_corpus(tmp_path_factory.mktemp("text") / "stand-in.txt")
-
-
-def _stand_in_corpus(path: Path) -> Path:
-    """Without the manuals, the project's own prose and code: any text tests fidelity."""
-    files = sorted(ROOT.glob("*.md")) + sorted(ROOT.glob("models/*.md"))
-    files += sorted(ROOT.glob("convert/*.py")) + sorted(ROOT.glob("appliance/**/*.py"))
-    documents = [f.read_text(encoding="utf-8") for f in files]
-    path.write_text("\n<|endoftext|>\n".join(documents), encoding="utf-8")
-    return path
+    """The start of the Teletype corpus if this machine has it, else of the stand-in
+    (for tests of mechanics), cut at a line end."""
+    folder = tmp_path_factory.mktemp("text")
+    whole = find_corpus() or stand_in_corpus(folder / "stand-in.txt")
+    text = whole.read_text(encoding="utf-8")
+    cut = folder / "training-text.txt"
+    cut.write_text(text[: text.rfind("\n", 0, TRAINING_TEXT_CHARS) + 1], encoding="utf-8")
+    return cut
 
 
 @dataclass
@@ -86,7 +85,7 @@ def tiny_model(tmp_path_factory) -> TinyModel:
     root = tmp_path_factory.mktemp("tiny-model")
     corpus = find_corpus()
     if corpus is None:
-        corpus = _stand_in_corpus(root / "stand-in.txt")
+        corpus = stand_in_corpus(root / "stand-in.txt")
     prepared = prepare_corpus(str(corpus), root / "corpus", sha256=None)
     train_tokenizer(prepared.train, root / "tokenizer", vocab_size=1024)
     config = TrainConfig(
@@ -123,13 +122,23 @@ def isolated_cache(tmp_path, monkeypatch) -> Path:
 @pytest.fixture(scope="session", autouse=True)
 def _threads():
     # Two cores here; more threads than cores only makes llama.cpp and torch fight.
-    os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
+    # Under pytest-xdist (`make test`) the cores are shared among its workers.
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
+
+
+def pytest_collection_modifyitems(items):
+    """Groups for pytest-xdist's --dist loadgroup: a file's tests stay together (its
+    module fixtures are made once), and so do all that use the session's tiny model."""
+    for item in items:
+        group = "tiny-model" if "tiny_model" in item.fixturenames else item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture
 def teletype(tmp_path):
     """A pty behind a stable name, as /dev/teletype would be (a udev symlink)."""
-    from tests.wire import PtyReader
+    from appliance.testing.wire import PtyReader
 
     reader = PtyReader()
     link = tmp_path / "ttyTELETYPE"
@@ -140,11 +149,49 @@ def teletype(tmp_path):
         reader.close()
 
 
+@pytest.fixture
+def start_engine(tmp_path, teletype):
+    """Starts real `teletype serve` processes; each is closed when the test ends.
+
+    start_engine(port=None, *, speed=FAST, started=True, tmp=tmp_path, **options)
+    prints to the `teletype` pty unless given a port ("file:PATH", a device),
+    at FAST unless the test is about pacing (speed=1); options are
+    EngineProcess's (max_chars, engine_extra, model_extra, env).
+    """
+    engines: list[EngineProcess] = []
+
+    def start(
+        port: str | None = None,
+        *,
+        speed: float = FAST,
+        started: bool = True,
+        tmp: Path | None = None,
+        **options,
+    ) -> EngineProcess:
+        engine = EngineProcess(tmp or tmp_path, port or str(teletype.link), speed=speed, **options)
+        engines.append(engine)
+        return engine.start() if started else engine
+
+    yield start
+    for engine in engines:
+        engine.close()
+
+
+@pytest.fixture
+def engine(request, start_engine) -> EngineProcess:
+    """A running engine on the `teletype` pty, with the options of the nearest
+    `@pytest.mark.engine(...)` (a test's own over its module's `pytestmark`)."""
+    options: dict = {}
+    for marker in reversed(list(request.node.iter_markers("engine"))):
+        options.update(marker.kwargs)
+    return start_engine(**options)
+
+
 @pytest.fixture(scope="session")
 def embedded_generator():
     """The embedded model, loaded once, for the tests that run the engine in this process."""
     from appliance.config import Config
-    from appliance.generator import load_generator
+    from appliance.engine.generator import load_generator
 
     generator = load_generator(Config().model)
     yield generator

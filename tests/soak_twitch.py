@@ -3,7 +3,7 @@
     python -m tests.soak_twitch [--rounds N] [--seed S]      (make soak-twitch)
 
 A real `teletype serve` engine (the embedded model, a transcript for paper),
-a real `teletype chat` process (tests/twitch_at.py: only Twitch's address and
+a real `teletype chat` process (appliance/testing/twitch_at.py: only Twitch's address and
 the bridge's own clocks differ), and this script as systemd: a notify socket,
 WATCHDOG_USEC, a restart after a failure, and a kill when the watchdog is not
 fed in time. Each round injects one fault drawn by a seeded RNG, waits until
@@ -41,8 +41,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.engine_process import EngineProcess
-from tests.fake_twitch import FakeTwitch, FakeUser
+from appliance.testing.engine_process import EngineProcess
+from appliance.testing.fake_twitch import FakeTwitch, FakeUser
 
 CLIENT_ID = "fake-client-id"
 BOT_ID = "200"
@@ -180,7 +180,8 @@ class Soak:
             started = time.monotonic()
             self.process = await asyncio.create_subprocess_exec(
                 sys.executable,
-                str(Path(__file__).with_name("twitch_at.py")),
+                "-m",
+                "appliance.testing.twitch_at",
                 self.fake.base,
                 "chat",
                 "--config",
@@ -469,7 +470,7 @@ async def soak(tmp: Path, rounds: int, seed: int, log=print) -> dict:
     try:
         async with FakeTwitch(client_id=CLIENT_ID, client_secret=None, device_interval=1) as fake:
             access, refresh = fake.issue_user_token(BOT_ID)
-            from appliance.tokens import TwitchTokens, save_tokens, token_path
+            from appliance.chat.tokens import TwitchTokens, save_tokens, token_path
 
             save_tokens(
                 token_path(tmp / "bot-state"),

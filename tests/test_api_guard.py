@@ -14,7 +14,7 @@ from http.cookies import SimpleCookie
 import aiohttp
 import pytest
 
-from tests.engine_inprocess import running_engine
+from appliance.testing.engine_inprocess import running_engine
 
 TOKEN = "tok-" + "x" * 28
 PASSWORD = "correct horse"
@@ -188,6 +188,6 @@ def test_the_page_shows_a_wait_after_a_wrong_password():
     # app.js tells a 429 (a guess too soon) from a 401 (a wrong password).
     from importlib import resources
 
-    script = resources.files("appliance.panel").joinpath("app.js").read_text()
+    script = resources.files("appliance.engine.panel").joinpath("app.js").read_text()
     assert "response.status === 429" in script
     assert json.dumps("Wrong password.")[1:-1] in script

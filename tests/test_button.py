@@ -15,8 +15,7 @@ from appliance.button import BUSY, FAULT, READY, FrontPanel, NoGPIO, NoLED, open
 from appliance.client import EngineClient
 from appliance.config import ButtonConfig
 from appliance.errors import ConfigError
-from tests.engine_process import EngineProcess
-from tests.wire import check_ascii
+from appliance.testing.wire import check_ascii
 
 
 @pytest.fixture
@@ -31,11 +30,7 @@ def mock_gpio():
         Device.pin_factory = saved
 
 
-@pytest.fixture
-def engine(tmp_path, teletype):
-    process = EngineProcess(tmp_path, str(teletype.link), max_chars=20).start()
-    yield process
-    process.close()
+pytestmark = pytest.mark.engine(max_chars=20)  # the `engine` fixture's (tests/conftest.py)
 
 
 class Panel:
@@ -109,6 +104,7 @@ def test_button_press_prints_a_reply(panel, engine, teletype):
     assert len(paper.text.split()) >= 2
 
 
+@pytest.mark.engine(max_chars=20, speed=1)  # the reply must still print while the presses come
 def test_button_fifty_presses_in_a_second_give_one_job(panel, engine, teletype):
     panel.wait_led(READY)
     for _ in range(50):
@@ -121,8 +117,11 @@ def test_button_fifty_presses_in_a_second_give_one_job(panel, engine, teletype):
     assert panel.panel.presses_accepted == 1
 
 
-def test_button_hold_cancels_the_print_and_leaves_column_zero(tmp_path, mock_gpio, teletype):
-    engine = EngineProcess(tmp_path, str(teletype.link), max_chars=400).start()
+def test_button_hold_cancels_the_print_and_leaves_column_zero(
+    tmp_path, mock_gpio, teletype, start_engine
+):
+    # At the Teletype's pace: the print must still be going when the hold ends.
+    engine = start_engine(max_chars=400, speed=1)
     p = Panel(tmp_path, mock_gpio)
     try:
         p.wait_led(READY)
@@ -142,36 +141,46 @@ def test_button_hold_cancels_the_print_and_leaves_column_zero(tmp_path, mock_gpi
         engine.close()
 
 
+def _led_values(panel: Panel, last: int) -> list[float]:
+    return [s.state for s in panel.led_pin.states[-last:]]
+
+
+def _wait_for_led_values(panel: Panel, last: int, seen, timeout: float = 10.0) -> list[float]:
+    """The LED's last few values, once they show what `seen` looks for."""
+    deadline = time.monotonic() + timeout
+    while not seen(_led_values(panel, last)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return _led_values(panel, last)
+
+
+@pytest.mark.engine(max_chars=20, speed=1)  # busy for a few seconds: long enough to pulse
 def test_button_led_over_a_jobs_life(panel, engine, teletype):
     panel.wait_led(READY)
     assert panel.led_pin.state == 1.0  # steady
     panel.press()
     panel.wait_led(BUSY)
-    time.sleep(1.2)  # part of a pulse
-    during = [s.state for s in panel.led_pin.states[-40:]]
-    assert any(0.0 < v < 1.0 for v in during), during  # a fade, not on/off
+    fading = lambda values: any(0.0 < v < 1.0 for v in values)  # noqa: E731
+    during = _wait_for_led_values(panel, 40, fading)
+    assert panel.panel.led_state == BUSY
+    assert fading(during), during  # a fade, not on/off
     _wait_idle(engine, 1)
     panel.wait_led(READY)
     assert panel.led_pin.state == 1.0
 
 
-def test_button_engine_stopped_blinks_fault_then_back_is_steady(tmp_path, mock_gpio, teletype):
-    engine = EngineProcess(tmp_path, str(teletype.link), max_chars=20).start()
+def test_button_engine_stopped_blinks_fault_then_back_is_steady(tmp_path, mock_gpio, engine):
     p = Panel(tmp_path, mock_gpio)
     try:
         p.wait_led(READY)
-        assert engine.terminate() == 0
-        engine.close()
+        assert engine.terminate() == 0  # gone (and started again below, the same engine)
         p.wait_led(FAULT)
-        time.sleep(0.5)
-        values = [s.state for s in p.led_pin.states[-8:]]
+        values = _wait_for_led_values(p, 8, lambda values: 0.0 in values and 1.0 in values)
         assert 0.0 in values and 1.0 in values  # blinking
-        engine = EngineProcess(tmp_path, str(teletype.link), max_chars=20).start()
+        engine.start()
         p.wait_led(READY)
         assert p.led_pin.state == 1.0
     finally:
         p.close()
-        engine.close()
 
 
 def test_button_off_when_the_service_stops(tmp_path, mock_gpio, engine):

@@ -2,7 +2,7 @@
 
 The engine is a `teletype serve` process on the embedded model printing to
 a pty (or, where only text matters, a transcript file); the bot is
-appliance.twitch's, run in this process against tests.fake_twitch, which
+appliance.chat.service's, run in this process against appliance.testing.fake_twitch, which
 answers OAuth, Helix and EventSub the way Twitch does.
 """
 
@@ -24,14 +24,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from appliance.chat import OFFLINE, fit_for_chat
+from appliance.chat.bridge import OFFLINE, fit_for_chat
+from appliance.chat.login import login
+from appliance.chat.outbox import Outbox
+from appliance.chat.supervisor import run_bot
+from appliance.chat.tokens import TokenError, TwitchTokens, load_tokens, save_tokens, token_path
 from appliance.config import Config, parse_config
-from appliance.outbox import Outbox
-from appliance.tokens import TokenError, TwitchTokens, load_tokens, save_tokens, token_path
-from appliance.twitch import login, run_bot
-from tests.engine_process import EngineProcess
-from tests.fake_twitch import FakeTwitch, FakeUser, patch_twitchio
-from tests.wire import PtyReader, check_ascii
+from appliance.testing.engine_process import EngineProcess
+from appliance.testing.fake_twitch import FakeTwitch, FakeUser, patch_twitchio
+from appliance.testing.wire import PtyReader, check_ascii
+from tests.conftest import FAST
 
 CLIENT_ID = "fake-client-id"
 MOD_BADGE = [{"set_id": "moderator", "id": "1", "info": ""}]
@@ -67,6 +69,13 @@ class Stage:
 
     async def engine_call(self, method: str, path: str, body=None):
         return await asyncio.to_thread(self.engine.json, method, path, body)
+
+    async def until(self, check, what: str, timeout: float = 30.0) -> None:
+        """Wait for `await check()` to be true (a state of the engine or the paper)."""
+        deadline = time.monotonic() + timeout
+        while not await check():
+            assert time.monotonic() < deadline, f"never: {what}"
+            await asyncio.sleep(0.05)
 
 
 def _config(tmp: Path, chat: str = "") -> Config:
@@ -131,18 +140,12 @@ async def stage(
                 await asyncio.gather(bot, return_exceptions=True)
 
 
-def _engine(tmp: Path, port: str, extra: str = "", max_chars: int = 60) -> EngineProcess:
-    return EngineProcess(tmp, port, engine_extra=extra, max_chars=max_chars).start()
-
-
-@pytest.fixture
-def engine(tmp_path, teletype):
-    process = _engine(tmp_path, str(teletype.link))
-    yield process
-    process.close()
-
-
 # --- chat lines, !gpt2 ----------------------------------------------------------------
+
+
+async def _last_text_is(s: Stage, text: str) -> bool:
+    lines = await s.history()
+    return bool(lines) and lines[-1]["text"] == text
 
 
 def test_chat_lines_become_the_history_of_five_and_are_printed(tmp_path, engine, teletype):
@@ -155,8 +158,13 @@ def test_chat_lines_become_the_history_of_five_and_are_printed(tmp_path, engine,
                 await s.say("alice", f"line {n}")
             await s.say("carol", "!help")  # a command: not history
             await s.posted("Teletype")
-            # The bot's own post comes back as chat (Twitch echoes it): it must
-            # not reach the history (all names are checked below).
+            # Every line has reached the engine (on a busy machine the last may
+            # come after the answer to !help)...
+            await s.until(
+                lambda: _last_text_is(s, "line 6"), "the history holds the last chat line"
+            )
+            # ...and the bot's own post comes back as chat (Twitch echoes it): it
+            # must not reach the history (all names are checked below).
             await asyncio.sleep(1.0)
             return await s.history()
 
@@ -189,8 +197,8 @@ def test_gpt2_prints_a_reply_and_posts_it(tmp_path, engine, teletype):
     assert status["jobs_finished"] >= 1
 
 
-def test_cooldowns_answer_once_per_viewer(tmp_path):
-    engine = _engine(tmp_path, f"file:{tmp_path / 'paper.txt'}")
+def test_cooldowns_answer_once_per_viewer(tmp_path, start_engine):
+    engine = start_engine(f"file:{tmp_path / 'paper.txt'}")
     try:
 
         async def scenario():
@@ -213,9 +221,9 @@ def test_cooldowns_answer_once_per_viewer(tmp_path):
     assert sum("needs a rest" in p for p in posts) == 1
 
 
-def test_a_burst_of_gpt2_queues_one_reply(tmp_path):
+def test_a_burst_of_gpt2_queues_one_reply(tmp_path, start_engine):
     """Each chat message is its own task: the cooldown must hold before the engine answers."""
-    engine = _engine(tmp_path, f"file:{tmp_path / 'paper.txt'}")
+    engine = start_engine(f"file:{tmp_path / 'paper.txt'}")
     try:
 
         async def scenario():
@@ -236,8 +244,8 @@ def test_a_burst_of_gpt2_queues_one_reply(tmp_path):
     assert sum("needs a rest" in p for p in posts) == 1
 
 
-def test_global_cooldown_holds_everyone_back(tmp_path):
-    engine = _engine(tmp_path, f"file:{tmp_path / 'paper.txt'}")
+def test_global_cooldown_holds_everyone_back(tmp_path, start_engine):
+    engine = start_engine(f"file:{tmp_path / 'paper.txt'}")
     try:
 
         async def scenario():
@@ -252,6 +260,7 @@ def test_global_cooldown_holds_everyone_back(tmp_path):
         engine.close()
 
 
+@pytest.mark.engine(speed=1)  # the ETA is the Teletype's: 10 characters a second
 def test_busy_printer_answers_with_the_place_in_the_queue_and_an_eta(tmp_path, engine, teletype):
     long_text = "THE TYPING UNIT PRINTS ONE CHARACTER AT A TIME. " * 4  # about 20 s
 
@@ -281,17 +290,23 @@ def test_busy_printer_answers_with_the_place_in_the_queue_and_an_eta(tmp_path, e
     assert stopped["status"] == "cancelled"
 
 
+@pytest.mark.engine(speed=1)  # the reply must wait behind a print
 def test_a_gpt2_waiting_when_the_engine_restarts_is_still_answered(tmp_path, engine, teletype):
     long_text = "THE TYPING UNIT PRINTS ONE CHARACTER AT A TIME. " * 4
 
     async def scenario():
         async with stage(tmp_path, engine, teletype) as s:
             assert (await s.engine_call("POST", "/v1/print", {"text": long_text}))[0] == 202
-            await asyncio.sleep(1.0)
+
+            async def printing() -> bool:
+                return (await s.engine_call("GET", "/v1/status"))[1]["printing"] is not None
+
+            await s.until(printing, "the print started")
             await s.say("alice", "!gpt2")
             await s.posted(r"^@Alice you are number 1")
             # systemctl restart teletype-engine: the queued reply is in the journal.
             assert await asyncio.to_thread(engine.terminate) == 0
+            engine.set_speed(FAST)  # the journal's print again, then the reply: no need to wait
             await asyncio.to_thread(engine.start)
             return await s.posted(r"^@Alice (?!you are)")
 
@@ -299,15 +314,22 @@ def test_a_gpt2_waiting_when_the_engine_restarts_is_still_answered(tmp_path, eng
     assert "restarted" not in reply and len(reply) > len("@Alice ") + 10, reply
 
 
-def test_full_queue_is_said_in_chat(tmp_path, teletype):
-    engine = _engine(tmp_path, str(teletype.link), extra="queue_size = 2")
+def test_full_queue_is_said_in_chat(tmp_path, teletype, start_engine):
+    # At the Teletype's pace: the prints must still be there when the !gpt2 comes.
+    engine = start_engine(str(teletype.link), engine_extra="queue_size = 2", speed=1)
     try:
 
         async def scenario():
             async with stage(tmp_path, engine, teletype) as s:
-                for _ in range(3):  # one printing, two waiting: full
+
+                async def printing() -> bool:
+                    return (await s.engine_call("GET", "/v1/status"))[1]["printing"] is not None
+
+                for n in range(3):  # one printing, two waiting: full
                     status, _ = await s.engine_call("POST", "/v1/print", {"text": "WAIT " * 30})
                     assert status == 202
+                    if n == 0:  # the worker takes it (after at most one idle chunk)
+                        await s.until(printing, "the first print started")
                 await s.say("alice", "!gpt2")
                 return await s.posted(r"^@Alice ")
 
@@ -316,14 +338,18 @@ def test_full_queue_is_said_in_chat(tmp_path, teletype):
         engine.close()
 
 
-def test_clear_is_for_moderators_and_forgets_the_history(tmp_path):
-    engine = _engine(tmp_path, f"file:{tmp_path / 'paper.txt'}")
+def test_clear_is_for_moderators_and_forgets_the_history(tmp_path, start_engine):
+    engine = start_engine(f"file:{tmp_path / 'paper.txt'}")
     try:
 
         async def scenario():
             async with stage(tmp_path, engine) as s:
                 await s.say("alice", "remember me")
-                await asyncio.sleep(0.5)
+
+                async def kept() -> bool:
+                    return bool(await s.history())
+
+                await s.until(kept, "the line reached the history")
                 await s.say("bob", "!clear")
                 await s.posted(r"^@Bob only moderators can clear")
                 kept = await s.history()
@@ -338,8 +364,8 @@ def test_clear_is_for_moderators_and_forgets_the_history(tmp_path):
     assert cleared == []
 
 
-def test_long_replies_are_cut_for_chat_at_a_sentence_end(tmp_path):
-    engine = _engine(tmp_path, f"file:{tmp_path / 'paper.txt'}", max_chars=400)
+def test_long_replies_are_cut_for_chat_at_a_sentence_end(tmp_path, start_engine):
+    engine = start_engine(f"file:{tmp_path / 'paper.txt'}", max_chars=400)
     try:
 
         async def scenario():
@@ -356,11 +382,11 @@ def test_long_replies_are_cut_for_chat_at_a_sentence_end(tmp_path):
     assert reply.endswith((".", "!", "?", "..."))
 
 
-def test_blocklist_keeps_chat_lines_and_replies_off_paper_and_chat(tmp_path):
+def test_blocklist_keeps_chat_lines_and_replies_off_paper_and_chat(tmp_path, start_engine):
     blocklist = tmp_path / "blocklist.txt"
     blocklist.write_text("".join(f"{c}*\n" for c in "abcdefghijklmnopqrstuvwxyz"))
     extra = f'[moderation]\nblocklist = "{blocklist}"\ntries = 1\n'
-    engine = _engine(tmp_path, f"file:{tmp_path / 'paper.txt'}", extra=extra)
+    engine = start_engine(f"file:{tmp_path / 'paper.txt'}", engine_extra=extra)
     try:
 
         async def scenario():
@@ -378,8 +404,8 @@ def test_blocklist_keeps_chat_lines_and_replies_off_paper_and_chat(tmp_path):
     assert not re.search(r"[A-Z]", (tmp_path / "paper.txt").read_text())
 
 
-def test_results_from_the_button_are_posted(tmp_path):
-    engine = _engine(tmp_path, f"file:{tmp_path / 'paper.txt'}")
+def test_results_from_the_button_are_posted(tmp_path, start_engine):
+    engine = start_engine(f"file:{tmp_path / 'paper.txt'}")
     try:
 
         async def scenario():
@@ -405,7 +431,11 @@ def test_bell_rings_and_is_rate_limited(tmp_path, engine, teletype):
     async def scenario():
         async with stage(tmp_path, engine, teletype) as s:
             await s.say("alice", "!bell")
-            await asyncio.sleep(1.0)
+
+            async def rang() -> bool:
+                return bool({0x87, 0x07} & set(teletype.data))
+
+            await s.until(rang, "the bell rang")
             await s.say("bob", "!bell")
             return await s.posted(r"^@Bob the bell rang a moment ago")
 
@@ -417,8 +447,8 @@ def test_bell_rings_and_is_rate_limited(tmp_path, engine, teletype):
 # --- Twitch and the engine coming and going -----------------------------------------
 
 
-def test_reconnects_and_resubscribes_when_twitch_drops_the_socket(tmp_path):
-    engine = _engine(tmp_path, f"file:{tmp_path / 'paper.txt'}")
+def test_reconnects_and_resubscribes_when_twitch_drops_the_socket(tmp_path, start_engine):
+    engine = start_engine(f"file:{tmp_path / 'paper.txt'}")
     try:
 
         async def scenario():
@@ -445,8 +475,8 @@ def test_reconnects_and_resubscribes_when_twitch_drops_the_socket(tmp_path):
     assert [ln["text"] for ln in history] == ["still here"]
 
 
-def test_engine_down_is_said_once_and_lines_wait_for_it(tmp_path):
-    engine = _engine(tmp_path, f"file:{tmp_path / 'paper.txt'}")
+def test_engine_down_is_said_once_and_lines_wait_for_it(tmp_path, start_engine):
+    engine = start_engine(f"file:{tmp_path / 'paper.txt'}")
     try:
 
         async def scenario():
@@ -460,9 +490,7 @@ def test_engine_down_is_said_once_and_lines_wait_for_it(tmp_path):
                 await s.say("bob", "!gpt2")
                 await asyncio.sleep(1.0)
                 said = s.posts().count(OFFLINE)
-                engine = await asyncio.to_thread(
-                    _engine, tmp_path, f"file:{tmp_path / 'paper.txt'}"
-                )
+                engine = await asyncio.to_thread(start_engine, f"file:{tmp_path / 'paper.txt'}")
                 s.engine = engine
                 for _ in range(100):
                     if await s.history():
@@ -477,8 +505,8 @@ def test_engine_down_is_said_once_and_lines_wait_for_it(tmp_path):
     assert [ln["text"] for ln in history] == ["hello while it sleeps"]
 
 
-def test_helix_429_backs_off_and_posts(tmp_path):
-    engine = _engine(tmp_path, f"file:{tmp_path / 'paper.txt'}")
+def test_helix_429_backs_off_and_posts(tmp_path, start_engine):
+    engine = start_engine(f"file:{tmp_path / 'paper.txt'}")
     try:
 
         async def scenario():
@@ -500,8 +528,8 @@ def test_helix_429_backs_off_and_posts(tmp_path):
     assert took >= 3.0  # waited 1 s, then 2 s
 
 
-def test_expired_token_is_refreshed_and_saved(tmp_path):
-    engine = _engine(tmp_path, f"file:{tmp_path / 'paper.txt'}")
+def test_expired_token_is_refreshed_and_saved(tmp_path, start_engine):
+    engine = start_engine(f"file:{tmp_path / 'paper.txt'}")
     try:
 
         async def scenario():
@@ -757,7 +785,8 @@ async def chat_process(
     only Twitch's address changed: the fake's. Killed on the way out if still running."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
-        str(Path(__file__).with_name("twitch_at.py")),
+        "-m",
+        "appliance.testing.twitch_at",
         fake.base,
         "chat",
         "--config",
@@ -782,7 +811,7 @@ async def stop_as_systemd_does(process: asyncio.subprocess.Process) -> str:
 
 def test_teletype_chat_process_notifies_ready_and_stops_on_sigterm(tmp_path, engine):
     """The console command itself, with a notify socket; only Twitch's address is ours."""
-    from tests.engine_process import NotifySocket
+    from appliance.testing.engine_process import NotifySocket
 
     config = _config(tmp_path)
     config_file = tmp_path / "chat.toml"
@@ -818,7 +847,7 @@ def test_teletype_chat_process_notifies_ready_and_stops_on_sigterm(tmp_path, eng
 
 
 def test_outbox_waits_for_ratelimit_reset_and_keeps_a_message_through_passing_failures():
-    from appliance.outbox import SendFailed, TryLater
+    from appliance.chat.outbox import SendFailed, TryLater
 
     tries: list[float] = []
     failures = [

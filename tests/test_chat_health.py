@@ -13,11 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from appliance.chat import HELP
-from appliance.tokens import load_tokens, token_path
-from appliance.twitch import TeletypeBot, run_bot
-from tests.engine_process import EngineProcess, NotifySocket
-from tests.fake_twitch import FakeTwitch, patch_twitchio
+from appliance.chat.bot import TeletypeBot
+from appliance.chat.bridge import HELP
+from appliance.chat.supervisor import run_bot
+from appliance.chat.tokens import load_tokens, token_path
+from appliance.testing.engine_process import NotifySocket
+from appliance.testing.fake_twitch import FakeTwitch, patch_twitchio
+from appliance.testing.wire import check_ascii
 from tests.test_chat import (
     CLIENT_ID,
     Stage,
@@ -28,7 +30,6 @@ from tests.test_chat import (
     stage,
     stop_as_systemd_does,
 )
-from tests.wire import check_ascii
 
 
 @pytest.fixture(autouse=True)
@@ -40,11 +41,7 @@ def quick_health(monkeypatch):
     monkeypatch.setattr(TeletypeBot, "repair_for", 20.0, raising=False)
 
 
-@pytest.fixture
-def engine(tmp_path, teletype):
-    process = EngineProcess(tmp_path, str(teletype.link), max_chars=40).start()
-    yield process
-    process.close()
+pytestmark = pytest.mark.engine(max_chars=40)  # the `engine` fixture's (tests/conftest.py)
 
 
 def _enabled(fake: FakeTwitch) -> list[dict]:
@@ -300,6 +297,9 @@ def test_teletype_chat_survives_a_misbehaving_twitch_and_logs_no_token(tmp_path,
                         "lines"
                     ]
                 ]
+                # Alive all along: the watchdog kept being fed (a state to wait
+                # for, not a time: on a busy machine the pings come later).
+                await fake.wait_until(lambda: notify.count("WATCHDOG=1") >= 3, timeout=60)
                 err = await stop_as_systemd_does(process)
             fresh = load_tokens(token_path(Path(config.engine.state_dir)))
             secrets = {tokens.token, tokens.refresh, fresh.token, fresh.refresh}
@@ -359,8 +359,8 @@ def test_no_token_reaches_a_log_line_whatever_twitchio_puts_in_it():
 
 
 def test_twitch_login_with_a_code_that_expires_is_one_line(tmp_path):
-    from appliance.tokens import TokenError
-    from appliance.twitch import login
+    from appliance.chat.login import login
+    from appliance.chat.tokens import TokenError
 
     config = _config(tmp_path)
     shown = []
@@ -388,7 +388,7 @@ def test_twitch_login_with_a_code_that_expires_is_one_line(tmp_path):
 def test_the_watchdog_is_pinged_only_while_chat_works_and_a_lost_cause_exits(
     tmp_path, engine, monkeypatch
 ):
-    from appliance.twitch import Unhealthy
+    from appliance.chat.health import Unhealthy
 
     notify = NotifySocket(tmp_path / "notify.sock")
     monkeypatch.setenv("NOTIFY_SOCKET", str(notify.path))

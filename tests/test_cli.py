@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from appliance.cli import _settings, parser
-from appliance.replies import Replies, ending_a_sentence
+from appliance.engine.replies import Replies, ending_a_sentence
 
 
 def _teletype(args: list[str], cwd: Path) -> subprocess.CompletedProcess:

@@ -16,8 +16,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from appliance import connections
-from appliance.connections import (
+from appliance.engine import connections
+from appliance.engine.connections import (
     ConnectionGuard,
     GuardedTCPSite,
     GuardedUnixSite,
@@ -319,7 +319,7 @@ def test_idle_keep_alive_connections_make_room_for_new_ones_at_the_cap(tmp_path,
 
 def test_malformed_request_heads_are_counted_not_each_logged(tmp_path, caplog):
     # 2,000 bad requests were 24,000 lines of traceback; now one summary line a minute.
-    from appliance.server import make_runner
+    from appliance.engine.server import make_runner
 
     caplog.set_level(logging.DEBUG)
     sent = 200

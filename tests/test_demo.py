@@ -1,105 +1,170 @@
-"""`teletype demo` driven as a user would: in a terminal (a pty), typing lines."""
+"""`make demo` driven as a user would: in a terminal (a pty), typing lines, pressing Ctrl-C.
+
+The demo is the appliance: the engine's API answers while it runs, the
+terminal's chat lines go through the engine's blocklist, Ctrl-C stops the
+print and not make, and a second Ctrl-C when idle leaves cleanly.
+"""
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import re
 import select
+import shutil
+import socket
 import subprocess
 import sys
+import termios
 import time
+import urllib.request
+from io import StringIO
+
+import pytest
+
+from appliance.demo import Paper
+
+LONG_TEXT = " ".join(f"LINE {n} OF A LONG TEXT THAT THE TELETYPE PRINTS." for n in range(40))
 
 
-def _read_until(fd: int, pattern: str, timeout: float = 120.0) -> str:
-    out = b""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([fd], [], [], 0.2)
-        if ready:
-            try:
-                chunk = os.read(fd, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            out += chunk
-            if re.search(pattern, out.decode(errors="replace")):
-                return out.decode(errors="replace")
-    raise AssertionError(f"no {pattern!r} in {out.decode(errors='replace')!r}")
+class Terminal:
+    """The user's side of a pty: what the screen shows, and the keys."""
+
+    def __init__(self, master: int):
+        self.master = master
+        self.screen = ""
+
+    def wait_for(self, pattern: str, after: int = 0, timeout: float = 60.0) -> re.Match:
+        deadline = time.monotonic() + timeout
+        while True:
+            found = re.compile(pattern).search(self.screen, after)
+            if found:
+                return found
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {pattern!r} on the screen:\n{self.screen[after:]}")
+            ready, _, _ = select.select([self.master], [], [], 0.2)
+            if ready:
+                try:
+                    chunk = os.read(self.master, 4096)
+                except OSError:  # the other side has closed
+                    chunk = b""
+                if not chunk:
+                    raise AssertionError(f"the demo ended; the screen:\n{self.screen[after:]}")
+                self.screen += chunk.decode(errors="replace")
+
+    def type(self, keys: str) -> int:
+        """Send keys; where the screen stood before them (to look only at what follows)."""
+        mark = len(self.screen)
+        os.write(self.master, keys.encode())
+        return mark
 
 
-def test_demo_in_a_terminal_prints_upper_case_wrapped_at_72(tmp_path):
-    master, slave = os.openpty()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "appliance.cli", "demo", "--speed", "1000", "--seed", "3"],
-        stdin=slave,
-        stdout=slave,
-        stderr=slave,
-        cwd=tmp_path,
-        env=env,
-        close_fds=True,
+def _call(base: str, method: str, path: str, body: dict | None = None):
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(base + path, data=data, method=method)
+    request.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return response.status, json.loads(response.read() or b"null")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _take_terminal() -> None:
+    # In the child: a session of its own with the pty as its terminal, as a
+    # shell gives `make`, so Ctrl-C is a SIGINT to the foreground group.
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_demo_under_make_is_the_appliance_and_ctrl_c_stops_the_print_not_make(tmp_path):
+    port = _free_port()
+    config = tmp_path / "teletype.toml"
+    config.write_text(f"[engine]\ntcp_port = {port}\n")
+    makefile = tmp_path / "Makefile"
+    makefile.write_text(
+        f"demo:\n\t{sys.executable} -m appliance.cli demo --config {config} --speed 20 --seed 3\n"
     )
+    master, slave = os.openpty()
+    env = {**os.environ, "XDG_STATE_HOME": str(tmp_path / "state"), "PYTHONUNBUFFERED": "1"}
+    make = subprocess.Popen(
+        ["make", "-s", "-f", str(makefile), "demo"],
+        stdin=slave, stdout=slave, stderr=slave, cwd=tmp_path, env=env,
+        start_new_session=True, preexec_fn=_take_terminal,
+    )  # fmt: skip
     os.close(slave)
+    terminal = Terminal(master)
+    base = f"http://127.0.0.1:{port}"
     try:
-        _read_until(master, r"> $")
-        os.write(master, b"How does the typing unit print a character?\n")
-        _read_until(master, r"> $")
-        os.write(master, b"tell me about the keyboard\n")
-        _read_until(master, r"> $")
-        os.write(master, b"!gpt2\n")
-        screen = _read_until(master, r"!gpt2\r?\n(.|\n)+\n> $")
-        os.write(master, b"!quit\n")
-        process.wait(timeout=30)
+        terminal.wait_for(re.escape(f"{base}/"))
+        terminal.wait_for(r"> $")
+        # The engine's API and panel answer while the demo runs.
+        status, body = _call(base, "GET", "/v1/status")
+        assert status == 200 and body["port"]["name"] == "virtual"
+        assert b"<html" in urllib.request.urlopen(base + "/", timeout=10).read().lower()
+
+        # A typed line is a chat line, through the engine's blocklist.
+        mark = terminal.type("How does the typing unit print a character?\n")
+        terminal.wait_for(r"> $", mark)
+        mark = terminal.type("what the fuck is a typebox\n")
+        terminal.wait_for(r"not added.*blocklist(.|\n)*> $", mark)
+        _, history = _call(base, "GET", "/v1/history")
+        texts = [line["text"] for line in history["lines"]]
+        assert texts == ["How does the typing unit print a character?"]
+
+        # An empty line asks for a reply, as the button does: printed on the paper.
+        mark = terminal.type("\n")
+        terminal.wait_for(r"\n  \| \S(.|\n)*\n> $", mark)
+        paper = [line for line in terminal.screen[mark:].splitlines() if line.startswith("  | ")]
+        assert paper
+        for line in paper:
+            assert len(line.rstrip("\r")) == 2 + 2 + 72 + 2, line  # "  | " text " |"
+            text = line[4:76]
+            assert text == text.upper() and all(" " <= ch <= "_" for ch in text), line
+
+        # Ctrl-C mid-print cancels the print; the line ends, then the prompt is back.
+        _, job = _call(base, "POST", "/v1/print", {"text": LONG_TEXT})
+        mark = len(terminal.screen)
+        terminal.wait_for(r"LINE 0 OF", mark)
+        # A line typed while the paper moves waits (unechoed) until the print has ended.
+        terminal.type("what does the selector do\n")
+        terminal.wait_for(r"LINE 3 OF", mark)
+        terminal.type("\x03")
+        terminal.wait_for(r"cancelled(.|\n)*> what does the selector do(.|\n)*> $", mark)
+        assert "LINE 39" not in terminal.screen[mark:]
+        printed = terminal.screen[mark:].split("(print cancelled)")[0].splitlines()
+        assert printed and all(len(line) == 78 for line in printed if line.strip()), printed
+        _, job = _call(base, "GET", f"/v1/jobs/{job['id']}")
+        assert job["status"] == "cancelled"
+        _, history = _call(base, "GET", "/v1/history")
+        assert history["lines"][-1]["text"] == "what does the selector do"
+
+        # Ctrl-C when idle leaves, and make exits 0 (not 130: the Ctrl-C was the demo's).
+        terminal.type("\x03")
+        assert make.wait(timeout=30) == 0, terminal.screen[-2000:]
+        # Its state is the user's (here $XDG_STATE_HOME), never the Pi's /var/lib.
+        assert (tmp_path / "state/teletype-gpt2-demo/history.json").is_file()
     finally:
-        process.kill()
+        if make.poll() is None:
+            os.killpg(make.pid, 9)
+            make.wait()
         os.close(master)
-    reply = screen.split("!gpt2", 1)[1].strip().rsplit(">", 1)[0]
-    lines = [line.rstrip("\r") for line in reply.splitlines() if line.strip()]
-    assert len(lines) >= 2, reply
-    for line in lines:
-        assert len(line) <= 72, line
-        assert line == line.upper(), line
-        assert all(" " <= ch <= "_" for ch in line), line
-    assert process.returncode == 0
 
 
-def test_demo_help_and_history_commands():
-    from io import StringIO
-
-    from appliance.config import Config
-    from appliance.demo import Demo
-
-    out = StringIO()
-    demo = Demo(Config().replace("teletype", port="virtual"), out=out, generator=None)
-    assert demo.handle("first line")
-    assert demo.handle("!history")
-    assert "you: first line" in out.getvalue()
-    assert demo.handle("!clear")
-    assert len(demo.history) == 0
-    assert demo.handle("!nonsense")
-    assert "unknown command !nonsense" in out.getvalue()
-    assert not demo.handle("!quit")
-
-
-def test_demo_keeps_blocked_words_off_its_paper(tmp_path):
-    """The demo's virtual paper gets the same blocklist as the engine's real one."""
-    from io import StringIO
-
-    from appliance.config import Config
-    from appliance.demo import Demo
-    from appliance.generator import load_generator
-
-    blocklist = tmp_path / "blocklist.txt"
-    blocklist.write_text("".join(f"{c}*\n" for c in "abcdefghijklmnopqrstuvwxyz"))
-    config = Config().replace("teletype", port=f"file:{tmp_path / 'paper.txt'}")
-    config = config.replace("moderation", blocklist=str(blocklist), tries=1)
-    out = StringIO()
-    demo = Demo(config, out=out, generator=load_generator(config.model))
-    try:
-        demo.reply()
-    finally:
-        demo.generator.close()
-    assert "every try ran into the blocklist" in out.getvalue()
-    paper = tmp_path / "paper.txt"  # not even created when nothing was printed
-    assert not paper.exists() or not re.search(r"[A-Za-z]", paper.read_text())
+def test_demo_paper_draws_72_columns_between_its_edges():
+    screen = StringIO()
+    paper = Paper(screen)
+    paper.write("HELLO")
+    paper.write(" WORLD\n" + "X" * 72 + "\n")
+    paper.write("\a\n")
+    lines = screen.getvalue().replace("\a", "").splitlines()
+    assert lines == [
+        "  | HELLO WORLD" + " " * 61 + " |",
+        "  | " + "X" * 72 + " |",
+        "  | " + " " * 72 + " |",
+    ]
+    assert "\a" in screen.getvalue()  # the bell rings the terminal's

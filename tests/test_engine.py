@@ -13,19 +13,23 @@ from pathlib import Path
 
 import pytest
 
-from tests.engine_process import EngineProcess
-from tests.wire import PtyReader, check_ascii
+from appliance.engine.moderation import Blocklist
+from appliance.testing.engine_process import EngineProcess
+from appliance.testing.wire import PtyReader, check_ascii
+from tests.conftest import FAST
 
 
 def _words(text: str) -> list[str]:
     return re.findall(r"[A-Z0-9]+", text.upper())
 
 
-@pytest.fixture
-def engine(tmp_path, teletype):
-    process = EngineProcess(tmp_path, str(teletype.link)).start()
-    yield process
-    process.close()
+@pytest.fixture(scope="module")
+def idle_engine(tmp_path_factory):
+    """One engine for the tests that only ask and never print (its state stays as it was)."""
+    tmp = tmp_path_factory.mktemp("idle-engine")
+    engine = EngineProcess(tmp, f"file:{tmp / 'paper.txt'}").start()
+    yield engine
+    engine.close()
 
 
 def test_engine_notifies_ready_watchdog_status_and_stopping(engine):
@@ -34,8 +38,10 @@ def test_engine_notifies_ready_watchdog_status_and_stopping(engine):
     # WATCHDOG_USEC=300000: a ping every 150 ms, from the event loop itself.
     engine.notify.wait_for("WATCHDOG=1")
     before = engine.notify.count("WATCHDOG=1")
-    time.sleep(1.0)
-    assert engine.notify.count("WATCHDOG=1") >= before + 4
+    within = time.monotonic() + 1.0
+    while engine.notify.count("WATCHDOG=1") < before + 4 and time.monotonic() < within:
+        time.sleep(0.02)
+    assert engine.notify.count("WATCHDOG=1") >= before + 4  # four within a second
     assert engine.terminate() == 0
     engine.notify.wait_for("STOPPING=1")
 
@@ -76,24 +82,15 @@ def test_engine_streams_text_as_it_prints(engine, teletype):
     assert _words(check_ascii(teletype.collect()).text) == _words(body.decode())
 
 
-def test_engine_history_api_and_persistence(tmp_path, teletype):
-    first = EngineProcess(tmp_path, str(teletype.link)).start()
-    try:
-        assert first.json("POST", "/v1/history", {"name": "ada", "text": "hello"})[0] == 201
-        assert first.json("POST", "/v1/history", {"name": "bob", "text": "print!"})[0] == 201
-        assert first.terminate() == 0
-    finally:
-        first.close()
-    second = EngineProcess(tmp_path, str(teletype.link)).start()
-    try:
-        _, body = second.json("GET", "/v1/history")
-        assert body == {
-            "lines": [{"name": "ada", "text": "hello"}, {"name": "bob", "text": "print!"}]
-        }
-        assert second.request("DELETE", "/v1/history")[0] == 204
-        assert second.json("GET", "/v1/history")[1] == {"lines": []}
-    finally:
-        second.close()
+def test_engine_history_api_and_persistence(engine):
+    assert engine.json("POST", "/v1/history", {"name": "ada", "text": "hello"})[0] == 201
+    assert engine.json("POST", "/v1/history", {"name": "bob", "text": "print!"})[0] == 201
+    assert engine.terminate() == 0
+    engine.start()  # the same state directory: the history is on disk
+    _, body = engine.json("GET", "/v1/history")
+    assert body == {"lines": [{"name": "ada", "text": "hello"}, {"name": "bob", "text": "print!"}]}
+    assert engine.request("DELETE", "/v1/history")[0] == 204
+    assert engine.json("GET", "/v1/history")[1] == {"lines": []}
 
 
 @pytest.mark.parametrize(
@@ -114,8 +111,8 @@ def test_engine_history_api_and_persistence(tmp_path, teletype):
         ("/v1/history", '{"name": "a", "text": "\u00a0 "}'.encode(), "Blank"),
     ],
 )
-def test_engine_malformed_requests_get_400_with_json(engine, path, body, message):
-    status, headers, raw = engine.request("POST", path, body)
+def test_engine_malformed_requests_get_400_with_json(idle_engine, path, body, message):
+    status, headers, raw = idle_engine.request("POST", path, body)
     assert status == 400
     assert headers["Content-Type"].startswith("application/json")
     assert message in raw.decode()
@@ -126,13 +123,14 @@ def test_engine_status_and_health(engine):
     assert status == 200
     assert body["queue"] == 0 and body["queue_max"] == 8
     assert body["port"]["state"] == "open"
-    assert body["characters_per_second"] == 10.0
+    assert body["characters_per_second"] == 10.0  # the Teletype's, whatever the test's pace
     assert engine.json("GET", "/healthz") == (200, {"ok": True})
 
 
-def test_engine_fifty_clients_each_job_printed_once_in_order(tmp_path):
+def test_engine_fifty_clients_each_job_printed_once_in_order(tmp_path, start_engine):
     paper = tmp_path / "paper.txt"
-    engine = EngineProcess(tmp_path, f"file:{paper}").start()
+    # At the Teletype's pace: the queue must fill while the first jobs print.
+    engine = start_engine(f"file:{paper}", speed=1)
     results: list[tuple[int, dict | None]] = [None] * 50  # type: ignore[list-item]
 
     def client(i: int):
@@ -147,7 +145,7 @@ def test_engine_fifty_clients_each_job_printed_once_in_order(tmp_path):
         for t in threads:
             t.join(timeout=300)
     finally:
-        engine.close()
+        engine.close()  # (the paper is complete once the engine is gone)
     accepted = sorted((body for status, body in results if status == 200), key=lambda b: b["id"])
     rejected = [body for status, body in results if status == 429]
     assert len(accepted) + len(rejected) == 50
@@ -170,6 +168,7 @@ def _paper(text: str) -> str:
     return Decoder(profile).decode(bytes(f.code for f in frames)).replace("\r", "")
 
 
+@pytest.mark.engine(speed=3)  # the job must still be printing when the device goes
 def test_engine_device_vanishes_mid_job_and_the_job_resumes(engine, teletype, tmp_path):
     result = {}
 
@@ -187,8 +186,11 @@ def test_engine_device_vanishes_mid_job_and_the_job_resumes(engine, teletype, tm
     # Unplug: the device node goes, the other end closes.
     teletype.link.unlink()
     teletype.close()
-    time.sleep(1.5)
+    deadline = time.monotonic() + 30
     status = engine.json("GET", "/v1/status")[1]
+    while status["port"]["state"] != "offline" and time.monotonic() < deadline:
+        time.sleep(0.05)
+        status = engine.json("GET", "/v1/status")[1]
     assert status["port"]["state"] == "offline"
     assert status["printing"] is not None
     # Plug back in (a new pty behind the same name).
@@ -226,6 +228,7 @@ def _start_a_long_print(engine, teletype) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.engine(speed=1)  # stopped while it prints
 def test_engine_sigterm_mid_line_leaves_column_zero_and_exits_0(engine, teletype):
     _start_a_long_print(engine, teletype)
     assert engine.terminate() == 0
@@ -241,6 +244,7 @@ def _first_code(data: bytes) -> int | None:
     return codes[0] if codes else None
 
 
+@pytest.mark.engine(speed=1)  # stopped while it prints
 def test_engine_after_kill_9_mid_line_starts_its_first_print_on_a_new_line(engine, teletype):
     _start_a_long_print(engine, teletype)
     engine.process.kill()  # kill -9: nothing finishes the line
@@ -248,6 +252,7 @@ def test_engine_after_kill_9_mid_line_starts_its_first_print_on_a_new_line(engin
     before = check_ascii(teletype.collect())
     assert not before.ends_at_column_zero  # the carriage really is mid-line
     mark = len(teletype.data)
+    engine.set_speed(FAST)  # the restart reprints the whole journaled job: no need to wait for it
     engine.start()
     status, job = engine.json("POST", "/v1/generate", {"max_chars": 40})
     assert status == 200 and job["text"]
@@ -279,23 +284,19 @@ def test_engine_refuses_a_public_address_without_a_token(tmp_path):
     assert "engine.tcp_host is '0.0.0.0'" in result.stderr and "engine.token" in result.stderr
 
 
-def test_engine_token_is_required_when_set(tmp_path):
-    engine = EngineProcess(tmp_path, f"file:{tmp_path / 'p.txt'}", engine_extra='token = "s3cret"')
-    engine.start()
-    try:
-        assert engine.request("GET", "/v1/status")[0] == 401
-        ok = engine.request("GET", "/v1/status", headers={"Authorization": "Bearer s3cret"})
-        assert ok[0] == 200
-        assert engine.request("GET", "/healthz")[0] == 200
-    finally:
-        engine.close()
+@pytest.mark.engine(engine_extra='token = "s3cret"')
+def test_engine_token_is_required_when_set(engine):
+    assert engine.request("GET", "/v1/status")[0] == 401
+    ok = engine.request("GET", "/v1/status", headers={"Authorization": "Bearer s3cret"})
+    assert ok[0] == 200
+    assert engine.request("GET", "/healthz")[0] == 200
 
 
-def test_engine_openapi_document_holds_with_schemathesis(tmp_path):
+def test_engine_openapi_document_holds_with_schemathesis(tmp_path, start_engine):
     import schemathesis
     from hypothesis import HealthCheck, given, settings
 
-    engine = EngineProcess(tmp_path, f"file:{tmp_path / 'p.txt'}").start()
+    engine = start_engine(f"file:{tmp_path / 'p.txt'}")
     try:
         schema = schemathesis.openapi.from_url(engine.base + "/openapi.json")
         # Generating text is slow and /v1/events never ends: both are tested above.
@@ -318,14 +319,14 @@ def test_engine_openapi_document_holds_with_schemathesis(tmp_path):
 
             check()
             checked.append(f"{operation.method.upper()} {operation.path}")
-        assert len(checked) == 14, checked
+        assert len(checked) == 15, checked  # GET /v1/paper among them
     finally:
         engine.close()
 
 
-def test_engine_port_that_is_absent_at_start_is_served_anyway(tmp_path):
+def test_engine_port_that_is_absent_at_start_is_served_anyway(tmp_path, start_engine):
     missing = tmp_path / "ttyNOTHERE"
-    engine = EngineProcess(tmp_path, str(missing)).start()
+    engine = start_engine(str(missing))
     try:
         assert engine.json("GET", "/v1/status")[1]["port"]["state"] == "offline"
         assert engine.json("GET", "/healthz")[0] == 200
@@ -334,8 +335,7 @@ def test_engine_port_that_is_absent_at_start_is_served_anyway(tmp_path):
     assert "cannot open the Teletype's port" in engine.output()
 
 
-def test_engine_has_no_leftover_socket_after_stopping(tmp_path, teletype):
-    engine = EngineProcess(tmp_path, str(teletype.link)).start()
+def test_engine_has_no_leftover_socket_after_stopping(tmp_path, engine):
     sock = Path(tmp_path / "run" / "engine.sock")
     assert sock.exists()
     assert engine.terminate() == 0
@@ -375,11 +375,12 @@ def test_engine_events_stream_queued_started_finished_with_text(engine):
     assert [k for k, _ in job_events] == ["queued", "started", "finished"], events
     finished = job_events[2][1]
     assert finished["id"] == job["id"] and finished["text"] == job["text"]
-    paper = "".join(d["text"] for k, d in events if k == "paper")
+    paper = "".join(d.get("text", "") for k, d in events if k == "paper")
     printed = "".join(c for c in paper if c.isalnum())
     assert printed and printed == "".join(c for c in job["text"].upper() if c.isalnum())
 
 
+@pytest.mark.engine(speed=3)  # stopped while it prints
 def test_engine_cancel_stops_the_print_and_finishes_the_line(engine, teletype):
     result = {}
     threading.Thread(
@@ -424,14 +425,14 @@ def test_engine_bell_rings_and_is_rate_limited(engine, teletype):
 
 
 def test_history_survives_a_write_cut_short_and_leaves_no_temporary_file(tmp_path):
-    from appliance.history import PersistentHistory
+    from appliance.engine.history import PersistentHistory
 
     path = tmp_path / "history.json"
-    history = PersistentHistory(path, 5)
+    history = PersistentHistory(path, 5, blocklist=Blocklist())
     history.add("ada", "hello teletype")
     # kill -9 or a power cut in the middle of the next save: its temporary
     # file is left behind, half written.
     (tmp_path / ".history.k3x9q1").write_text('{"lines": [{"name": "ada", "te')
-    again = PersistentHistory(path, 5)
+    again = PersistentHistory(path, 5, blocklist=Blocklist())
     assert [(ln.name, ln.text) for ln in again.lines()] == [("ada", "hello teletype")]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["history.json"]

@@ -19,18 +19,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.engine_process import EngineProcess, free_port
-from tests.wire import PtyReader, check_ascii
+from appliance.engine.moderation import Blocklist
+from appliance.testing.engine_process import free_port
+from appliance.testing.wire import PtyReader, check_ascii
+from tests.conftest import FAST
 
 # The engine unit's TimeoutStopSec=: past it, systemd kills the engine mid-line.
 UNIT_STOP_TIMEOUT = 20
-
-
-@pytest.fixture
-def engine(tmp_path, teletype):
-    process = EngineProcess(tmp_path, str(teletype.link)).start()
-    yield process
-    process.close()
 
 
 def _queue(engine, body: dict) -> dict:
@@ -69,6 +64,7 @@ class EventStream:
 # --- SIGTERM, kill -9 and the journal -------------------------------------------------
 
 
+@pytest.mark.engine(speed=1)  # stopped while it prints
 def test_sigterm_stops_promptly_answers_waiters_and_keeps_the_queue(engine, teletype):
     listener = EventStream(engine)
     printing = _queue(engine, {"max_chars": 300, "seed": 4})
@@ -94,6 +90,7 @@ def test_sigterm_stops_promptly_answers_waiters_and_keeps_the_queue(engine, tele
 
     # The next engine answers for both: one interrupted, the other run.
     mark = len(teletype.data)
+    engine.set_speed(FAST)
     engine.start()
     code, first = engine.json("GET", f"/v1/jobs/{printing['id']}")
     assert code == 200 and first["status"] == "interrupted"
@@ -104,6 +101,7 @@ def test_sigterm_stops_promptly_answers_waiters_and_keeps_the_queue(engine, tele
     assert second["text"].split()[0].upper().strip(".,") in after.text
 
 
+@pytest.mark.engine(speed=1)  # stopped while it prints
 def test_kill_9_loses_no_accepted_job(engine, teletype):
     printing = _queue(engine, {"max_chars": 300, "seed": 4})
     queued = [_queue(engine, {"max_chars": 40, "seed": s}) for s in (7, 8)]
@@ -111,6 +109,7 @@ def test_kill_9_loses_no_accepted_job(engine, teletype):
     engine.process.kill()
     engine.process.wait()
 
+    engine.set_speed(FAST)
     engine.start()
     code, first = engine.json("GET", f"/v1/jobs/{printing['id']}")
     assert code == 200 and first["status"] == "interrupted" and "power cut" in first["error"]
@@ -124,18 +123,15 @@ def test_kill_9_loses_no_accepted_job(engine, teletype):
     assert not list((engine.tmp / "state").glob(".*")), "a temporary file was left behind"
 
 
-def test_a_restart_with_no_journal_and_no_history_starts_clean(tmp_path):
-    engine = EngineProcess(tmp_path, f"file:{tmp_path / 'paper.txt'}").start()
-    try:
-        assert engine.json("GET", "/v1/jobs/1")[0] == 404
-        assert engine.json("GET", "/v1/status")[1]["queue"] == 0
-    finally:
-        engine.close()
+def test_a_restart_with_no_journal_and_no_history_starts_clean(engine):
+    assert engine.json("GET", "/v1/jobs/1")[0] == 404
+    assert engine.json("GET", "/v1/status")[1]["queue"] == 0
 
 
 # --- cancel --------------------------------------------------------------------------
 
 
+@pytest.mark.engine(speed=3)  # still printing when the port goes
 def test_cancel_while_the_port_is_offline_ends_the_job_and_frees_the_queue(engine, teletype):
     printing = _queue(engine, {"max_chars": 300, "seed": 4})
     _wait_for_paper(teletype, 20)
@@ -164,8 +160,15 @@ def test_cancel_while_the_port_is_offline_ends_the_job_and_frees_the_queue(engin
         replacement.close()
 
 
+@pytest.mark.engine(speed=3)  # the first job still prints while the second is cancelled
 def test_a_queued_job_can_be_cancelled_by_id(engine, teletype):
     _queue(engine, {"max_chars": 300, "seed": 4})
+    # The first job leaves the queue when the worker takes it (after at most one
+    # chunk of an idle prompt evaluation): only the second is left to cancel.
+    deadline = time.monotonic() + 30
+    while engine.json("GET", "/v1/status")[1]["printing"] is None:
+        assert time.monotonic() < deadline, "the worker never took the first job"
+        time.sleep(0.02)
     queued = _queue(engine, {"max_chars": 40, "seed": 9})
     code, job = engine.json("DELETE", f"/v1/jobs/{queued['id']}")
     assert code == 200 and job["status"] == "cancelled"
@@ -180,10 +183,10 @@ def test_a_queued_job_can_be_cancelled_by_id(engine, teletype):
     "content",
     ["[]", '"x"', "42", "null", "[" * 50000 + "]" * 50000, '{"lines": 7}', "{not json"],
 )
-def test_an_unusable_history_file_does_not_stop_the_engine(tmp_path, content):
+def test_an_unusable_history_file_does_not_stop_the_engine(tmp_path, content, start_engine):
     (tmp_path / "state").mkdir()
     (tmp_path / "state" / "history.json").write_text(content)
-    engine = EngineProcess(tmp_path, f"file:{tmp_path / 'paper.txt'}")
+    engine = start_engine(f"file:{tmp_path / 'paper.txt'}", started=False)
     try:
         engine.start()  # READY=1, or an AssertionError after a minute
         assert engine.json("GET", "/v1/history") == (200, {"lines": []})
@@ -193,7 +196,7 @@ def test_an_unusable_history_file_does_not_stop_the_engine(tmp_path, content):
     assert "ignoring" in engine.output()
 
 
-def test_a_poisoned_history_file_from_before_never_breaks_a_reply(tmp_path):
+def test_a_poisoned_history_file_from_before_never_breaks_a_reply(tmp_path, start_engine):
     (tmp_path / "state").mkdir()
     # What an older engine could write: a lone surrogate, a control
     # character, an entry that is not a line at all.
@@ -201,7 +204,7 @@ def test_a_poisoned_history_file_from_before_never_breaks_a_reply(tmp_path):
         '{"lines": [{"name": "ada", "text": "hi \\ud800 there"}, 5, {"name": "bob"},'
         ' {"name": "cy", "text": "bell\\u0007 and\\nnewline"}]}'
     )
-    engine = EngineProcess(tmp_path, f"file:{tmp_path / 'paper.txt'}").start()
+    engine = start_engine(f"file:{tmp_path / 'paper.txt'}")
     try:
         assert engine.json("GET", "/v1/history")[1]["lines"] == [
             {"name": "ada", "text": "hi there"},
@@ -214,12 +217,12 @@ def test_a_poisoned_history_file_from_before_never_breaks_a_reply(tmp_path):
 
 
 def test_history_lines_are_cleaned_on_input(tmp_path):
-    from appliance.history import PersistentHistory
+    from appliance.engine.history import PersistentHistory
 
-    history = PersistentHistory(tmp_path / "history.json", 5)
+    history = PersistentHistory(tmp_path / "history.json", 5, blocklist=Blocklist())
     history.add("dee", "tab\there\u2028and \udfff there")
     assert history.lines()[-1].text == "tab here and there"
-    again = PersistentHistory(tmp_path / "history.json", 5)
+    again = PersistentHistory(tmp_path / "history.json", 5, blocklist=Blocklist())
     assert again.lines() == history.lines()
 
 
@@ -250,7 +253,7 @@ def test_history_that_cannot_be_saved_is_a_json_503_and_not_half_kept(engine):
 @pytest.mark.parametrize("hidden", ["fu\x7fck", "fu\x1bck", "f\x01uck", "sh\x00it", "fu\u200bck"])
 def test_control_characters_inside_a_word_do_not_hide_it_from_the_blocklist(hidden):
     from appliance.config import Config
-    from appliance.moderation import blocklist_from
+    from appliance.engine.moderation import blocklist_from
     from appliance.teletype.codes import CHARACTER_SETS
 
     blocklist = blocklist_from(Config())
@@ -408,8 +411,8 @@ def test_the_queue_eta_comes_from_the_lengths_of_replies_printed(tmp_path):
     import asyncio
 
     from appliance.config import parse_config
-    from appliance.engine import Engine
-    from appliance.generator import load_generator
+    from appliance.engine.engine import Engine
+    from appliance.engine.generator import load_generator
     from appliance.teletype import build_printer
 
     config = parse_config(
@@ -485,7 +488,7 @@ time.sleep(600)
 """
 
 
-def test_a_flood_of_idle_connections_leaves_the_local_clients_answered(tmp_path):
+def test_a_flood_of_idle_connections_leaves_the_local_clients_answered(tmp_path, start_engine):
     import resource
 
     import aiohttp
@@ -493,7 +496,7 @@ def test_a_flood_of_idle_connections_leaves_the_local_clients_answered(tmp_path)
     # The engine gets systemd's default file limit (1,024, hard 524,288 on
     # Debian): 1,100 idle sockets used to take every descriptor it had.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    engine = EngineProcess(tmp_path, f"file:{tmp_path / 'paper.txt'}")
+    engine = start_engine(f"file:{tmp_path / 'paper.txt'}", started=False)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(1024, hard), hard))
     try:
         engine.start()
@@ -532,7 +535,7 @@ def test_a_flood_of_idle_connections_leaves_the_local_clients_answered(tmp_path)
 
 def test_a_prompt_of_ones_own_keeps_its_lines_and_loses_only_what_cannot_print():
     from appliance.config import Config
-    from appliance.replies import Replies
+    from appliance.engine.replies import Replies
 
     replies = Replies(Config(), generator=None)
     assert replies.prompt(None, "1. THE KEYBOARD\r\n2. THE\x1b PRINTER\ud800") == (

@@ -1,6 +1,6 @@
 """The engine's state in this process: the history, the journal, a full card, the queue's times.
 
-Each runs the real engine and its real API app (tests/engine_inprocess.py) with the
+Each runs the real engine and its real API app (appliance/testing/engine_inprocess.py) with the
 embedded model; a `teletype serve` process would show nothing more here.
 """
 
@@ -15,20 +15,21 @@ import resource
 
 import pytest
 
-from appliance.engine import Engine
-from appliance.history import PersistentHistory
+from appliance.engine.engine import Engine
+from appliance.engine.history import PersistentHistory
+from appliance.engine.moderation import Blocklist
 from appliance.teletype import build_printer
-from tests.engine_inprocess import engine_config, running_engine
+from appliance.testing.engine_inprocess import engine_config, running_engine
 
 # --- the history ---------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("posted", [1, 3, 4, 5, 7])
 def test_the_history_keeps_every_line_it_answered_for(tmp_path, posted):
-    history = PersistentHistory(tmp_path / "history.json", 5)
+    history = PersistentHistory(tmp_path / "history.json", 5, blocklist=Blocklist())
     for n in range(posted):
         history.add("ada", f"line {n}")
-    again = PersistentHistory(tmp_path / "history.json", 5)
+    again = PersistentHistory(tmp_path / "history.json", 5, blocklist=Blocklist())
     expected = [f"line {n}" for n in range(posted)][-5:]
     assert [line.text for line in again.lines()] == expected
 

@@ -19,7 +19,7 @@ import aiohttp
 import pytest
 from aiohttp import WSMsgType
 
-from tests.fake_twitch import FakeTwitch, FakeUser
+from appliance.testing.fake_twitch import FakeTwitch, FakeUser
 
 CLIENT_ID = "fake-client-id"
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"

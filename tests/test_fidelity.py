@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from appliance.testing.corpus import find_corpus
 from convert.evaluate import (
     gguf_logits,
     gguf_perplexity,
@@ -17,7 +18,6 @@ from convert.evaluate import (
     load_llama,
 )
 from convert.tokenizer import load_tokenizer
-from tests.conftest import find_corpus
 
 # Beyond the corpus: what chat will throw at the model.
 EXTRA_LINES = [

@@ -42,9 +42,9 @@ def test_template_with_every_key_uncommented_gives_the_defaults():
     config = parse_config(text.encode(), "teletype.toml")
     # [network] is live already, every key empty (not set: the system is left
     # as it is); the oneshot checks it, and nothing else reads it.
-    from appliance.network import KEYS
+    from appliance.config import NETWORK_KEYS
 
-    assert set(config.network) == set(KEYS)
+    assert set(config.network) == set(NETWORK_KEYS)
     assert dataclasses.replace(config, source="defaults", network={}) == Config()
 
 

@@ -100,7 +100,7 @@ def reference(tmp_path_factory, tensorflow_available, corpus_lines) -> dict:
 
 @pytest.fixture(scope="module")
 def corpus_lines() -> list[str]:
-    from tests.conftest import find_corpus
+    from appliance.testing.corpus import find_corpus
 
     corpus = find_corpus()
     text = corpus.read_text(encoding="utf-8") if corpus else Path(__file__).read_text()

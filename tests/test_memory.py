@@ -8,15 +8,15 @@ from pathlib import Path
 import pytest
 
 from appliance.config import load_config
-from appliance.errors import EX_CONFIG, ModelError
-from appliance.gguf_header import read_shape
-from appliance.memory import (
+from appliance.engine.gguf_header import read_shape
+from appliance.engine.memory import (
     HEADROOM,
     check_fits,
     mem_available,
     need_bytes,
     need_for_type,
 )
+from appliance.errors import EX_CONFIG, ModelError
 from tests.conftest import EMBEDDED_MODEL
 
 

@@ -9,18 +9,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from appliance.config import Config
-from appliance.errors import ConfigError, Withheld
-from appliance.generator import load_generator, sampling_from
-from appliance.moderation import (
+from appliance.engine.generator import load_generator, sampling_from
+from appliance.engine.moderation import (
     Blocklist,
     blocklist_from,
     load_blocklist,
     moderated,
     parse_terms,
 )
-from appliance.replies import clean_reply
-from tests.conftest import find_corpus
-from tests.engine_process import EngineProcess
+from appliance.engine.replies import clean_reply
+from appliance.errors import ConfigError, Withheld
+from appliance.testing.corpus import find_corpus
+from appliance.testing.engine_process import EngineProcess
 
 
 def _list(text: str) -> Blocklist:
@@ -107,6 +107,36 @@ def test_moderated_holds_back_words_that_may_start_a_phrase():
     assert all("bad" not in p for p in released)
 
 
+def test_moderated_releases_a_word_at_once_when_no_phrase_can_begin_with_it():
+    """The first word is what a press waits for: it goes out as soon as it is whole,
+    unless it (with the words before it) could begin a blocked phrase."""
+    blocklist = _list("darn\nbad word\nvery bad thing\n")
+    asked = []
+
+    def start(prefix: str, attempt: int):
+        for word in ("The ", "very ", "bad ", "clutch ", "slips."):
+            asked.append(word)
+            yield word
+
+    released = []
+    for piece in moderated(start, blocklist, tries=1):
+        released.append((piece, len(asked)))
+    # "The " is out before the model is asked for the next word; "very " could
+    # begin "very bad thing" and "very bad " too, so both wait for "clutch ".
+    assert released[0] == ("The ", 1)
+    assert released[1] == ("very bad clutch ", 4)
+    assert "".join(p for p, _ in released) == "The very bad clutch slips."
+
+
+def test_moderated_finds_a_phrase_across_punctuation_between_its_words():
+    """A blocked phrase with a dash between its words ("bad - word") is still the
+    phrase: the words are matched as the blocklist reads them, not as spaces split them."""
+    start, _ = _scripted("we bad - word today", "good things.")
+    released = "".join(moderated(start, _list("bad word\n"), tries=1))
+    assert _list("bad word\n").find(released) is None, released
+    assert released.strip() == "we good things."
+
+
 def test_moderated_holds_a_word_that_has_not_ended_yet():
     """Pieces that stop inside a word: the word waits until it is whole."""
     cases = [
@@ -152,23 +182,23 @@ def test_moderated_never_lets_a_blocked_word_out(words):
 # --- the engine, with the embedded model ------------------------------------------
 
 
-def _engine(tmp_path, words: str, tries: int = 3, port: str = "") -> EngineProcess:
+def _engine(start_engine, tmp_path, words: str, tries: int = 3) -> EngineProcess:
     blocklist = tmp_path / "blocklist.txt"
     blocklist.write_text(words)
     extra = f'[moderation]\nblocklist = "{blocklist}"\ntries = {tries}\n'
-    port = port or f"file:{tmp_path / 'paper.txt'}"
-    return EngineProcess(tmp_path, port, engine_extra=extra, max_chars=120)
+    port = f"file:{tmp_path / 'paper.txt'}"
+    return start_engine(port, engine_extra=extra, max_chars=120, started=False)
 
 
 def _word_set(text: str) -> set[str]:
     return {w.lower() for w in re.findall(r"[A-Za-z]+", text)}
 
 
-def test_engine_regenerates_around_words_the_model_likes(tmp_path):
+def test_engine_regenerates_around_words_the_model_likes(tmp_path, start_engine):
     """Block the commonest words of a real reply: the model must find others."""
     ask = {"prompt": "The typing unit", "seed": 5, "print": False, "max_chars": 120}
     (tmp_path / "plain").mkdir()
-    plain = EngineProcess(tmp_path / "plain", "file:/dev/null", max_chars=120).start()
+    plain = start_engine("file:/dev/null", max_chars=120, tmp=tmp_path / "plain")
     try:
         status, job = plain.json("POST", "/v1/generate", ask)
     finally:
@@ -177,7 +207,7 @@ def test_engine_regenerates_around_words_the_model_likes(tmp_path):
     common = sorted(_word_set(job["text"]) & {"the", "a", "is", "of", "to", "and", "in"})
     assert common, job["text"]  # a GPT-2 reply without any of these would be news
 
-    engine = _engine(tmp_path, "\n".join(common) + "\n", tries=10).start()
+    engine = _engine(start_engine, tmp_path, "\n".join(common) + "\n", tries=10).start()
     try:
         status, moderated_job = engine.json("POST", "/v1/generate", {**ask, "print": True})
     finally:
@@ -191,10 +221,10 @@ def test_engine_regenerates_around_words_the_model_likes(tmp_path):
     assert paper.strip() and not _word_set(paper) & set(common)
 
 
-def test_engine_withholds_a_reply_when_every_try_is_blocked(tmp_path):
+def test_engine_withholds_a_reply_when_every_try_is_blocked(tmp_path, start_engine):
     # Every word begins with a letter, so every word is blocked.
     everything = "\n".join(f"{c}*" for c in "abcdefghijklmnopqrstuvwxyz") + "\n"
-    engine = _engine(tmp_path, everything, tries=2).start()
+    engine = _engine(start_engine, tmp_path, everything, tries=2).start()
     try:
         status, job = engine.json(
             "POST", "/v1/generate", {"prompt": "The keyboard", "seed": 1, "max_chars": 60}
@@ -211,8 +241,8 @@ def test_engine_withholds_a_reply_when_every_try_is_blocked(tmp_path):
     assert not _word_set((tmp_path / "paper.txt").read_text())
 
 
-def test_engine_refuses_blocked_chat_lines_and_prints(tmp_path):
-    engine = _engine(tmp_path, "sprocket\n").start()
+def test_engine_refuses_blocked_chat_lines_and_prints(tmp_path, start_engine):
+    engine = _engine(start_engine, tmp_path, "sprocket\n").start()
     try:
         status, body = engine.json("POST", "/v1/history", {"name": "viewer", "text": "SPR0CKET!"})
         assert status == 422 and "blocklist" in body["error"]
@@ -253,7 +283,7 @@ class _Silent:
     def __init__(self):
         self.seeds = []
 
-    def stream(self, prompt, max_chars, seed, sampling):
+    def stream(self, prompt, max_chars, seed, sampling, cancel=None):
         self.seeds.append(seed)
         yield "\n"
 

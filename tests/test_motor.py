@@ -17,7 +17,7 @@ from gpiozero import Device
 from gpiozero.pins.mock import MockFactory
 
 from appliance.config import parse_config
-from appliance.motor import open_motor
+from appliance.engine.motor import open_motor
 
 RELAY = 22
 
@@ -56,8 +56,8 @@ class PinWatch:
 
 def run_engine(tmp_path: Path, teletype, motor: str, scenario) -> dict:
     """The engine with [motor] and its relay on the mock pin; `scenario(engine)` drives it."""
-    from appliance.engine import Engine
-    from appliance.generator import load_generator
+    from appliance.engine.engine import Engine
+    from appliance.engine.generator import load_generator
     from appliance.teletype import build_printer
 
     text = f'[teletype]\nport = "{teletype.link}"\n[motor]\npin = {RELAY}\n{motor}'
@@ -179,14 +179,12 @@ def test_a_relay_without_gpio_is_a_clear_error(monkeypatch):
     assert caught.value.exit_code == 78  # a person must fix it: no restart loop
 
 
-def test_the_operators_switch_over_the_api(tmp_path, teletype):
+def test_the_operators_switch_over_the_api(start_engine):
     """`teletype serve` with the relay on gpiozero's mock pins (GPIOZERO_PIN_FACTORY=mock)."""
-    from tests.engine_process import EngineProcess
-
-    engine = EngineProcess(
-        tmp_path, str(teletype.link), env={"GPIOZERO_PIN_FACTORY": "mock"}, max_chars=100,
+    engine = start_engine(
+        env={"GPIOZERO_PIN_FACTORY": "mock"}, max_chars=100, speed=1,  # still printing below
         model_extra=f"[motor]\npin = {RELAY}\nspinup_seconds = 0.2\nidle_seconds = 30\n",
-    ).start()  # fmt: skip
+    )  # fmt: skip
     try:
         motor = lambda: engine.json("GET", "/v1/status")[1]["motor"]  # noqa: E731
         assert motor() == {"state": "off", "pin": RELAY, "always_on": False}
@@ -203,10 +201,8 @@ def test_the_operators_switch_over_the_api(tmp_path, teletype):
         engine.close()
 
 
-def test_no_relay_no_switch(tmp_path, teletype):
-    from tests.engine_process import EngineProcess
-
-    engine = EngineProcess(tmp_path, f"file:{tmp_path / 'p.txt'}").start()
+def test_no_relay_no_switch(tmp_path, start_engine):
+    engine = start_engine(f"file:{tmp_path / 'p.txt'}")
     try:
         assert engine.json("GET", "/v1/status")[1]["motor"] is None
         assert engine.request("PUT", "/v1/motor", {"on": True})[0] == 404

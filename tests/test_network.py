@@ -20,18 +20,11 @@ import pytest
 
 from appliance.cli import main
 from appliance.config import parse_config, render_config, render_template
-from appliance.network import (
-    CONNECTION_FILE,
-    IMAGER_RADIO_DONE,
-    KEYS_BEGIN,
-    KEYS_END,
-    NM_STATE,
-    NetworkProblem,
-    keyfile,
-    parse_network,
-    read_keyfile,
-    without_password,
-)
+from appliance.network.apply import IMAGER_RADIO_DONE, NM_STATE
+from appliance.network.keyfile import CONNECTION_FILE, keyfile, read_keyfile
+from appliance.network.password import without_password
+from appliance.network.settings import NetworkProblem, parse_network
+from appliance.network.ssh import KEYS_BEGIN, KEYS_END
 
 ED25519 = (
     "ssh-ed25519 "
@@ -235,7 +228,7 @@ def test_keys_only_go_to_a_persons_account(tmp_path, user):
 
 
 def test_the_password_is_overwritten_where_it_lay_on_the_card(tmp_path):
-    from appliance.network import overwrite_secret
+    from appliance.network.password import overwrite_secret
 
     path = tmp_path / "teletype.toml"
     long_line = '[network]\nssid = "x"\npassword = "a rather long password of forty characters"\n'
@@ -322,7 +315,8 @@ def test_a_wrong_setting_is_one_line_naming_it_and_nothing_is_changed(tmp_path, 
     root = card(tmp_path, toml)
     before = snapshot(root)
     result = tmp_path / "result.json"
-    from appliance.network import Machine, run_network
+    from appliance.network.machine import Machine
+    from appliance.network.oneshot import run_network
 
     code = run_network(root / "boot/firmware/teletype.toml", True, Machine(root, live=False),
                        result)  # fmt: skip
@@ -471,7 +465,8 @@ def test_the_unit_runs_the_command_before_networkmanager_and_sshd():
 def test_the_result_for_the_engine_holds_no_secret(tmp_path):
     root = card(tmp_path)
     result = tmp_path / "result.json"
-    from appliance.network import Machine, run_network
+    from appliance.network.machine import Machine
+    from appliance.network.oneshot import run_network
 
     if shutil.which("systemctl") is None:
         pytest.skip("systemctl --root enables ssh (package: systemd)")
@@ -497,7 +492,8 @@ def hostile_card(tmp_path: Path, toml: str = NETWORK) -> tuple[Path, Path]:
 
 
 def run_on(root: Path, tmp_path: Path) -> tuple[int, str]:
-    from appliance.network import Machine, run_network
+    from appliance.network.machine import Machine
+    from appliance.network.oneshot import run_network
 
     result = tmp_path / "result.json"
     code = run_network(root / "boot/firmware/teletype.toml", True, Machine(root, live=False),

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.engine_process import EngineProcess
+from appliance.testing.engine_process import EngineProcess
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "build" / "panel"
@@ -48,23 +48,34 @@ def paper_of(data: bytes) -> str:
     return "\n".join(lines)
 
 
+def page_lines(browser) -> str:
+    """The printed lines on the page (not the job marks between them), as paper_of gives them."""
+    lines = browser.execute_script(
+        "return [...document.querySelectorAll('#paper .line')].map((e) => e.textContent)"
+    )
+    return "\n".join(line.rstrip() for line in lines).rstrip()
+
+
+def trimmed(paper: str) -> str:
+    return "\n".join(line.rstrip() for line in paper.split("\n")).rstrip()
+
+
 def lan_address() -> str:
     """This machine's address on its network (as a phone on the same Wi-Fi reaches the
     Pi), or loopback where it has none."""
-    from appliance.whereabouts import interface_addresses, reachable
+    from appliance.engine.whereabouts import interface_addresses, reachable
 
     return next((a for a in reachable(interface_addresses()) if ":" not in a), "127.0.0.1")
 
 
 @pytest.fixture
-def engine(tmp_path, teletype):
+def engine(start_engine):
     # Open to the network, as a streamer sets it: then a token and a password.
     extra = f'tcp_host = "0.0.0.0"\ntoken = "{TOKEN}"\npanel_password = "{PASSWORD}"'
-    process = EngineProcess(tmp_path, str(teletype.link), engine_extra=extra, max_chars=200)
-    process.start()
+    # At the Teletype's pace: the page watches a print and cancels it.
+    process = start_engine(engine_extra=extra, max_chars=200, speed=1)
     process.lan = f"http://{lan_address()}:{process.http_port}"
-    yield process
-    process.close()
+    return process
 
 
 @pytest.fixture
@@ -103,6 +114,23 @@ def sign_in(browser, base: str, password: str = PASSWORD) -> None:
     field.clear()
     field.send_keys(password)
     browser.find_element(By.CSS_SELECTOR, "#login button").click()
+
+
+def contrast(browser, selector: str) -> float:
+    """WCAG's contrast ratio of an element's text on its own background."""
+    colours = browser.execute_script(
+        "const s = getComputedStyle(document.querySelector(arguments[0]));"
+        "return [s.color, s.backgroundColor];",
+        selector,
+    )
+
+    def luminance(rgb: str) -> float:
+        channels = [int(c) / 255 for c in rgb[rgb.index("(") + 1 : -1].split(",")[:3]]
+        linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+        return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+    light, dark = sorted(map(luminance, colours), reverse=True)
+    return (light + 0.05) / (dark + 0.05)
 
 
 def shoot(browser, name: str) -> Path:
@@ -144,9 +172,9 @@ def test_sign_in_watch_the_paper_and_cancel_at_column_zero(engine, browser, tele
     wait_until(lambda: len(page_paper().replace("\n", "")) >= 90, timeout=120)
     assert "ada: how does the clutch work" in browser.find_element(By.ID, "history").text
     assert browser.find_element(By.ID, "state").text.upper() == "PRINTING"
-    assert "button" in browser.find_element(By.ID, "queue").text
+    assert "panel" in browser.find_element(By.ID, "queue").text
     printing = _api(engine, "GET", "/v1/jobs")["jobs"][0]
-    assert printing["position"] == 0 and printing["source"] == "button"
+    assert printing["position"] == 0 and printing["source"] == "panel"
     shoot(browser, "panel-desktop.png")
     browser.find_element(By.CSS_SELECTOR, "[data-action=cancel]").click()
     wait_until(browser.find_element(By.ID, "confirm").is_displayed)
@@ -163,7 +191,7 @@ def test_sign_in_watch_the_paper_and_cancel_at_column_zero(engine, browser, tele
     codes = [b & 0x7F for b in wire if b & 0x7F not in (0x00, 0x7F)]
     # Stopped at column 0: the line was finished, nothing after the last CR LF.
     assert codes[-2:] == [0x0D, 0x0A] or codes[-1] == 0x0D
-    wait_until(lambda: page_paper().rstrip() == paper_of(wire).rstrip(), timeout=10)
+    wait_until(lambda: page_lines(browser) == trimmed(paper_of(wire)), timeout=10)
 
 
 def _api(engine, method: str, path: str) -> dict:
@@ -175,11 +203,11 @@ def _api(engine, method: str, path: str) -> dict:
 
 
 @needs_browser
-def test_a_phone_sized_screen_has_every_control_in_reach(engine, browser):
+def test_a_phone_sized_screen_has_every_control_in_reach(streamer, browser):
     from selenium.webdriver.common.by import By
 
     browser.set_window_size(390, 844)  # a phone, held upright
-    sign_in(browser, engine.lan)
+    sign_in(browser, streamer.lan)
     wait_until(lambda: browser.find_element(By.ID, "panel").is_displayed())
     wait_until(lambda: browser.find_element(By.ID, "state").text.upper() == "READY")
     width = browser.execute_script("return document.documentElement.scrollWidth")
@@ -190,6 +218,12 @@ def test_a_phone_sized_screen_has_every_control_in_reach(engine, browser):
         box = button.rect
         assert button.is_displayed() and box["x"] >= 0 and box["x"] + box["width"] <= inner
         assert box["height"] >= 44  # a finger's size
+    # AA contrast on the badge (it was 4.1:1), the state in the title, and an icon.
+    assert contrast(browser, "#state") >= 4.5
+    assert browser.title.startswith("READY")
+    assert browser.execute_script("return document.querySelector('main #login') !== null")
+    icon = browser.find_element(By.CSS_SELECTOR, "link[rel=icon]").get_attribute("href")
+    assert urllib.request.urlopen(icon, timeout=30).status == 200
     browser.find_element(By.CSS_SELECTOR, "[data-action=bell]").click()
     wait_until(lambda: browser.find_element(By.ID, "message").text == "The bell rang.")
     # No motor relay here: its switches are not shown.
@@ -197,18 +231,31 @@ def test_a_phone_sized_screen_has_every_control_in_reach(engine, browser):
     shoot(browser, "panel-phone.png")
 
 
+@pytest.fixture(scope="module")
+def on_loopback(tmp_path_factory):
+    """One engine as it starts by default, for the tests that leave it as they found it."""
+    from appliance.testing.wire import PtyReader
+
+    tmp = tmp_path_factory.mktemp("loopback")
+    reader = PtyReader()
+    link = tmp / "ttyTELETYPE"
+    link.symlink_to(reader.name)
+    process = EngineProcess(tmp, str(link)).start()
+    yield process
+    process.close()
+    reader.close()
+
+
 @needs_browser
-def test_on_loopback_without_a_token_the_panel_needs_no_sign_in(tmp_path, teletype, browser):
+def test_on_loopback_without_a_token_the_panel_needs_no_sign_in(on_loopback, browser):
     from selenium.webdriver.common.by import By
 
-    engine = EngineProcess(tmp_path, str(teletype.link)).start()
-    try:
-        browser.get(engine.base + "/")
-        wait_until(lambda: browser.find_element(By.ID, "panel").is_displayed())
-        assert not browser.find_element(By.ID, "login").is_displayed()
-        wait_until(lambda: browser.find_element(By.ID, "twitch").text.startswith("not set up"))
-    finally:
-        engine.close()
+    browser.get(on_loopback.base + "/")
+    wait_until(lambda: browser.find_element(By.ID, "panel").is_displayed())
+    assert not browser.find_element(By.ID, "login").is_displayed()
+    wait_until(lambda: browser.find_element(By.ID, "twitch").text.startswith("not set up"))
+    # No password to sign in with again: no "Sign out" that would lock the page.
+    assert not browser.find_element(By.ID, "logout").is_displayed()
 
 
 CONTROLS = "#controls button, #line"
@@ -216,11 +263,11 @@ CONTROLS = "#controls button, #line"
 
 @needs_browser
 def test_with_the_engine_down_the_controls_are_disabled_and_the_page_says_it_retries(
-    tmp_path, teletype, browser
+    tmp_path, start_engine, browser
 ):
     from selenium.webdriver.common.by import By
 
-    engine = EngineProcess(tmp_path, str(teletype.link)).start()
+    engine = start_engine()
     try:
         browser.get(engine.base + "/")
         wait_until(lambda: browser.find_element(By.ID, "state").text.upper() == "READY")
@@ -238,44 +285,42 @@ def test_with_the_engine_down_the_controls_are_disabled_and_the_page_says_it_ret
 
 @needs_browser
 @pytest.mark.parametrize("action", ["clear-history", "clear-queue", "cancel"])
-def test_destructive_actions_ask_first(tmp_path, teletype, browser, action):
+def test_destructive_actions_ask_first(on_loopback, browser, action):
     from selenium.webdriver.common.by import By
 
-    engine = EngineProcess(tmp_path, str(teletype.link)).start()
-    try:
-        line = {"name": "ada", "text": "how does the clutch work"}
-        assert engine.request("POST", "/v1/history", line)[0] == 201
-        browser.get(engine.base + "/")
-        history = browser.find_element(By.ID, "history")
-        wait_until(lambda: "ada: how does the clutch work" in history.text)
-        ask = browser.find_element(By.ID, "confirm")
-        button = browser.find_element(By.CSS_SELECTOR, f"[data-action={action}]")
+    engine = on_loopback
+    assert engine.request("DELETE", "/v1/history")[0] == 204  # as the last test may have left it
+    line = {"name": "ada", "text": "how does the clutch work"}
+    assert engine.request("POST", "/v1/history", line)[0] == 201
+    browser.get(engine.base + "/")
+    history = browser.find_element(By.ID, "history")
+    wait_until(lambda: "ada: how does the clutch work" in history.text)
+    ask = browser.find_element(By.ID, "confirm")
+    button = browser.find_element(By.CSS_SELECTOR, f"[data-action={action}]")
 
-        button.click()
-        wait_until(ask.is_displayed)
-        assert browser.find_element(By.ID, "confirm-text").text
-        browser.find_element(By.ID, "confirm-no").click()
-        wait_until(lambda: not ask.is_displayed())
-        said = browser.find_element(By.ID, "message")
-        wait_until(lambda: said.text == "Nothing was changed.")
-        assert len(engine.json("GET", "/v1/history")[1]["lines"]) == 1
+    button.click()
+    wait_until(ask.is_displayed)
+    assert browser.find_element(By.ID, "confirm-text").text
+    browser.find_element(By.ID, "confirm-no").click()
+    wait_until(lambda: not ask.is_displayed())
+    said = browser.find_element(By.ID, "message")
+    wait_until(lambda: said.text == "Nothing was changed.")
+    assert len(engine.json("GET", "/v1/history")[1]["lines"]) == 1
 
-        button.click()
-        wait_until(ask.is_displayed)
-        browser.find_element(By.ID, "confirm-yes").click()
-        wait_until(lambda: not ask.is_displayed())
-        # Nothing printing, nothing waiting here: the message says so, not "done".
-        after = {
-            "cancel": "Nothing was printing.",
-            "clear-queue": "The queue was already empty.",
-            "clear-history": "The chat history is cleared.",
-        }[action]
-        wait_until(lambda: said.text == after)
-        if action == "clear-history":
-            wait_until(lambda: engine.json("GET", "/v1/history")[1]["lines"] == [])
-            wait_until(lambda: history.text == "")
-    finally:
-        engine.close()
+    button.click()
+    wait_until(ask.is_displayed)
+    browser.find_element(By.ID, "confirm-yes").click()
+    wait_until(lambda: not ask.is_displayed())
+    # Nothing printing, nothing waiting here: the message says so, not "done".
+    after = {
+        "cancel": "Nothing was printing.",
+        "clear-queue": "The queue was already empty.",
+        "clear-history": "The chat history is cleared.",
+    }[action]
+    wait_until(lambda: said.text == after)
+    if action == "clear-history":
+        wait_until(lambda: engine.json("GET", "/v1/history")[1]["lines"] == [])
+        wait_until(lambda: history.text == "")
 
 
 # --- the rules, over HTTP -------------------------------------------------------------------
@@ -335,7 +380,7 @@ def test_the_page_is_locked_down_and_shows_no_secret(engine):
     assert "default-src 'self'" in policy and "frame-ancestors 'none'" in policy
     assert "<script>" not in html  # no inline script: the policy allows none
     session = engine.json("GET", "/panel/session")[1]
-    assert session == {"signed_in": False, "csrf": None}
+    assert session == {"signed_in": False, "csrf": None, "password": True}
     _, headers, raw = _login(engine, PASSWORD)
     cookie = SimpleCookie(headers["Set-Cookie"])["teletype_session"].value
     seen = raw
@@ -346,10 +391,211 @@ def test_the_page_is_locked_down_and_shows_no_secret(engine):
     assert TOKEN not in seen and PASSWORD not in seen
 
 
-def test_page_loads_cannot_pile_up_sessions():
-    from appliance.panel import MAX_SESSIONS, Sessions
+def test_sessions_survive_a_restart_expire_and_stay_signed_out(tmp_path):
+    from appliance.engine.panel import SESSION_SECONDS, Sessions
 
-    sessions = Sessions("")  # no password: every page load gets a session
-    keys = [sessions.new()[0] for _ in range(MAX_SESSIONS * 3)]
-    assert len(sessions._sessions) == MAX_SESSIONS
-    assert keys[-1] in sessions._sessions and keys[0] not in sessions._sessions
+    now = [1_000_000.0]
+    sessions = Sessions("pw", clock=lambda: now[0], directory=tmp_path)
+    kept, session = sessions.new()
+    gone, _ = sessions.new()
+    sessions.end_key(gone)
+    # A new engine (the same state directory): the browser is still signed in, same CSRF.
+    again = Sessions("pw", clock=lambda: now[0], directory=tmp_path)
+    found = again.check(kept)
+    assert found is not None and found.csrf == session.csrf
+    assert again.check(gone) is None  # signed out stays signed out
+    sid, expires, signature = kept.split(".")
+    assert again.check(f"{sid}.{int(expires) + 3600}.{signature}") is None  # tampered
+    assert again.check("") is None and again.check("a.b") is None
+    assert Sessions("new password", clock=lambda: now[0], directory=tmp_path).check(kept) is None
+    now[0] += SESSION_SECONDS + 1
+    assert again.check(kept) is None  # expired
+    # Page loads without a password keep nothing on the engine: they cannot pile up.
+    open_page = Sessions("", directory=tmp_path)
+    assert all(open_page.new() for _ in range(1000))
+    assert len((tmp_path / "panel-sessions.json").read_bytes()) < 4096
+
+
+# --- the paper model in the page, and the stream overlay -------------------------------------
+# One engine for these (a start is seconds): a token, a password and an overlay token, as a
+# streamer sets it up.
+
+OVERLAY = "overlay-token-abcdefghijk"
+
+
+@pytest.fixture(scope="module")
+def streamer(tmp_path_factory):
+    from appliance.testing.wire import PtyReader
+
+    tmp = tmp_path_factory.mktemp("streamer")
+    reader = PtyReader()
+    link = tmp / "ttyTELETYPE"
+    link.symlink_to(reader.name)
+    extra = (
+        f'tcp_host = "0.0.0.0"\ntoken = "{TOKEN}"\npanel_password = "{PASSWORD}"\n'
+        f'overlay_token = "{OVERLAY}"'
+    )
+    process = EngineProcess(tmp, str(link), engine_extra=extra, max_chars=200).start()
+    process.lan = f"http://{lan_address()}:{process.http_port}"
+    process.wire = reader
+    yield process
+    process.close()
+    reader.close()
+
+
+def _print(engine, text: str) -> int:
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
+    status, _, raw = engine.request("POST", "/v1/print", {"text": text}, bearer)
+    assert status == 202, raw
+    return json.loads(raw)["id"]
+
+
+def _finish(engine, job_id: int) -> None:
+    assert _api(engine, "GET", f"/v1/jobs/{job_id}?wait=120")["status"] == "done"
+
+
+def _current_line(browser) -> tuple[str, int]:
+    """The line under the carriage on the page, and the caret's column."""
+    return tuple(
+        browser.execute_script(
+            "const c = document.querySelector('#paper .current');"
+            "const caret = c.querySelector('.caret');"
+            "let column = 0; for (const n of c.childNodes) { if (n === caret) break;"
+            " column += n.textContent.length; }"
+            "return [c.textContent, column];"
+        )
+    )
+
+
+@needs_browser
+def test_all_72_columns_show_on_a_phone_without_sideways_scroll(streamer, browser):
+    from selenium.webdriver.common.by import By
+
+    full = "0123456789" * 7 + "AB"  # a whole line: 72 columns
+    _finish(streamer, _print(streamer, full + "\n"))
+    browser.set_window_size(390, 844)
+    sign_in(browser, streamer.lan)
+    wait_until(lambda: browser.find_element(By.ID, "panel").is_displayed())
+    wait_until(lambda: full in page_lines(browser).split("\n"))
+    fits = browser.execute_script(
+        "const box = document.getElementById('paper-box');"
+        "const line = [...document.querySelectorAll('#paper .line')]"
+        "  .find((e) => e.textContent === arguments[0]);"
+        "const range = document.createRange(); range.selectNodeContents(line);"
+        "const ink = range.getBoundingClientRect(), inside = box.getBoundingClientRect();"
+        "return {ink: [ink.left, ink.right], box: [inside.left, inside.right],"
+        "  scroll: [box.scrollWidth, box.clientWidth],"
+        "  page: [document.documentElement.scrollWidth, window.innerWidth]};",
+        full,
+    )
+    assert fits["box"][0] <= fits["ink"][0] and fits["ink"][1] <= fits["box"][1], fits
+    assert fits["scroll"][0] <= fits["scroll"][1], fits  # the paper does not scroll sideways
+    assert fits["page"][0] <= fits["page"][1], fits  # nor does the page
+    shoot(browser, "panel-phone-72.png")
+
+
+@needs_browser
+def test_a_reload_mid_print_shows_the_whole_current_line_at_its_column(streamer, browser):
+    from selenium.webdriver.common.by import By
+
+    sign_in(browser, streamer.lan)
+    wait_until(lambda: browser.find_element(By.ID, "panel").is_displayed())
+    first = "THE CLUTCH TRIPS AND THE TYPEBOX TURNS"
+    second = "ONE CHARACTER AT A TIME, TEN EACH SECOND, OIL THE SHAFT"
+    job = _print(streamer, f"{first}\n{second}\n")
+    wire = streamer.wire
+
+    def mid_second_line() -> int:
+        line = paper_of(bytes(wire.data)).split("\n")[-1]
+        return len(line) if line.startswith("ONE CHARACTER") else 0
+
+    printed = wait_until(lambda: mid_second_line() >= 20, timeout=60, every=0.05)
+    browser.refresh()  # mid-line: the page must start from the engine's copy of the paper
+    wait_until(lambda: browser.find_element(By.ID, "panel").is_displayed())
+    line, column = wait_until(lambda: (c := _current_line(browser))[0].strip() and c, every=0.05)
+    # The whole line so far, from column 0, and the caret where the carriage is.
+    assert column >= printed and line[:column] == second[:column], (line, column, printed)
+    assert first in page_lines(browser).split("\n")  # and the backlog above it
+    _finish(streamer, job)
+    wait_until(lambda: second in page_lines(browser).split("\n"))
+    shoot(browser, "panel-reload.png")
+
+
+@needs_browser
+def test_the_overlay_is_transparent_and_its_token_reads_only(streamer, browser):
+    from selenium.webdriver.common.by import By
+
+    _finish(streamer, _print(streamer, "ON THE STREAM\n"))
+    browser.set_window_size(1920, 1080)
+    browser.get(f"{streamer.lan}/overlay?token={OVERLAY}&size=30&lines=8")
+    wait_until(lambda: "ON THE STREAM" in page_lines(browser).split("\n"))
+    backgrounds = browser.execute_script(
+        "return [document.documentElement, document.body, document.getElementById('paper-box')]"
+        ".map((e) => getComputedStyle(e).backgroundColor)"
+    )
+    assert backgrounds == ["rgba(0, 0, 0, 0)"] * 3
+    assert browser.find_element(By.ID, "problem").is_displayed() is False
+    # What it prints next reaches it (the event stream, with the token in the address).
+    _finish(streamer, _print(streamer, "LIVE\n"))
+    wait_until(lambda: "LIVE" in page_lines(browser).split("\n"))
+    # For the README: the overlay over a test pattern, as it sits over a scene.
+    browser.execute_script(
+        "const bars = document.createElement('div'); document.body.prepend(bars);"
+        "Object.assign(bars.style, {position: 'fixed', inset: '0', zIndex: '-1',"
+        " background: 'repeating-linear-gradient(90deg, #c00 0 240px, #0a0 240px 480px,"
+        " #00c 480px 720px, #ccc 720px 960px)'});"
+    )
+    shoot(browser, "overlay.png")
+
+    # The token reads the paper and nothing else; it changes nothing, in any form.
+    page_post = browser.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "fetch('/v1/print?token=' + arguments[0], {method: 'POST',"
+        " headers: {'Content-Type': 'application/json'}, body: '{\"text\": \"HI\"}'})"
+        ".then((r) => done(r.status), () => done(-1));",
+        OVERLAY,
+    )
+    assert page_post == 401
+    for method, path in [
+        ("POST", "/v1/print"), ("POST", "/v1/bell"), ("DELETE", "/v1/history"),
+        ("DELETE", "/v1/jobs"), ("GET", "/v1/status"), ("GET", "/v1/history"),
+    ]:  # fmt: skip
+        body = {"text": "HI"} if method == "POST" else None
+        assert streamer.request(method, f"{path}?token={OVERLAY}", body)[0] == 401, path
+    assert streamer.request("GET", f"/v1/paper?token={OVERLAY}")[0] == 200
+    assert streamer.request("GET", "/v1/paper?token=wrong")[0] == 401
+    # As an API token it is a wrong guess (then the guesser waits: 429).
+    as_bearer = {"Authorization": f"Bearer {OVERLAY}"}
+    assert streamer.request("POST", "/v1/print", {"text": "HI"}, as_bearer)[0] == 401
+
+
+@needs_browser
+def test_the_job_list_says_from_where_and_what_and_cancels_one_job_after_asking(streamer, browser):
+    from selenium.webdriver.common.by import By
+
+    sign_in(browser, streamer.lan)
+    wait_until(lambda: browser.find_element(By.ID, "panel").is_displayed())
+    printing = _print(streamer, "A LONG LINE TO KEEP THE PRINTER BUSY FOR A WHILE\n" * 3)
+    waiting = _print(streamer, "PLEASE OIL THE TYPEBOX\n")
+    queue = browser.find_element(By.ID, "queue")
+    wait_until(lambda: "PLEASE OIL THE TYPEBOX" in queue.text)
+    item = next(li for li in queue.find_elements(By.TAG_NAME, "li") if "TYPEBOX" in li.text)
+    assert "from the API" in item.text and "starts in about" in item.text
+    assert "Printing" in queue.text and str(waiting) not in queue.text  # no 13-digit ids
+    ask = browser.find_element(By.ID, "confirm")
+
+    item.find_element(By.TAG_NAME, "button").click()
+    wait_until(ask.is_displayed)
+    browser.find_element(By.ID, "confirm-no").click()
+    wait_until(lambda: browser.find_element(By.ID, "message").text == "Nothing was changed.")
+    assert _api(streamer, "GET", f"/v1/jobs/{waiting}")["status"] == "queued"
+
+    item = next(li for li in queue.find_elements(By.TAG_NAME, "li") if "TYPEBOX" in li.text)
+    item.find_element(By.TAG_NAME, "button").click()
+    wait_until(ask.is_displayed)
+    browser.find_element(By.ID, "confirm-yes").click()
+    wait_until(lambda: browser.find_element(By.ID, "message").text == "The job is off the queue.")
+    assert _api(streamer, "GET", f"/v1/jobs/{waiting}")["status"] == "cancelled"
+    wait_until(lambda: "TYPEBOX" not in queue.text)
+    shoot(browser, "panel-queue.png")
+    assert _api(streamer, "DELETE", f"/v1/jobs/{printing}")["status"] in ("running", "cancelled")

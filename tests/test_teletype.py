@@ -15,7 +15,7 @@ from appliance.teletype.keyboard import KeyboardReader
 from appliance.teletype.ports import SerialPort, TranscriptPort, open_port
 from appliance.teletype.printer import Printer
 from appliance.teletype.profiles import PROFILES, get_profile
-from tests.wire import FakeClock, PtyReader, check_ascii, check_baudot
+from appliance.testing.wire import FakeClock, PtyReader, check_ascii, check_baudot
 
 HOSTILE = (
     "Hello {world} | ~tilde~ `tick` \x1b[31mred\x1b[0m \x07bell\x00nul\x7f "
@@ -373,3 +373,16 @@ def test_teletype_bell_during_a_print_rings_between_characters(pty):
     report = check_ascii(data, allow_bell=True)
     assert report.problems == []
     assert report.lines[0] == "A BELL RINGS IN THE MIDDLE OF THIS LINE."
+
+
+@pytest.mark.parametrize("port", ["virtual", "{tmp}/ttyTELETYPE"])
+def test_printer_speed_factor_paces_a_serial_port_too(tmp_path, port):
+    # A test's pty may print fast (a file is never paced); the Teletype's pacing is tested above.
+    from appliance.config import TeletypeConfig
+    from appliance.teletype import build_printer
+
+    spec = port.format(tmp=tmp_path)
+    normal = build_printer(TeletypeConfig(port=spec))
+    fast = build_printer(TeletypeConfig(port=spec, speed=100))
+    assert normal.frame_time == pytest.approx(0.1)  # 11 bits at 110 baud
+    assert fast.frame_time == pytest.approx(normal.frame_time / 100)

@@ -21,7 +21,7 @@ from packaging.requirements import Requirement
 from packaging.tags import compatible_tags, cpython_tags
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
-from tests.arm64_isa import DISPATCHED, OBJDUMP, check, failures, main, scan_disassembly
+from appliance.testing.arm64_isa import DISPATCHED, OBJDUMP, check, failures, main, scan_disassembly
 
 ROOT = Path(__file__).resolve().parent.parent
 WHEELHOUSE = ROOT / "build" / "wheels-arm64"

@@ -14,18 +14,15 @@ import re
 import time
 from pathlib import Path
 
-import pytest
-
 from appliance.config import parse_config
-from appliance.whereabouts import (
+from appliance.engine.whereabouts import (
     Whereabouts,
     interface_addresses,
     keep_announcing,
     reachable,
     status_block,
 )
-from tests.engine_process import EngineProcess
-from tests.wire import check_ascii
+from appliance.testing.wire import PtyReader, check_ascii
 
 TOKEN = "a-very-secret-api-token-1234"
 
@@ -142,8 +139,8 @@ def run_engine(tmp_path: Path, machine: Machine, seconds: float, result: Path | 
                chat_state_after_block: str | None = None,
                root_mode: Path | None = None) -> str:  # fmt: skip
     """The real engine, announcing with short timings for `seconds`; what it printed."""
-    from appliance.engine import Engine
-    from appliance.generator import load_generator
+    from appliance.engine.engine import Engine
+    from appliance.engine.generator import load_generator
     from appliance.teletype import build_printer
 
     config = config_for(tmp_path, config_extra)
@@ -267,40 +264,43 @@ def test_network_settings_not_applied_are_one_line_on_paper_once_a_boot(tmp_path
 # --- `teletype serve`, as systemd runs it --------------------------------------------------
 
 
-@pytest.mark.parametrize("on", [True, False], ids=["status_on_paper", "turned off"])
-def test_the_engine_process_prints_the_block_unless_turned_off(tmp_path, teletype, on):
-    setting = f"status_on_paper = {'true' if on else 'false'}"
-    engine = EngineProcess(tmp_path, str(teletype.link), engine_extra=setting)
-    engine.start()
+def test_the_engine_process_prints_the_block_unless_turned_off(tmp_path, teletype, start_engine):
+    # Two engines, the one turned off started first: once the other has printed its
+    # block (settled: 15 s; a minute with only loopback), the first had as long.
+    quiet_paper = PtyReader()
     try:
-        if on:
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:  # settled (15 s), then printed at 10 cps
-                if engine.json("GET", "/v1/status")[1]["jobs_finished"]:
-                    break
-                time.sleep(0.5)
-        else:
-            if not reachable(interface_addresses()):
-                pytest.skip("this machine has only loopback: the block would wait a minute anyway")
-            time.sleep(25)  # past the settle time (15 s) of a machine with an address
+        off = start_engine(quiet_paper.name, tmp=_mkdir(tmp_path / "off"),
+                           engine_extra="status_on_paper = false")  # fmt: skip
+        on = start_engine(tmp=_mkdir(tmp_path / "on"), engine_extra="status_on_paper = true")
+        deadline = time.monotonic() + 120
+        while not on.json("GET", "/v1/status")[1]["jobs_finished"]:
+            assert time.monotonic() < deadline, "no status block within two minutes"
+            time.sleep(0.5)
         paper = teletype.collect(quiet=1.0)
-        status = engine.json("GET", "/v1/status")[1]
+        status = on.json("GET", "/v1/status")[1]
+        quiet = check_ascii(quiet_paper.collect(quiet=1.0))
+        assert off.json("GET", "/v1/status")[1]["jobs_finished"] == 0
     finally:
-        engine.close()
+        quiet_paper.close()
     report = check_ascii(paper)
-    assert report.problems == []
-    assert ("TELETYPE GPT-2 STATUS" in report.text) == on
-    if on:
-        assert re.search(r"NAME: \S+", report.text)
-        assert f"API: ON THIS PI ONLY, 127.0.0.1:{engine.http_port}" in report.text
-        assert status["jobs_finished"] == 1
+    assert report.problems == [] and quiet.problems == []
+    assert "TELETYPE GPT-2 STATUS" in report.text
+    assert "TELETYPE GPT-2 STATUS" not in quiet.text
+    assert re.search(r"NAME: \S+", report.text)
+    assert f"API: ON THIS PI ONLY, 127.0.0.1:{on.http_port}" in report.text
+    assert status["jobs_finished"] == 1
 
 
-def test_the_chat_state_is_checked_like_anything_that_reaches_paper(tmp_path):
+def _mkdir(path: Path) -> Path:
+    path.mkdir()
+    return path
+
+
+def test_the_chat_state_is_checked_like_anything_that_reaches_paper(tmp_path, start_engine):
     blocklist = tmp_path / "blocklist.txt"
     blocklist.write_text("frobnicate\n")
     extra = f'[moderation]\nblocklist = "{blocklist}"\n'
-    engine = EngineProcess(tmp_path, f"file:{tmp_path / 'p.txt'}", engine_extra=extra).start()
+    engine = start_engine(f"file:{tmp_path / 'p.txt'}", engine_extra=extra)
     try:
         assert engine.json("GET", "/v1/status")[1]["chat"] == {"configured": False, "state": None}
         said = {"state": "subscribed to  #streamer\tas bot"}

@@ -151,15 +151,19 @@ def whole_route(guest: rig.Guest, r: rig.Results, name: str) -> None:
     )
 
 
-def main() -> int:
-    rootfs, work = Path(sys.argv[1]).resolve(), Path(sys.argv[2]).resolve()
+def card_with_models(rootfs: Path, work: Path, named: list[str]) -> tuple[list[Path], str, str]:
+    """The emulated card with each NAME=MODEL.gguf on its FAT beside teletype.toml.
+
+    Returns the models (as named on the card), the disk's id and the kernel's
+    command line.
+    """
     work.mkdir(parents=True, exist_ok=True)
     extra = work / "models"
     extra.mkdir(exist_ok=True)
     for old in extra.iterdir():
         old.unlink()
     models = []
-    for arg in sys.argv[3:]:
+    for arg in named:
         name, _, source = arg.partition("=")
         # make-disk.sh copies what the links point to onto the FAT.
         (extra / name).symlink_to(Path(source).resolve())
@@ -175,6 +179,12 @@ def main() -> int:
              "BOOT_EXTRA": str(extra)},
     ).stdout.split()[-1]  # fmt: skip
     cmdline = rig.kernel_command_line((work / "bootfs" / "cmdline.txt").read_text(), disk_id)
+    return models, disk_id, cmdline
+
+
+def main() -> int:
+    rootfs, work = Path(sys.argv[1]).resolve(), Path(sys.argv[2]).resolve()
+    models, disk_id, cmdline = card_with_models(rootfs, work, sys.argv[3:])
     r = rig.Results()
     results = []
     for board, memory_mb in BOARDS:

@@ -38,10 +38,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from appliance.testing.wire import check_ascii  # the repo's independent paper check
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
-sys.path.insert(0, str(REPO))
-from tests.wire import check_ascii  # noqa: E402  (the repo's independent paper check)
 
 # A Zero 2 W's CPU and memory: its 512 MB less the GPU's 64 MB (gpu_mem's
 # default on boards under 1 GB), what Raspberry Pi OS leaves to Linux on it
