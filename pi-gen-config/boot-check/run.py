@@ -830,11 +830,14 @@ def motor_relay(guest: Guest, r: Results) -> None:
     wait_for(lambda: idle(guest) and relay_level(guest) == "lo", 60, every=1)
     before = relay_level(guest)
     mark = guest.paper.mark()
-    guest.api("POST", "/v1/print", {"text": "THE MOTOR RUNS FOR THIS LINE."})
+    # Six lines, about 18 s of paper: the status and the relay are read while
+    # it prints even on a busy host, where each read can take seconds (one
+    # line was over, and the relay rested, before the status was read).
+    guest.api("POST", "/v1/print", {"text": "THE MOTOR RUNS FOR THESE LINES.\n" * 6})
     guest.paper.wait_printing(mark, 60)
-    printing = relay_level(guest)
     status = guest.api("GET", "/v1/status", timeout=20)[1]
     motor = status.get("motor") if isinstance(status, dict) else None
+    printing = relay_level(guest)
     wait_for(lambda: idle(guest), 120)
     rested = wait_for(lambda: relay_level(guest) == "lo", 30, every=1)
     r.check(
