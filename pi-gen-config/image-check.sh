@@ -61,7 +61,8 @@ mkdir -p "$cache" "$work"
 say "shellcheck"
 scripts=("$stage"/prerun.sh "$stage"/*/*.sh "$here"/*.sh "$here"/boot-check/*.sh "$repo"/firmware/*.sh)
 check "${#scripts[@]} scripts" shellcheck -s bash "${scripts[@]}"
-check "the initramfs's read-only root (POSIX sh)" shellcheck -s sh "$stage"/04-read-only/files/teletype-read-only*
+check "the initramfs's read-only root and state partition (POSIX sh)" shellcheck -s sh \
+	"$stage"/04-read-only/files/teletype-read-only* "$stage"/04-read-only/files/teletype-state*
 check "pi-gen config" shellcheck -s bash -e SC2034 "$here/config"
 
 # --- 2. the pi-gen config --------------------------------------------------
@@ -200,7 +201,8 @@ initramfs_step=04-read-only/01-run-chroot.sh
 overlay_script=scripts/local-bottom/teletype-read-only
 initramfs_file() {
 	local inputs
-	inputs=$(cd "$rootfs" && find etc/initramfs-tools -type f ! -path "etc/initramfs-tools/$overlay_script" \
+	inputs=$(cd "$rootfs" && find etc/initramfs-tools usr/local/sbin/teletype-state-partition -type f \
+		! -path "etc/initramfs-tools/$overlay_script" \
 		-print0 | sort -z | xargs -0 sha256sum)
 	echo "$cache/initrd-$(printf '%s\n%s' "$key" "$inputs" | sha256sum | cut -c1-12).img"
 }
@@ -294,6 +296,14 @@ verify() {
 	}
 }
 check "systemd-analyze verify --root: nothing to say" verify
+# The first boot's state partition (README: a read-only root, and power cuts).
+# shellcheck disable=SC2016 # expanded in the chroot
+check "the initramfs makes the state partition at the first boot (script and tools in it)" in_root \
+	'files=$(lsinitramfs /boot/initrd.img-*); for f in scripts/local-premount/00-teletype-state \
+		usr/local/sbin/teletype-state-partition sfdisk mke2fs resize2fs e2fsck; do
+		grep -q "$f\$" <<<"$files" || { echo "not in the initramfs: $f"; exit 1; }; done'
+check "pi-gen's resize2fs_once is gone (it would fail on the read-only root)" \
+	test ! -e "$rootfs/etc/init.d/resize2fs_once"
 check "serial console gone from cmdline.txt, the rest kept" \
 	bash -c "! grep -Eq 'console=(serial|ttyAMA|ttyS)' '$rootfs/boot/firmware/cmdline.txt' &&
 		grep -q 'console=tty1' '$rootfs/boot/firmware/cmdline.txt' &&
