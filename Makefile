@@ -135,15 +135,17 @@ $(TF_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[convert,dev,tf-reference]'
 	touch $@
 
-# What tests/test_imager_repo.py makes a small SD card with, and the browser
-# tests/test_panel.py drives (as root with apt they are installed; otherwise
-# those tests skip, naming the package).
+# What tests/test_imager_repo.py and tests/test_state_partition.py make small
+# SD cards with (parted: Raspberry Pi OS's own first-boot grow), and the
+# browser tests/test_panel.py drives (as root with apt they are installed;
+# otherwise those tests skip, naming the package).
 test-deps:
 	@missing=""; \
 	command -v mcopy >/dev/null || missing="$$missing mtools"; \
 	PATH="$$PATH:/usr/sbin:/sbin" command -v mkfs.vfat >/dev/null || missing="$$missing dosfstools"; \
 	PATH="$$PATH:/usr/sbin:/sbin" command -v sfdisk >/dev/null || missing="$$missing fdisk"; \
 	PATH="$$PATH:/usr/sbin:/sbin" command -v debugfs >/dev/null || missing="$$missing e2fsprogs"; \
+	PATH="$$PATH:/usr/sbin:/sbin" command -v parted >/dev/null || missing="$$missing parted"; \
 	command -v xz >/dev/null || missing="$$missing xz-utils"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
