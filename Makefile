@@ -9,6 +9,8 @@
 #   OUT, TYPE   its GGUF and quantisation                       (models/RUN-SIZE.q8_0.gguf)
 #   PYTEST   extra arguments for pytest                         (none)
 #   SOAK_ROUNDS, SOAK_SEED  `make soak-twitch`'s length and fault order  (120 rounds, a random seed)
+#   STORM_CUTS, STORM_SEED  `make power-cut-storm`'s cuts and their moments (30, 1963)
+#   SD_WINDOW  `make sd-writes`' window, idle and printing, in seconds  (300)
 #   PIGEN_COMMIT  the pi-gen commit `make image` builds with      (the 2026-06-18 Bookworm arm64 release)
 #   IMAGE_URL_BASE  where `make image`'s files will be served, for Imager's repository
 #                   (none: a local manifest, file:// URLs that work on this machine only)
@@ -35,7 +37,7 @@ corpus_arg = $(if $(CORPUS),--corpus $(CORPUS),)
 .DEFAULT_GOAL := help
 .PHONY: help setup venv system-deps test-deps demo test lint bench model model-import model-sweep gguf quantize eval clean \
 	wheels-arm64 wheels-arm64-deps image-check image-check-deps boot-check boot-check-deps board-fit \
-	image wiring soak-twitch pi-warm-prompt
+	power-cut-storm sd-writes image wiring soak-twitch pi-warm-prompt
 
 # pi-gen, pinned: the bookworm-arm64 branch at its 2026-06-18 release tag
 # (the arm64 and master branches build Trixie now).
@@ -59,6 +61,8 @@ help:
 	@echo "make boot-check   boot that root in an emulated Pi (QEMU) and drive it: paper, button, faults (root)"
 	@echo "make board-fit    which GPT-2 fits which Pi: 124M and 355M in the emulated Pi per board (root)"
 	@echo "make pi-warm-prompt  the warm prompt's cold/warm ratio on the smallest board, emulated (root)"
+	@echo "make power-cut-storm  STORM_CUTS (30) power cuts at random moments in the emulated Pi; about 2 min a cut (root)"
+	@echo "make sd-writes    MB an hour the emulated Pi writes to its card, idle and printing, read-only and not (root)"
 	@echo "make image        build the SD-card image with pi-gen in Docker (needs Docker and the internet)"
 	@echo "make wiring       redraw firmware/wiring.png"
 	@echo "make clean        remove build/ (keeps .venv and models/)"
@@ -131,15 +135,17 @@ $(TF_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[convert,dev,tf-reference]'
 	touch $@
 
-# What tests/test_imager_repo.py makes a small SD card with, and the browser
-# tests/test_panel.py drives (as root with apt they are installed; otherwise
-# those tests skip, naming the package).
+# What tests/test_imager_repo.py and tests/test_state_partition.py make small
+# SD cards with (parted: Raspberry Pi OS's own first-boot grow), and the
+# browser tests/test_panel.py drives (as root with apt they are installed;
+# otherwise those tests skip, naming the package).
 test-deps:
 	@missing=""; \
 	command -v mcopy >/dev/null || missing="$$missing mtools"; \
 	PATH="$$PATH:/usr/sbin:/sbin" command -v mkfs.vfat >/dev/null || missing="$$missing dosfstools"; \
 	PATH="$$PATH:/usr/sbin:/sbin" command -v sfdisk >/dev/null || missing="$$missing fdisk"; \
 	PATH="$$PATH:/usr/sbin:/sbin" command -v debugfs >/dev/null || missing="$$missing e2fsprogs"; \
+	PATH="$$PATH:/usr/sbin:/sbin" command -v parted >/dev/null || missing="$$missing parted"; \
 	command -v xz >/dev/null || missing="$$missing xz-utils"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
@@ -222,6 +228,17 @@ boot-check-deps:
 # board and driven from outside (pi-gen-config/boot-check/run.py).
 boot-check: image-check boot-check-deps $(APPLIANCE_STAMP)
 	PATH="$$PATH:/usr/sbin" $(BIN)/python pi-gen-config/boot-check/run.py build/image-check/rootfs build/boot-check
+
+# The plug pulled at random moments (during boot and the Wi-Fi password's
+# removal from the card, a print, history and job-journal writes), the board
+# checked after each (pi-gen-config/boot-check/storm.py). About 2 min a cut.
+power-cut-storm: image-check boot-check-deps $(APPLIANCE_STAMP)
+	PATH="$$PATH:/usr/sbin" $(BIN)/python pi-gen-config/boot-check/storm.py build/image-check/rootfs build/power-cut-storm
+
+# Sectors written to each partition of the card (/proc/diskstats in the
+# guest), idle and printing, read-only root and read-write; in MB an hour.
+sd-writes: image-check boot-check-deps $(APPLIANCE_STAMP)
+	PATH="$$PATH:/usr/sbin" $(BIN)/python pi-gen-config/boot-check/sd_writes.py build/image-check/rootfs build/sd-writes
 
 # Which GPT-2 fits which board: 124M and 355M (real shapes, random weights,
 # built once into bench/cache) at Q8_0, Q5_K_M and Q4_K_M on the card, each

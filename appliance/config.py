@@ -183,6 +183,17 @@ class EngineConfig:
 
 
 @dataclass(frozen=True)
+class SystemConfig:
+    # Read at boot by the initramfs (pi-gen-config/stage-teletype/04-read-only), before
+    # Python runs: only an uncommented `read_only_root = false` in [system] turns it off.
+    read_only_root: bool = _opt(
+        True,
+        "the root file system read-only under a RAM overlay (a power cut cannot harm it; "
+        "the state has its own partition); false to install packages (README), at the next boot",
+    )
+
+
+@dataclass(frozen=True)
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     teletype: TeletypeConfig = field(default_factory=TeletypeConfig)
@@ -193,6 +204,7 @@ class Config:
     chat: ChatConfig = field(default_factory=ChatConfig)
     moderation: ModerationConfig = field(default_factory=ModerationConfig)
     motor: MotorConfig = field(default_factory=MotorConfig)
+    system: SystemConfig = field(default_factory=SystemConfig)
     # [network] as written: appliance.network.oneshot checks and applies it, as root,
     # at boot. A mistake there is printed on paper and must not stop the
     # engine, so nothing here rejects it.
@@ -399,6 +411,8 @@ _SECTION_NOTES = {
     "moderation": "The blocklist: words that never reach the paper or the chat.",
     "motor": "The Teletype's motor on a relay (firmware/WIRING.md): on while there is "
     "something to print, off when idle.",
+    "system": "The Pi itself. Takes effect at the next boot (the status block on paper "
+    "says which mode runs).",
 }
 
 # [network]'s keys, for the template and `teletype config`; appliance.network.oneshot checks
@@ -443,7 +457,7 @@ def render_template() -> str:
     defaults = Config()
     lines = [TEMPLATE_HEADER]
     for name in ("teletype", "model", "history", "keyboard", "button", "chat", "moderation",
-                 "engine", "motor"):  # fmt: skip
+                 "engine", "motor", "system"):  # fmt: skip
         section = getattr(defaults, name)
         lines.append(f"[{name}]")
         lines.append(f"# {_SECTION_NOTES[name]}")

@@ -61,6 +61,8 @@ mkdir -p "$cache" "$work"
 say "shellcheck"
 scripts=("$stage"/prerun.sh "$stage"/*/*.sh "$here"/*.sh "$here"/boot-check/*.sh "$repo"/firmware/*.sh)
 check "${#scripts[@]} scripts" shellcheck -s bash "${scripts[@]}"
+check "the initramfs's read-only root and state partition (POSIX sh)" shellcheck -s sh \
+	"$stage"/04-read-only/files/teletype-read-only* "$stage"/04-read-only/files/teletype-state*
 check "pi-gen config" shellcheck -s bash -e SC2034 "$here/config"
 
 # --- 2. the pi-gen config --------------------------------------------------
@@ -189,6 +191,58 @@ cp "$here/check/cmdline.txt" "$here/check/config.txt" "$rootfs/boot/firmware/"
 
 "$here/stage-files.sh" "$wheels"
 
+# The one step that only runs update-initramfs takes 10 to 25 minutes under
+# qemu-user. Its result depends on the base root (its key) and on what the
+# stage put in /etc/initramfs-tools alone, so it is kept under those and
+# reused while none of them changes. The overlay's own script is copied into
+# the initramfs verbatim (scripts/local-bottom/, by initramfs-tools itself),
+# so it is left out of the key and put into the kept initramfs as it is now.
+initramfs_step=04-read-only/01-run-chroot.sh
+overlay_script=scripts/local-bottom/teletype-read-only
+initramfs_file() {
+	local inputs
+	inputs=$(cd "$rootfs" && find etc/initramfs-tools usr/local/sbin/teletype-state-partition -type f \
+		! -path "etc/initramfs-tools/$overlay_script" \
+		-print0 | sort -z | xargs -0 sha256sum)
+	echo "$cache/initrd-$(printf '%s\n%s' "$key" "$inputs" | sha256sum | cut -c1-12).img"
+}
+initramfs_cached() {
+	local kept initrds
+	kept=$(initramfs_file)
+	initrds=("$rootfs"/boot/initrd.img-*)
+	[ -f "$kept" ] && [ ${#initrds[@]} = 1 ] || return 1
+	# A gzip'd newc cpio (COMPRESS falls back to gzip here): the one file replaced.
+	python3 - "$kept" "${initrds[0]}" "$overlay_script" "$rootfs/etc/initramfs-tools/$overlay_script" <<'PY'
+import gzip, sys
+kept, out, name, source = sys.argv[1:]
+data, new, i, replaced = gzip.open(kept).read(), bytearray(), 0, False
+pad = lambda n: (4 - n % 4) % 4
+while True:
+    head = data[i:i + 110]
+    namesize, size = int(head[94:102], 16), int(head[54:62], 16)
+    start = i + 110 + namesize + pad(110 + namesize)
+    entry = data[i + 110:i + 110 + namesize - 1].decode()
+    body = data[start:start + size]
+    if entry == name:
+        body, replaced = open(source, "rb").read(), True
+        head = head[:54] + b"%08X" % len(body) + head[62:]
+    new += data[i:start].replace(data[i:i + 110], head, 1) + body + b"\0" * pad(len(body))
+    i = start + size + pad(size)
+    if entry == "TRAILER!!!":
+        break
+if not replaced:
+    sys.exit(f"{name} is not in the kept initramfs")
+with gzip.open(out, "wb", compresslevel=6) as f:
+    f.write(bytes(new))
+PY
+}
+initramfs_keep() {
+	local initrds
+	initrds=("$rootfs"/boot/initrd.img-*)
+	if [ ${#initrds[@]} = 1 ]; then cp "${initrds[0]}" "$(initramfs_file).part" &&
+		mv "$(initramfs_file).part" "$(initramfs_file)"; fi
+}
+
 export ROOTFS_DIR="$rootfs" STAGE_DIR="$stage" IMG_NAME=teletype-gpt2
 mount_chroot
 run_started=$SECONDS
@@ -201,13 +255,18 @@ for sub in "$stage"/[0-9][0-9]-*/; do
 				exit 1
 			}
 		fi
-		if [ -f "$sub/$i-run-chroot.sh" ]; then
+		if [ "$(basename "$sub")/$i-run-chroot.sh" = "$initramfs_step" ] && initramfs_cached; then
+			echo "   $initramfs_step: the initramfs from the cache (the same inputs)"
+		elif [ -f "$sub/$i-run-chroot.sh" ]; then
 			echo "   $(basename "$sub")/$i-run-chroot.sh (in the chroot)"
 			PIP_NO_INDEX=1 chroot "$rootfs" /usr/bin/env PIP_NO_INDEX=1 /bin/bash -e \
 				<"$sub/$i-run-chroot.sh" || {
 				fail "$(basename "$sub")/$i-run-chroot.sh"
 				exit 1
 			}
+			if [ "$(basename "$sub")/$i-run-chroot.sh" = "$initramfs_step" ]; then
+				initramfs_keep
+			fi
 		fi
 	done
 done
@@ -237,6 +296,14 @@ verify() {
 	}
 }
 check "systemd-analyze verify --root: nothing to say" verify
+# The first boot's state partition (README: a read-only root, and power cuts).
+# shellcheck disable=SC2016 # expanded in the chroot
+check "the initramfs makes the state partition at the first boot (script and tools in it)" in_root \
+	'files=$(lsinitramfs /boot/initrd.img-*); for f in scripts/local-premount/00-teletype-state \
+		usr/local/sbin/teletype-state-partition sfdisk mke2fs resize2fs e2fsck; do
+		grep -q "$f\$" <<<"$files" || { echo "not in the initramfs: $f"; exit 1; }; done'
+check "pi-gen's resize2fs_once is gone (it would fail on the read-only root)" \
+	test ! -e "$rootfs/etc/init.d/resize2fs_once"
 check "serial console gone from cmdline.txt, the rest kept" \
 	bash -c "! grep -Eq 'console=(serial|ttyAMA|ttyS)' '$rootfs/boot/firmware/cmdline.txt' &&
 		grep -q 'console=tty1' '$rootfs/boot/firmware/cmdline.txt' &&

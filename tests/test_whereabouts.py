@@ -135,7 +135,9 @@ class Machine:
 
 
 def run_engine(tmp_path: Path, machine: Machine, seconds: float, result: Path | None = None,
-               chat_state: str | None = None, config_extra: str = "") -> str:  # fmt: skip
+               chat_state: str | None = None, config_extra: str = "",
+               chat_state_after_block: str | None = None,
+               root_mode: Path | None = None) -> str:  # fmt: skip
     """The real engine, announcing with short timings for `seconds`; what it printed."""
     from appliance.engine.engine import Engine
     from appliance.engine.generator import load_generator
@@ -156,8 +158,14 @@ def run_engine(tmp_path: Path, machine: Machine, seconds: float, result: Path | 
         announcer = asyncio.create_task(
             keep_announcing(engine, tmp_path / "state", addresses=machine.interfaces,
                             hostname=machine.name, result_path=result or tmp_path / "none.json",
+                            root_mode_path=root_mode or tmp_path / "no-root-mode",
                             every=0.05, settle=0.3, wait_for_network=1.0, wait_for_chat=0.5)
         )  # fmt: skip
+        if chat_state_after_block is not None:
+            # The bridge reports only once the block is on paper (it was slower).
+            while "API: " not in (paper.read_text() if paper.exists() else ""):
+                await asyncio.sleep(0.05)
+            engine.chat_state = chat_state_after_block
         await asyncio.sleep(seconds)
         while engine.current or engine.waiting:
             await asyncio.sleep(0.1)
@@ -212,6 +220,34 @@ def test_the_bridges_state_is_in_the_block(tmp_path):
                        chat_state="subscribed to #streamer as teletypebot",
                        config_extra='[chat]\nchannel = "streamer"\n')  # fmt: skip
     assert "TWITCH: SUBSCRIBED TO #STREAMER AS TELETYPEBOT" in paper
+
+
+def test_a_bridge_slower_than_the_block_has_its_state_printed_when_it_comes(tmp_path):
+    paper = run_engine(tmp_path, Machine("teletype", ["192.168.1.23"]), 1.0,
+                       chat_state_after_block="waiting for sign-in: code ABCD-EFGH",
+                       config_extra='[chat]\nchannel = "streamer"\n')  # fmt: skip
+    block, _, after = paper.partition("API: ")
+    assert "TWITCH: #STREAMER, THE BRIDGE IS STARTING" in block
+    assert "TWITCH: WAITING FOR SIGN-IN: CODE ABCD-EFGH" in after
+    assert blocks(paper) == 1
+
+
+def test_a_bridge_that_reported_in_time_is_not_printed_twice(tmp_path):
+    paper = run_engine(tmp_path, Machine("teletype", ["192.168.1.23"]), 1.0,
+                       chat_state="waiting for sign-in: code ABCD-EFGH",
+                       config_extra='[chat]\nchannel = "streamer"\n')  # fmt: skip
+    assert paper.count("TWITCH:") == 1
+
+
+def test_the_block_says_how_the_root_file_system_runs(tmp_path):
+    mode = tmp_path / "teletype-root"
+    mode.write_text("read-only\n")
+    paper = run_engine(tmp_path, Machine("teletype", ["192.168.1.23"]), 1.5, root_mode=mode)
+    assert "ROOT: READ-ONLY" in paper
+    # Switched at the next boot: the block is printed again, with the new mode.
+    mode.write_text("writable (read_only_root = false in teletype.toml)\n")
+    again = run_engine(tmp_path, Machine("teletype", ["192.168.1.23"]), 1.5, root_mode=mode)
+    assert blocks(again) == 1 and "ROOT: WRITABLE (READ_ONLY_ROOT = FALSE" in again
 
 
 def test_network_settings_not_applied_are_one_line_on_paper_once_a_boot(tmp_path):

@@ -40,6 +40,9 @@ WAIT_FOR_NETWORK = 60.0  # after a start, how long an address may take before "n
 WAIT_FOR_CHAT = 30.0  # after a start, how long the chat bridge may take to say how it is
 MAX_ADDRESSES = 4
 AVAHI = Path("/usr/sbin/avahi-daemon")
+# How the root file system runs this boot, one line written by the initramfs
+# (pi-gen-config/stage-teletype/04-read-only): "read-only", or "writable (why)".
+ROOT_MODE_PATH = Path("/run/teletype-root")
 
 
 # --- the machine's addresses ---------------------------------------------------------
@@ -120,6 +123,7 @@ class Whereabouts:
     hostname: str
     addresses: tuple[str, ...]
     problem: str | None = None  # [network] not applied this boot, and why
+    root: str | None = None  # how the root file system runs (None: not an image's boot)
 
     def fingerprint(self, boot_id: str) -> str:
         """What, changed, is worth paper: the name, the IPv4 addresses, a problem (once
@@ -129,7 +133,9 @@ class Whereabouts:
         v6 = [] if v4 else sorted({str(ipaddress.ip_network(f"{a}/64", strict=False))
                                    for a in self.addresses if ":" in a})  # fmt: skip
         problem = f"{self.problem}@{boot_id}" if self.problem else ""
-        return json.dumps([self.hostname, v4, v6, problem])
+        fields = [self.hostname, v4, v6, problem]
+        # Switched at a boot by the user: worth paper, to say the switch took.
+        return json.dumps([*fields, self.root] if self.root else fields)
 
 
 def api_line(config: Config, hostname: str, local_name: bool) -> str:
@@ -173,6 +179,8 @@ def status_block(where: Whereabouts, config: Config, model: str, chat_state: str
     lines.append(f"MODEL: {Path(model).name}")
     lines.append(twitch_line(config, chat_state))
     lines.append(api_line(config, where.hostname, local_name))
+    if where.root:
+        lines.append(f"ROOT: {where.root}")
     return "\n".join(line.upper() for line in lines) + "\n"
 
 
@@ -206,6 +214,16 @@ def current_hostname() -> str:
     return name or socket.gethostname()
 
 
+def root_mode(path: Path = ROOT_MODE_PATH) -> str | None:
+    """The initramfs's line on how the root runs (at most one short line), or None."""
+    try:
+        text = path.read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return None
+    words = " ".join(text.split())[:100]
+    return words or None
+
+
 def boot_id() -> str:
     try:
         return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
@@ -223,6 +241,7 @@ async def keep_announcing(
     addresses: Callable[[], list[tuple[str, str]]] = interface_addresses,
     hostname: Callable[[], str] = current_hostname,
     result_path: Path = RESULT_PATH,
+    root_mode_path: Path = ROOT_MODE_PATH,
     every: float = LOOK_EVERY,
     settle: float = SETTLE,
     wait_for_network: float = WAIT_FOR_NETWORK,
@@ -236,10 +255,23 @@ async def keep_announcing(
     seen_since = started
     this_boot = boot_id()
     last = announced.last()
+    # The block went out saying the bridge was starting (it was slower than
+    # wait_for_chat, as under load): its state goes on paper when it comes.
+    bridge_owed = False
     while True:
+        if bridge_owed and engine.chat_state is not None:
+            line = twitch_line(config, engine.chat_state).upper() + "\n"
+            try:
+                await engine.submit(engine.new_print(line, source="system"))
+            except (QueueFull, ShuttingDown, StateError, TooLong) as e:
+                log.info("the bridge's state waits: %s", e)
+            else:
+                log.info("on paper: %s", line.strip())
+                bridge_owed = False
         try:
             outcome = read_result(result_path) or {}
-            now = Whereabouts(hostname(), tuple(reachable(addresses())), outcome.get("problem"))
+            now = Whereabouts(hostname(), tuple(reachable(addresses())), outcome.get("problem"),
+                              root_mode(root_mode_path))  # fmt: skip
         except (OSError, ValueError) as e:  # the network's moment: worth a retry
             # (A bug is not: it raises, and the task's end is in the engine's log.)
             log.warning("cannot read the network's addresses: %s", e)
@@ -264,6 +296,7 @@ async def keep_announcing(
             else:
                 log.info("status on paper: %s", "; ".join(block.splitlines()[1:]))
                 last = fingerprint
+                bridge_owed = bool(config.chat.channel) and engine.chat_state is None
                 try:
                     announced.remember(fingerprint)
                 except OSError as e:  # printed again after a restart, no worse

@@ -6,7 +6,9 @@
 #
 # OUT_DIR/disk.img: an MBR disk, partition 1 a FAT boot partition (config.txt,
 # cmdline.txt and TELETYPE_TOML as teletype.toml) mounted at /boot/firmware,
-# partition 2 the ext4 root, both found by PARTUUID as pi-gen's fstab does.
+# partition 2 the ext4 root, partition 3 the appliance's state (ext4,
+# data=journal, at /var/lib/teletype; STATE_MIB, 64 by default), all found
+# by PARTUUID as pi-gen's fstab does.
 # OUT_DIR/vmlinuz and OUT_DIR/initrd.img: the root's own Debian kernel and
 # initramfs, for QEMU to start (it stands in for the Pi's firmware).
 #
@@ -28,8 +30,13 @@ disk_id=7e1e7e33
 boot_mib=${BOOT_MIB:-64}
 boot_extra=${BOOT_EXTRA:-}
 mkdir -p "$out"
+# The state partition: a fixed size (history, the job journal, tokens and the
+# network's records are kilobytes; a fixed size means no resize at first boot,
+# one more moment a power cut could catch).
+state_mib=${STATE_MIB:-64}
 staging="$out/root"
-rm -rf "$staging" "$out/disk.img" "$out/boot.img" "$out/root.img"
+state="$out/state"
+rm -rf "$staging" "$state" "$out/disk.img" "$out/boot.img" "$out/root.img" "$out/state.img"
 
 cp -a "$rootfs" "$staging"
 # What was in /boot/firmware goes onto the FAT partition instead.
@@ -43,10 +50,26 @@ if [ -n "$boot_extra" ]; then
 fi
 rm -rf "${staging:?}"/boot/firmware/*
 
+# The units' state directories live on the state partition, bound where
+# their StateDirectory= is; whatever the root had there goes with them.
+mkdir -p "$state"
+for dir in teletype-gpt2 teletype-network; do
+	mkdir -p "$staging/var/lib/$dir"
+	cp -a "$staging/var/lib/$dir" "$state/${dir#teletype-}"
+	rm -rf "${staging:?}/var/lib/$dir"/*
+done
+mkdir -p "$staging/var/lib/teletype"
+
+# data=journal: a write of the history or the job journal reaches the card
+# whole or not at all (the files are replaced by rename, and the rename and
+# the data are in the same journal transaction).
 cat >"$staging/etc/fstab" <<FSTAB
 proc            /proc           proc    defaults          0       0
 PARTUUID=$disk_id-01  /boot/firmware  vfat    defaults          0       2
 PARTUUID=$disk_id-02  /               ext4    defaults,noatime  0       1
+PARTUUID=$disk_id-03  /var/lib/teletype  ext4  defaults,noatime,data=journal  0  2
+/var/lib/teletype/gpt2     /var/lib/teletype-gpt2     none  bind  0  0
+/var/lib/teletype/network  /var/lib/teletype-network  none  bind  0  0
 FSTAB
 echo teletype >"$staging/etc/hostname"
 # Empty, as on a fresh card: systemd makes one at first boot.
@@ -83,17 +106,21 @@ cp "$initrd" "$out/initrd.img"
 used_mib=$(du -sm "$staging" | cut -f1)
 root_mib=$((used_mib + used_mib / 4 + 512))
 mkfs.ext4 -q -L rootfs -d "$staging" "$out/root.img" "${root_mib}M" >/dev/null
+mkfs.ext4 -q -L teletype-state -d "$state" "$out/state.img" "${state_mib}M" >/dev/null
 mkfs.vfat -n bootfs -C "$out/boot.img" $((boot_mib * 1024)) >/dev/null
 mcopy -i "$out/boot.img" -s "$out/bootfs"/* ::/
 
-truncate -s $((1 + boot_mib + root_mib))M "$out/disk.img"
+truncate -s $((1 + boot_mib + root_mib + state_mib))M "$out/disk.img"
 sfdisk --quiet "$out/disk.img" <<TABLE
 label: dos
 label-id: 0x$disk_id
 start=1MiB, size=${boot_mib}MiB, type=c
 start=$((1 + boot_mib))MiB, size=${root_mib}MiB, type=83
+start=$((1 + boot_mib + root_mib))MiB, size=${state_mib}MiB, type=83
 TABLE
 dd if="$out/boot.img" of="$out/disk.img" bs=1M seek=1 conv=notrunc,sparse status=none
 dd if="$out/root.img" of="$out/disk.img" bs=1M seek=$((1 + boot_mib)) conv=notrunc,sparse status=none
-rm -rf "$staging" "$out/boot.img" "$out/root.img"
+dd if="$out/state.img" of="$out/disk.img" bs=1M seek=$((1 + boot_mib + root_mib)) \
+	conv=notrunc,sparse status=none
+rm -rf "$staging" "$state" "$out/boot.img" "$out/root.img" "$out/state.img"
 echo "$disk_id"

@@ -1,0 +1,119 @@
+"""`make sd-writes`: what the appliance writes to its SD card, idle and printing.
+
+    sd_writes.py ROOTFS WORK_DIR
+
+The boot check's card and board (run.py). For each mode the board boots,
+settles (the engine READY, the status block printed, the queue empty), and
+the kernel's counters of sectors written to each partition
+(/proc/diskstats in the guest) are read before and after a window of
+SD_WINDOW seconds (300 by default) idle, then one of printing without a
+pause (a new job whenever the queue is empty). Figures are scaled to MB an
+hour.
+
+- read-only: the card as made (the root under its RAM overlay, the journal
+  in RAM, the state on its own partition);
+- read-write, journal on the card: what the image did before the read-only
+  root (`read_only_root = false`, and journald's drop-in that keeps the
+  journal in RAM removed at run time, so the journal is written to
+  /var/log/journal as Debian does by default). The state is on its own
+  partition here too; what it writes is counted with the rest.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import run as board  # noqa: E402  (the boot check's emulated Pi, reused as it is)
+
+WINDOW = float(os.environ.get("SD_WINDOW", "300"))
+TEXT = "THE PRINTER RUNS WITHOUT A PAUSE WHILE THE CARD IS WATCHED. " * 4
+PARTS = {"vda1": "boot", "vda2": "root", "vda3": "state"}
+
+
+def mb_per_hour(before: dict[str, int], after: dict[str, int], seconds: float) -> dict[str, float]:
+    return {
+        name: (after.get(part, 0) - before.get(part, 0)) * 512 / 1e6 * 3600 / seconds
+        for part, name in PARTS.items()
+    }
+
+
+def keep_printing(guest: board.Guest, stop: threading.Event) -> None:
+    while not stop.is_set():
+        try:
+            status, body = guest.api("GET", "/v1/status", timeout=30)
+            if status == 200 and not body["queue"]:
+                guest.api("POST", "/v1/print", {"text": TEXT}, timeout=30)
+        except Exception:  # the window ended under it
+            return
+        stop.wait(5)
+
+
+def measure(work: Path, disk_id: str, cmdline: str, dtb: Path, mode: str) -> list[str]:
+    guest = board.Guest(work, disk_id, work / f"console-{mode}.log", cmdline)
+    guest.power_on(dtb)
+    if not guest.wait_agent():
+        return [f"{mode}: no boot\n{board.tail(guest.console)}"]
+    guest.out("systemctl is-system-running --wait", timeout=board.BOOT_TIMEOUT)
+    if mode == "read-write":
+        guest.sh("rm -f /etc/systemd/journald.conf.d/teletype.conf && "
+                 "systemctl restart systemd-journald && journalctl --flush")  # fmt: skip
+    board.wait_for(lambda: board.engine_ready(guest), 300)
+    assert guest.paper is not None
+    board.status_block(guest, 0)  # printed once, and the queue empty
+    running = guest.out("cat /run/teletype-root")
+    journal = guest.out("journalctl --header | grep -m1 'File path'")
+    lines = [f"{mode}: root {running!r}; {journal.strip()}"]
+    start = board.sectors_written(guest)
+    time.sleep(WINDOW)
+    idle = board.sectors_written(guest)
+    stop = threading.Event()
+    printer = threading.Thread(target=keep_printing, args=(guest, stop), daemon=True)
+    mark = guest.paper.mark()
+    printer.start()
+    time.sleep(WINDOW)
+    stop.set()
+    printer.join(timeout=60)
+    printing = board.sectors_written(guest)
+    printed = len(board.printed_words(guest.paper.since(mark)))
+    guest.shutdown()
+    for what, before, after in (("idle", start, idle), ("printing", idle, printing)):
+        rates = mb_per_hour(before, after, WINDOW)
+        total = sum(rates.values())
+        parts = ", ".join(f"{name} {rate:.2f}" for name, rate in rates.items())
+        lines.append(f"  {what:8s}: {total:6.2f} MB/hour ({parts})")
+    lines.append(f"  ({WINDOW:.0f} s windows, scaled to an hour; {printed} words printed)")
+    return lines
+
+
+def main() -> int:
+    rootfs, work = Path(sys.argv[1]).resolve(), Path(sys.argv[2]).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    template = (rootfs / "boot/firmware/teletype.toml").read_text()
+    report = []
+    for mode in ("read-only", "read-write"):
+        toml = board.board_settings(template)
+        if mode == "read-write":
+            toml = board.set_setting(toml, "system", "read_only_root", "false")
+        (work / "teletype.toml").write_text(toml)
+        disk_id = board.subprocess.run(
+            [str(HERE / "make-disk.sh"), str(rootfs), str(work / "teletype.toml"), str(work)],
+            check=True, capture_output=True, text=True,
+        ).stdout.split()[-1]  # fmt: skip
+        cmdline = board.kernel_command_line((work / "bootfs" / "cmdline.txt").read_text(), disk_id)
+        dtb = board.device_tree(board.Guest(work, disk_id, work / "c.log", cmdline).args, work)
+        print(f"== {mode}", flush=True)
+        lines = measure(work, disk_id, cmdline, dtb, mode)
+        print("\n".join(lines), flush=True)
+        report += lines
+    (work / "sd-writes.txt").write_text("\n".join(report) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
