@@ -37,7 +37,7 @@ COLUMNS = 72
 MARGIN = "  "
 KEYS = """\
 Keys: Enter         your line goes into the chat history (the blocklist applies)
-      Enter alone   the Teletype answers the last {n} lines (so does !gpt2 [words])
+      Enter alone   the Teletype answers the last {n} lines (or !gpt2 [words])
       Ctrl-C        stop the print (its line is finished); when idle, leave
       !history  !clear  !help  and Ctrl-D to leave
 """
