@@ -35,7 +35,7 @@ corpus_arg = $(if $(CORPUS),--corpus $(CORPUS),)
 .DEFAULT_GOAL := help
 .PHONY: help setup venv system-deps test-deps demo test lint bench model model-import model-sweep gguf quantize eval clean \
 	wheels-arm64 wheels-arm64-deps image-check image-check-deps boot-check boot-check-deps board-fit \
-	image wiring soak-twitch pi-warm-prompt
+	image wiring screenshots soak-twitch pi-warm-prompt
 
 # pi-gen, pinned: the bookworm-arm64 branch at its 2026-06-18 release tag
 # (the arm64 and master branches build Trixie now).
@@ -61,6 +61,7 @@ help:
 	@echo "make pi-warm-prompt  the warm prompt's cold/warm ratio on the smallest board, emulated (root)"
 	@echo "make image        build the SD-card image with pi-gen in Docker (needs Docker and the internet)"
 	@echo "make wiring       redraw firmware/wiring.png"
+	@echo "make screenshots  redraw the README's pictures of the panel, overlay and demo (docs/screenshots)"
 	@echo "make clean        remove build/ (keeps .venv and models/)"
 
 setup: $(STAMP)
@@ -271,6 +272,11 @@ image: wheels-arm64
 
 wiring: setup
 	$(BIN)/python firmware/draw_wiring.py
+
+# A real engine on the embedded model, headless chromium and tmux (test-deps
+# installs chromium; tmux: apt-get install tmux).
+screenshots: setup test-deps
+	$(BIN)/python docs/screenshots.py
 
 clean:
 	rm -rf build

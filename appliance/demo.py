@@ -333,7 +333,7 @@ def run_demo(config: Config, out: TextIO | None = None, keys_in: int | None = No
                 "engine", tcp_host="127.0.0.1", tcp_port=config.engine.tcp_port or 5599
             )
         log_file = state / "engine.log"
-        out.write(f"Loading the model... (the engine's log: {_home_as_tilde(log_file)})\n")
+        out.write(f"Loading the model... (its log: {_home_as_tilde(log_file)})\n")
         out.flush()
         front = Front(config, out, keys_in)
         with own_ctrl_c(keys_in):
