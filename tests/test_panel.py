@@ -641,7 +641,8 @@ def test_axe_finds_no_contrast_or_landmark_problem_signed_out_signed_in_or_on_th
     bearer = {"Authorization": f"Bearer {TOKEN}"}
     line = {"name": "ada", "text": "how does the clutch work"}
     assert streamer.request("POST", "/v1/history", line, bearer)[0] == 201
-    _finish(streamer, _print(streamer, "OIL THE TYPEBOX\n"))
+    # More lines than the paper's box holds: it scrolls, and a keyboard must reach it.
+    _finish(streamer, _print(streamer, "".join(f"{n}\n" for n in range(16)) + "OIL THE TYPEBOX\n"))
     cancelled = _print(streamer, "A LINE THAT IS CANCELLED\n")
     _api(streamer, "DELETE", f"/v1/jobs/{cancelled}")
     printing = _print(streamer, "A LONG LINE TO KEEP THE PRINTER BUSY FOR A WHILE\n" * 3)
