@@ -61,7 +61,7 @@ help:
 	@echo "make pi-warm-prompt  the warm prompt's cold/warm ratio on the smallest board, emulated (root)"
 	@echo "make image        build the SD-card image with pi-gen in Docker (needs Docker and the internet)"
 	@echo "make wiring       redraw firmware/wiring.png"
-	@echo "make screenshots  redraw the README's pictures of the panel, overlay and demo (docs/screenshots)"
+	@echo "make screenshots  redraw the README's pictures of the panel, overlay and demo (appliance/testing/screenshots)"
 	@echo "make clean        remove build/ (keeps .venv and models/)"
 
 setup: $(STAMP)
@@ -276,7 +276,7 @@ wiring: setup
 # A real engine on the embedded model, headless chromium and tmux (test-deps
 # installs chromium; tmux: apt-get install tmux).
 screenshots: setup test-deps
-	$(BIN)/python docs/screenshots.py
+	$(BIN)/python -m appliance.testing.screenshots
 
 clean:
 	rm -rf build

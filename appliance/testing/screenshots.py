@@ -1,4 +1,4 @@
-"""The README's pictures, made again: `make screenshots` writes docs/screenshots/*.png.
+"""The README's pictures, made again: `make screenshots` writes appliance/testing/screenshots/*.png.
 
 A real engine (`teletype serve` on the embedded model, through the test kit)
 prints on a pty at four times the Teletype's pace while headless chromium
@@ -27,13 +27,12 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from appliance.testing.engine_process import EngineProcess, free_port
+from appliance.testing.wire import PtyReader
 
-from appliance.testing.engine_process import EngineProcess, free_port  # noqa: E402
-from appliance.testing.wire import PtyReader  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]  # the repository
 
-OUT = ROOT / "docs" / "screenshots"
+OUT = Path(__file__).resolve().parent / "screenshots"
 OVERLAY_TOKEN = "screenshot-overlay-token"
 # Fast enough to keep `make screenshots` short, slow enough that a reply is still
 # printing while the panel is shot at both sizes.
