@@ -37,7 +37,7 @@ corpus_arg = $(if $(CORPUS),--corpus $(CORPUS),)
 .DEFAULT_GOAL := help
 .PHONY: help setup venv system-deps test-deps demo test lint bench model model-import model-sweep gguf quantize eval clean \
 	wheels-arm64 wheels-arm64-deps image-check image-check-deps boot-check boot-check-deps board-fit \
-	power-cut-storm sd-writes image wiring soak-twitch pi-warm-prompt
+	power-cut-storm sd-writes image wiring screenshots soak-twitch pi-warm-prompt
 
 # pi-gen, pinned: the bookworm-arm64 branch at its 2026-06-18 release tag
 # (the arm64 and master branches build Trixie now).
@@ -65,6 +65,7 @@ help:
 	@echo "make sd-writes    MB an hour the emulated Pi writes to its card, idle and printing, read-only and not (root)"
 	@echo "make image        build the SD-card image with pi-gen in Docker (needs Docker and the internet)"
 	@echo "make wiring       redraw firmware/wiring.png"
+	@echo "make screenshots  redraw the README's pictures of the panel, overlay and demo (appliance/testing/screenshots)"
 	@echo "make clean        remove build/ (keeps .venv and models/)"
 
 setup: $(STAMP)
@@ -288,6 +289,11 @@ image: wheels-arm64
 
 wiring: setup
 	$(BIN)/python firmware/draw_wiring.py
+
+# A real engine on the embedded model, headless chromium and tmux (test-deps
+# installs chromium; tmux: apt-get install tmux).
+screenshots: setup test-deps
+	$(BIN)/python -m appliance.testing.screenshots
 
 clean:
 	rm -rf build

@@ -37,7 +37,7 @@ COLUMNS = 72
 MARGIN = "  "
 KEYS = """\
 Keys: Enter         your line goes into the chat history (the blocklist applies)
-      Enter alone   the Teletype answers the last {n} lines (so does !gpt2 [words])
+      Enter alone   the Teletype answers the last {n} lines (or !gpt2 [words])
       Ctrl-C        stop the print (its line is finished); when idle, leave
       !history  !clear  !help  and Ctrl-D to leave
 """
@@ -333,7 +333,7 @@ def run_demo(config: Config, out: TextIO | None = None, keys_in: int | None = No
                 "engine", tcp_host="127.0.0.1", tcp_port=config.engine.tcp_port or 5599
             )
         log_file = state / "engine.log"
-        out.write(f"Loading the model... (the engine's log: {_home_as_tilde(log_file)})\n")
+        out.write(f"Loading the model... (its log: {_home_as_tilde(log_file)})\n")
         out.flush()
         front = Front(config, out, keys_in)
         with own_ctrl_c(keys_in):

@@ -168,3 +168,14 @@ def test_demo_paper_draws_72_columns_between_its_edges():
         "  | " + " " * 72 + " |",
     ]
     assert "\a" in screen.getvalue()  # the bell rings the terminal's
+
+
+def test_demo_banner_fits_an_80_column_terminal():
+    # The keys' lines wrapped at 80 columns: "(so does !gpt2 [words])" ran to 81.
+    from appliance.config import Config
+    from appliance.demo import Front
+
+    config = Config().replace("engine", tcp_host="127.0.0.1", tcp_port=5599)
+    banner = Front(config, StringIO(), 0)._banner()
+    assert "!gpt2" in banner
+    assert [line for line in banner.splitlines() if len(line) > 80] == []

@@ -599,3 +599,67 @@ def test_the_job_list_says_from_where_and_what_and_cancels_one_job_after_asking(
     wait_until(lambda: "TYPEBOX" not in queue.text)
     shoot(browser, "panel-queue.png")
     assert _api(streamer, "DELETE", f"/v1/jobs/{printing}")["status"] in ("running", "cancelled")
+
+
+# --- accessibility: axe-core (the selenium-axe-python wheel bundles axe.min.js) ---------------
+
+
+def axe_findings(browser) -> list[str]:
+    """What axe-core finds on the page as it stands: every serious or critical violation,
+    and any of the contrast and landmark rules whatever their impact."""
+    from selenium_axe_python import Axe
+
+    Axe(browser).inject()
+    results = browser.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "axe.run(document, {resultTypes: ['violations']})"
+        ".then((r) => done(r.violations), (e) => done([{id: 'axe-failed', impact: 'critical',"
+        " nodes: [{target: [String(e)]}]}]));"
+    )
+    watched = ("color-contrast", "region", "landmark")
+    return [
+        f"{v['id']} ({v['impact']}): {[n['target'] for n in v['nodes']]}"
+        for v in results
+        if v["impact"] in ("serious", "critical") or v["id"].startswith(watched)
+    ]
+
+
+@needs_browser
+def test_axe_finds_no_contrast_or_landmark_problem_signed_out_signed_in_or_on_the_overlay(
+    streamer, browser
+):
+    from selenium.webdriver.common.by import By
+
+    browser.get(streamer.lan + "/")
+    wait_until(lambda: browser.find_element(By.ID, "login").is_displayed())
+    sign_in(browser, streamer.lan, "not the password")  # the error shows, in its colour
+    wait_until(lambda: browser.find_element(By.ID, "login-error").text)
+    assert axe_findings(browser) == []
+
+    # Signed in, with all the page can show: paper with a done and a cancelled job,
+    # chat, a job printing and one waiting, a message, then the confirmation.
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
+    line = {"name": "ada", "text": "how does the clutch work"}
+    assert streamer.request("POST", "/v1/history", line, bearer)[0] == 201
+    # More lines than the paper's box holds: it scrolls, and a keyboard must reach it.
+    _finish(streamer, _print(streamer, "".join(f"{n}\n" for n in range(16)) + "OIL THE TYPEBOX\n"))
+    cancelled = _print(streamer, "A LINE THAT IS CANCELLED\n")
+    _api(streamer, "DELETE", f"/v1/jobs/{cancelled}")
+    printing = _print(streamer, "A LONG LINE TO KEEP THE PRINTER BUSY FOR A WHILE\n" * 3)
+    _print(streamer, "PLEASE WAIT YOUR TURN\n")
+    wait_until(lambda: sign_in(browser, streamer.lan) or browser.find_element(By.ID, "panel"))
+    wait_until(lambda: browser.find_element(By.ID, "panel").is_displayed())
+    wait_until(lambda: "PLEASE WAIT YOUR TURN" in browser.find_element(By.ID, "queue").text)
+    browser.find_element(By.CSS_SELECTOR, "[data-action=bell]").click()
+    wait_until(lambda: browser.find_element(By.ID, "message").text)
+    assert axe_findings(browser) == []
+    browser.find_element(By.CSS_SELECTOR, "[data-action=clear-queue]").click()
+    wait_until(browser.find_element(By.ID, "confirm").is_displayed)
+    assert axe_findings(browser) == []
+    browser.find_element(By.ID, "confirm-no").click()
+    _api(streamer, "DELETE", "/v1/jobs")
+    _api(streamer, "DELETE", f"/v1/jobs/{printing}")
+
+    browser.get(f"{streamer.lan}/overlay?token={OVERLAY}")
+    wait_until(lambda: "OIL THE TYPEBOX" in page_lines(browser).split("\n"))
+    assert axe_findings(browser) == []
