@@ -71,7 +71,7 @@ def cmd_generate(args) -> int:
         if printer is not None:
             cancel = threading.Event()
             try:
-                print_cancellable(printer, replies.for_printer(pieces, cancel), cancel)
+                print_cancellable(printer, replies.for_printer(pieces, cancel), cancel, words=True)
             finally:
                 printer.close()
         else:

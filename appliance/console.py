@@ -6,8 +6,12 @@ from __future__ import annotations
 import threading
 
 
-def print_cancellable(printer, pieces, cancel: threading.Event | None = None) -> bool:
+def print_cancellable(
+    printer, pieces, cancel: threading.Event | None = None, words: bool = False
+) -> bool:
     """Print; Ctrl-C cancels the print (the line is finished), not the program.
+
+    `words`: the pieces end at words' ends (Printer.print_stream).
 
     True if the print was cancelled.
     """
@@ -16,7 +20,7 @@ def print_cancellable(printer, pieces, cancel: threading.Event | None = None) ->
 
     def run():
         try:
-            result["r"] = printer.print_stream(pieces, cancel)
+            result["r"] = printer.print_stream(pieces, cancel, words)
         except Exception as e:  # raised again in the caller's thread, below
             result["error"] = e
 

@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from appliance.cli import _settings, parser
 from appliance.engine.replies import Replies, ending_a_sentence
@@ -105,3 +107,41 @@ def test_cli_every_command_has_a_summary_and_every_flag_its_help():
             if not action.help or action.help == argparse.SUPPRESS:
                 missing.append(f"{name} {'/'.join(action.option_strings) or action.dest}")
     assert missing == []
+
+
+def test_cli_a_reply_s_first_word_is_not_held_for_the_next():
+    """The period needs to know the last piece, but only its trailing space and
+    dangling marks wait for that: the first word goes to the printer as soon as
+    the model has made it (holding it cost a press one more token)."""
+    pulled: list[str] = []
+
+    def pieces():
+        for piece in ["The ", "clutch, ", "is set "]:
+            pulled.append(piece)
+            yield piece
+
+    out = ending_a_sentence(pieces())
+    assert next(out) == "The"
+    assert pulled == ["The "]
+    assert next(out) == " clutch"
+    assert pulled == ["The ", "clutch, "]
+    assert "".join(out) == ", is set."
+
+
+@given(st.lists(st.text(alphabet="ab.!?\"' \n,;:-", max_size=8), max_size=6))
+@settings(max_examples=500, deadline=None)
+def test_cli_a_reply_reads_the_same_whatever_its_pieces(pieces):
+    """Cut into any pieces, the text is the pieces' own without the spaces and
+    dangling marks at its end, closed with a period when it does not end a
+    sentence; and every piece handed on ends at a word's end."""
+    text = "".join(pieces)
+    body = text.rstrip(" \t\n,;:-")
+    if not body:  # nothing printable: as it was
+        expected = text
+    elif re.search(r"[.!?][\"')\]]*$", body):
+        expected = body
+    else:
+        expected = body + "."
+    out = list(ending_a_sentence(pieces))
+    assert "".join(out) == expected
+    assert all(not piece.endswith((" ", "\n")) for piece in out[:-1] if piece.strip())

@@ -149,7 +149,9 @@ def test_engine_fifty_clients_each_job_printed_once_in_order(tmp_path, start_eng
     accepted = sorted((body for status, body in results if status == 200), key=lambda b: b["id"])
     rejected = [body for status, body in results if status == 429]
     assert len(accepted) + len(rejected) == 50
-    assert len(accepted) >= 9  # one printing and eight waiting, at least
+    # The queue's eight, at least (a ninth when the worker had taken the first
+    # off the queue before the burst ended: on a busy machine it may not have).
+    assert len(accepted) >= 8
     assert all("queue is full" in body["error"] for body in rejected)
     printed = paper.read_text()
     # Every accepted job exactly once, in the order accepted, never interleaved.

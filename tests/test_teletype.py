@@ -386,3 +386,26 @@ def test_printer_speed_factor_paces_a_serial_port_too(tmp_path, port):
     fast = build_printer(TeletypeConfig(port=spec, speed=100))
     assert normal.frame_time == pytest.approx(0.1)  # 11 bits at 110 baud
     assert fast.frame_time == pytest.approx(normal.frame_time / 100)
+
+
+def _printed(frames) -> str:
+    return "".join(chr(f.code & 0x7F) for f in frames if f.code & 0x7F not in (0, 0x7F))
+
+
+def test_teletype_a_word_known_whole_prints_before_the_next_piece():
+    """A reply's pieces end at words' ends: the first word goes on paper at once,
+    not when the next piece brings the space after it."""
+    d = LineDiscipline(get_profile("asr33"))
+    assert _printed(d.start_job() + d.feed("THE")) == ""  # could be the start of THEM
+    d = LineDiscipline(get_profile("asr33"))
+    assert _printed(d.start_job() + d.feed("THE", word_end=True)) == "THE"
+    assert _printed(d.feed(" CLUTCH", word_end=True) + d.feed(",", word_end=True)) == " CLUTCH,"
+
+
+def test_teletype_a_word_that_ends_at_the_margin_waits_for_what_follows():
+    """A comma after a word that fills the line must not start the next line alone."""
+    d = LineDiscipline(get_profile("asr33"))
+    frames = d.start_job() + d.feed("A" * (d.width - 5) + " WORD", word_end=True)
+    assert _printed(frames) == "A" * (d.width - 5) + " "  # WORD would end at the margin
+    frames = d.feed(", THEN", word_end=True) + d.flush()
+    assert _printed(frames) == "\r\nWORD, THEN"

@@ -509,7 +509,7 @@ class Engine:
         try:
             if job.print:
                 self.printer.print_stream(
-                    self.replies.for_printer(collect(), job.cancel), job.cancel
+                    self.replies.for_printer(collect(), job.cancel), job.cancel, words=True
                 )
             else:
                 for _ in collect():

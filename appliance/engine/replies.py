@@ -127,23 +127,30 @@ def ending_a_sentence(pieces: Iterable[str]) -> Iterator[str]:
     The generator stops at the first sentence end past max_chars, but a
     sentence that runs on past its hard limit (or a loop, or the model's own
     end) is cut after its last whole word: closed here, on paper it reads
-    as a sentence rather than a line that broke off. One piece is held back
-    to know which is the last; the printer waits no longer for it than for
-    the model's next word.
+    as a sentence rather than a line that broke off.
+
+    Only what could still be left out waits for the next piece: a piece's
+    trailing spaces and dangling marks (a lone dash or comma stays with the
+    word before it on paper, and goes if no word follows). Its words go on
+    at once, so every piece handed on ends at a word's end, and the first
+    word of a press reaches the printer as soon as the model has made it
+    (holding the whole piece made a press wait for one more word).
     """
-    held: str | None = None
+    tail = ""  # spaces and dangling marks, held until a word follows them
+    said = ""  # the end of what was handed on
     for piece in pieces:
-        if held is not None and piece.strip(_DANGLING):
-            yield held
-            held = piece
-        else:  # a lone dash or comma stays with the word before it
-            held = (held or "") + piece
-    if held is None:
-        return
-    text = held.rstrip()
-    if text and not _ENDS_A_SENTENCE.search(text) and text.rstrip(_DANGLING):
-        held = text.rstrip(_DANGLING) + "."
-    yield held
+        body = piece.rstrip(_DANGLING)
+        if not body:
+            tail += piece
+            continue
+        yield tail + body
+        said = (said + tail + body)[-16:]
+        tail = piece[len(body) :]
+    if not said:
+        if tail:
+            yield tail  # nothing printable: handed on as it was
+    elif not _ENDS_A_SENTENCE.search(said):
+        yield "."
 
 
 # --- ahead of the printer -------------------------------------------------------------

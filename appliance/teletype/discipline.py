@@ -111,7 +111,13 @@ class LineDiscipline:
 
     # --- the public side -----------------------------------------------------
 
-    def feed(self, text: str) -> list[Frame]:
+    def feed(self, text: str, word_end: bool = False) -> list[Frame]:
+        """Frames for the text's complete words; the last word waits for a break.
+
+        `word_end`: the text ends at a word's end (a reply's pieces do), so its
+        last word is laid out now, unless it would end at the margin, where a
+        comma after it would start the next line alone: that one waits.
+        """
         self._pending += self.charset.fold(text)
         frames: list[Frame] = []
         while True:
@@ -120,6 +126,13 @@ class LineDiscipline:
                 break
             ready, self._pending = self._pending[: cut + 1], self._pending[cut + 1 :]
             frames += self._layout(ready)
+        if word_end and self._pending:
+            end = self.column + len(self._pending)
+            if end > self.width:  # it wraps: it starts the next line
+                end = len(self._pending)
+            if end < self.width:
+                frames += self._layout(self._pending)
+                self._pending = ""
         return frames
 
     def flush(self) -> list[Frame]:

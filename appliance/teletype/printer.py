@@ -67,9 +67,14 @@ class Printer:
         return self.print_stream([text], cancel)
 
     def print_stream(
-        self, pieces: Iterable[str], cancel: threading.Event | None = None
+        self, pieces: Iterable[str], cancel: threading.Event | None = None, words: bool = False
     ) -> PrintResult:
-        """Print text as it arrives, starting with the first complete word."""
+        """Print text as it arrives, starting with the first complete word.
+
+        `words`: every piece ends at a word's end (a reply's do, see
+        replies.ending_a_sentence), so a piece's last word prints without
+        waiting for the space the next piece begins with.
+        """
         cancel = cancel or threading.Event()
         d = self.discipline
         written = 0
@@ -79,7 +84,7 @@ class Printer:
             try:
                 for piece in pieces:
                     given.append(piece)
-                    written += self._send(d.feed(piece), cancel)
+                    written += self._send(d.feed(piece, words), cancel)
                     if cancel.is_set():
                         break
                 if not cancel.is_set():
