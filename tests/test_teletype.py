@@ -206,9 +206,11 @@ def test_teletype_unplugged_adapter_pauses_and_resumes(pty, tmp_path):
     profile = get_profile("asr33")
     port = _serial(pty, "asr33")
     states = []
+    told: list[bytes] = []  # what the printer says it wrote (the paper model hears this)
     printer = Printer(
-        port, LineDiscipline(profile), clock=clock, sleep=clock.sleep, on_port_state=states.append
-    )
+        port, LineDiscipline(profile), clock=clock, sleep=clock.sleep,
+        on_port_state=states.append, on_write=told.append,
+    )  # fmt: skip
     real_name = port.name
     failures = {"left": 3}
 
@@ -226,8 +228,12 @@ def test_teletype_unplugged_adapter_pauses_and_resumes(pty, tmp_path):
     text = "NOTHING IS LOST WHEN THE CABLE IS PULLED OUT AND PUT BACK."
     result = printer.print_text(text)
     printer.close()
-    report = check_ascii(pty.collect())
+    wire = pty.collect()
+    report = check_ascii(wire)
     assert report.problems == []
+    # The paper model and the keyboard's echo hear every byte the wire got,
+    # the fresh line and the reprinted line included.
+    assert b"".join(told) == wire
     # What reached the paper before the cable came out is unknown: the line
     # is printed again, whole, on a fresh line.
     assert text.startswith(report.lines[0]) and len(report.lines[0]) < len(text)

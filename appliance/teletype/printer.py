@@ -208,6 +208,9 @@ class Printer:
         for code in restart + self._line:
             self._wait_for_slot()
             self.port.write(bytes([code]))  # a PortError here: reconnect again
+            # Told like any other byte: the paper model must show the line twice,
+            # as the paper does, and the keyboard must know its echo.
+            self.on_write(bytes([code]))
 
     def close(self) -> None:
         self.stopping.set()
