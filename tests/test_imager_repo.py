@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import shutil
 import subprocess
 import sys
 from datetime import date
@@ -23,10 +21,11 @@ from urllib.request import url2pathname
 
 import pytest
 
+from appliance.testing.tools import system_tools
+
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "pi-gen-config" / "imager-repo.py"
 MANIFEST = "teletype-gpt2.rpi-imager-manifest"
-TOOL_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
 # Each tool the tests (or the script) run, and the Debian package that has it.
 TOOLS = {
     "sfdisk": "fdisk",
@@ -72,11 +71,7 @@ QUIET = {"stdout": subprocess.DEVNULL}
 
 
 def tools() -> dict[str, str]:
-    found = {name: shutil.which(name, path=TOOL_PATH) for name in TOOLS}
-    for name, path in found.items():
-        if path is None:
-            pytest.skip(f"{name} is not on this machine (Debian package {TOOLS[name]})")
-    return found  # type: ignore[return-value]
+    return system_tools(TOOLS)
 
 
 def make_card(

@@ -21,11 +21,12 @@ from pathlib import Path
 
 import pytest
 
+from appliance.testing.tools import TOOL_PATH, system_tools
+
 ROOT = Path(__file__).resolve().parent.parent
 STAGE = ROOT / "pi-gen-config" / "stage-teletype" / "04-read-only"
 SCRIPT = STAGE / "files" / "teletype-state-partition"
 OVERLAY_SCRIPT = STAGE / "files" / "teletype-read-only"
-TOOL_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
 # Each tool the tests (or the script) run, and the Debian package that has it.
 TOOLS = {
     "sfdisk": "fdisk",
@@ -55,11 +56,7 @@ CMDLINE = "console=tty1 root=PARTUUID=7e1e7e33-02 rootfstype=ext4 fsck.repair=ye
 
 
 def tools() -> dict[str, str]:
-    found = {name: shutil.which(name, path=TOOL_PATH) for name in TOOLS}
-    for name, path in found.items():
-        if path is None:
-            pytest.skip(f"{name} is not on this machine (Debian package {TOOLS[name]})")
-    return found  # type: ignore[return-value]
+    return system_tools(TOOLS)
 
 
 def environment(**extra: str) -> dict[str, str]:
