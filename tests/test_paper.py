@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 from appliance.config import parse_config
 from appliance.engine.engine import Engine
@@ -215,3 +216,86 @@ def test_a_baudot_machines_paper_reads_as_it_printed(tmp_path, embedded_generato
             assert snapshot["columns"] == 69
 
     asyncio.run(scenario())
+
+
+# --- how often the card is written ------------------------------------------------------------
+# An SD card wears by its writes (#28): the backlog, 400 lines, is written when the printer
+# falls quiet and at least every few minutes while it keeps printing, never at every job's end.
+
+
+def _saved_text(tmp_path) -> str:
+    path = tmp_path / "state" / "paper.json"
+    return path.read_text() if path.exists() else ""
+
+
+def test_the_backlog_is_written_when_the_printer_falls_quiet_not_at_each_job_end(
+    tmp_path, embedded_generator, monkeypatch
+):
+    monkeypatch.setattr("appliance.engine.paper.QUIET_SAVE_SECONDS", 2.0, raising=False)
+    monkeypatch.setattr("appliance.engine.paper.MOST_UNSAVED_SECONDS", 3600.0, raising=False)
+
+    async def scenario() -> None:
+        async with running_engine(tmp_path, embedded_generator, worker=True) as run:
+            for text in ("FIRST JOB\n", "SECOND JOB\n"):
+                _, _, job = await run.call("POST", "/v1/print", {"text": text})
+                await run.call("GET", f"/v1/jobs/{job['id']}?wait=60")
+                ended = time.monotonic()
+                await asyncio.sleep(0.5)  # what a write begun at the job's end needs
+                assert "FIRST JOB" not in _saved_text(tmp_path)
+            while "SECOND JOB" not in _saved_text(tmp_path):
+                assert time.monotonic() - ended < 30, "never written once the printer was quiet"
+                await asyncio.sleep(0.05)
+            assert time.monotonic() - ended >= 2.0 - 0.05  # not before it was quiet that long
+            saved = json.loads(_saved_text(tmp_path))
+            assert {"end": {"id": job["id"], "ended": "done"}} in saved["backlog"]
+            assert {"text": "FIRST JOB"} in saved["backlog"]
+
+    asyncio.run(scenario())
+
+
+def test_a_printer_that_never_falls_quiet_still_has_its_backlog_written(
+    tmp_path, embedded_generator, monkeypatch
+):
+    monkeypatch.setattr("appliance.engine.paper.QUIET_SAVE_SECONDS", 3600.0, raising=False)
+    monkeypatch.setattr("appliance.engine.paper.MOST_UNSAVED_SECONDS", 2.0, raising=False)
+
+    async def scenario() -> None:
+        async with running_engine(tmp_path, embedded_generator, worker=True) as run:
+            asked = time.monotonic()
+            _, _, job = await run.call("POST", "/v1/print", {"text": "KEEPS ON PRINTING\n"})
+            await run.call("GET", f"/v1/jobs/{job['id']}?wait=60")
+            while "KEEPS ON" not in _saved_text(tmp_path):
+                assert time.monotonic() - asked < 30, "never written: the printer never fell quiet"
+                await asyncio.sleep(0.05)
+            # Written once the oldest unsaved change was that old, not at the job's end.
+            assert time.monotonic() - asked >= 2.0 - 0.05
+            saved = json.loads(_saved_text(tmp_path))
+            assert {"end": {"id": job["id"], "ended": "done"}} in saved["backlog"]
+
+    asyncio.run(scenario())
+
+
+def test_after_a_power_cut_the_last_kept_job_ends_as_the_journal_says(
+    tmp_path, embedded_generator, monkeypatch
+):
+    """The backlog on the card can be minutes older than the job journal: a job open in it
+    may have finished before the cut. Its mark says what the journal knows, not a guess."""
+    monkeypatch.setattr("appliance.engine.paper.MOST_UNSAVED_SECONDS", 0.0)
+
+    async def first_engine() -> int:
+        async with running_engine(tmp_path, embedded_generator, worker=True) as run:
+            _, _, job = await run.call("POST", "/v1/print", {"text": "ALL OF IT\n"})
+            await run.call("GET", f"/v1/jobs/{job['id']}?wait=60")
+        return job["id"]
+
+    job_id = asyncio.run(first_engine())
+    # The card as a cut would leave it: the backlog written mid-job, the journal at its end.
+    path = tmp_path / "state" / "paper.json"
+    saved = json.loads(path.read_text())
+    saved["backlog"] = saved["backlog"][: saved["backlog"].index({"text": "ALL OF IT"})]
+    saved["job"] = saved["backlog"][-1]["start"]
+    path.write_text(json.dumps(saved))
+
+    config = parse_config(f'[teletype]\nport = "file:{tmp_path / "p.txt"}"\n'.encode(), "t.toml")
+    again = Engine(config, embedded_generator, build_printer(config.teletype), tmp_path / "state")
+    assert again.paper.snapshot()["backlog"][-1] == {"end": {"id": job_id, "ended": "done"}}

@@ -121,6 +121,7 @@ class Engine:
         self.keyboard = KeyboardReader(profile, config.teletype.half_duplex)
         # What the Teletype printed, for the panel, the overlay and the event stream.
         self.paper = Paper(state_dir / PAPER_FILE, profile.columns)
+        self._paper_timer: asyncio.TimerHandle | None = None  # the backlog's next write
         self._paper_decoder = Decoder(profile)  # the wire's codes as the machine prints them
         printer.on_write = self._on_write
         printer.on_port_state = self._on_port_state
@@ -142,6 +143,8 @@ class Engine:
         for job in sorted(jobs, key=lambda j: j.id):
             if job.status != JobStatus.QUEUED:
                 self.jobs[job.id] = job
+            if job.is_finished:  # the paper's copy may be older than the journal
+                self.paper.ended_before_restart(job.id, job.status)
         for job in requeued[: self.queue_size]:
             self.jobs[job.id] = job
             self.waiting.append(job)
@@ -196,6 +199,8 @@ class Engine:
     async def close(self) -> None:
         """The journal's and the paper's writer threads end, once their writes are done."""
         await self._journal_writer.close()
+        if self._paper_timer is not None:
+            self._paper_timer.cancel()
         with contextlib.suppress(OSError):  # a card that refuses: the log said so already
             await self.paper.close()
 
@@ -460,7 +465,6 @@ class Engine:
             self.jobs_finished += 1
             if job.print:
                 self._paper_event(self.paper.job_ended(job.id, job.status))
-                self._in_background(self._save_paper())
             await self._save_journal_quietly()
             self._finished(job)
             self._quiet_now()
@@ -555,11 +559,21 @@ class Engine:
         event = self.paper.wrote(text, at)
         if event is not None:
             self._paper_event(event)
-        if self.paper.wants_saving():
-            self._in_background(self._save_paper())
 
     def _paper_event(self, event: dict[str, Any]) -> None:
         self.emit("paper", event)
+        self._schedule_paper_save()
+
+    def _schedule_paper_save(self) -> None:
+        """The backlog's next write: when the printer falls quiet, or is overdue (paper.py)."""
+        due = self.paper.save_due_in()
+        if due is None or self.loop is None:
+            return
+        if self._paper_timer is not None:
+            self._paper_timer.cancel()
+        self._paper_timer = self.loop.call_later(
+            due, lambda: self._in_background(self._save_paper())
+        )
 
     async def _save_paper(self) -> None:
         try:

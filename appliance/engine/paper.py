@@ -15,9 +15,14 @@ new snapshot when those are no longer kept. After a restart the numbers jump
 ahead, so a view from before it always starts again from a snapshot, never
 from events that a crash may have lost.
 
-The backlog (the last few hundred lines) is kept in the state directory,
-written at every job's end and every few finished lines, never per character:
-an SD card wears out by its writes.
+The backlog (the last few hundred lines) is kept in the state directory. An SD
+card wears out by its writes, and the backlog is rewritten whole (about 32 KB,
+twice over on the data=journal state partition), so it is written when the
+printer has been quiet for QUIET_SAVE_SECONDS, at least every
+MOST_UNSAVED_SECONDS while it keeps printing, and when the engine stops; never
+per character or per job. A power cut loses at most the last few minutes of
+this copy; the Teletype's own paper has them, and the job journal (which jobs
+ran) is written at every step regardless.
 """
 
 from __future__ import annotations
@@ -37,7 +42,8 @@ log = logging.getLogger("teletype.paper")
 PAPER_FILE = "paper.json"
 BACKLOG_LINES = 400  # lines (and job marks) a reload shows, kept across restarts
 KEPT_EVENTS = 4000  # events a reconnecting view can resume from (minutes of printing)
-SAVE_EVERY_LINES = 8  # finished lines between two writes while a job prints
+QUIET_SAVE_SECONDS = 30.0  # the paper unchanged this long: written to the card
+MOST_UNSAVED_SECONDS = 600.0  # printing without a pause: written at least this often
 RESTART_GAP = 1_000_000  # how far the numbers jump at a restart (past any lost event)
 ENDINGS = ("done", "cancelled", "interrupted", "failed", "withheld")
 
@@ -56,7 +62,10 @@ class Paper:
         self.seq = 0
         self.events: deque[dict[str, Any]] = deque(maxlen=KEPT_EVENTS)
         self.open_job: dict[str, Any] | None = None
-        self._lines_unsaved = 0
+        # The end mark a restart gave the job left open in the saved backlog (or None).
+        self.open_at_restart: dict[str, Any] | None = None
+        self._first_unsaved: float | None = None  # time.monotonic() of each, None: all saved
+        self._last_change = 0.0
         self._lock = threading.Lock()  # snapshot() may be read from a thread
         self._writer = BackgroundWriter(self._write, self._encode) if path else None
         self._load()
@@ -126,12 +135,17 @@ class Paper:
     async def save(self) -> None:
         """Until the paper as it is now is on the card (OSError if it will not take it)."""
         if self._writer is not None:
-            self._lines_unsaved = 0
+            self._first_unsaved = None
             await self._writer.save()
 
-    def wants_saving(self) -> bool:
-        """Enough finished lines since the last write to be worth one."""
-        return self._lines_unsaved >= SAVE_EVERY_LINES
+    def save_due_in(self) -> float | None:
+        """Seconds until the backlog should be written (0: now), None when it is saved."""
+        if self._writer is None or self._first_unsaved is None:
+            return None
+        due = min(
+            self._last_change + QUIET_SAVE_SECONDS, self._first_unsaved + MOST_UNSAVED_SECONDS
+        )
+        return max(0.0, due - time.monotonic())
 
     async def close(self) -> None:
         if self._writer is not None:
@@ -154,7 +168,6 @@ class Paper:
             entry["bell"] = True
         self.backlog.append(entry)
         self.line, self.bell = [], False  # LF alone: the carriage keeps its column
-        self._lines_unsaved += 1
 
     def _end(self, job_id: int, how: str) -> dict[str, Any]:
         mark = {"id": job_id, "ended": how}
@@ -165,6 +178,9 @@ class Paper:
 
     def _event(self, body: dict[str, Any], at: float | None = None) -> dict[str, Any]:
         self.seq += 1
+        self._last_change = time.monotonic()
+        if self._first_unsaved is None:
+            self._first_unsaved = self._last_change
         event = {"seq": self.seq, "t": round(self.clock() if at is None else at, 3), **body}
         self.events.append(event)
         return event
@@ -197,8 +213,16 @@ class Paper:
         self.bell = bool(state.get("bell"))
         self.seq = max(0, seq) + RESTART_GAP
         if isinstance(job, dict) and isinstance(job.get("id"), int):
-            # The engine stopped (or died) during this job: its paper ends here.
-            self.backlog.append({"end": {"id": job["id"], "ended": "interrupted"}})
+            # The engine stopped (or died) during this job, or after it but before the
+            # backlog was next written: its paper ends here, interrupted unless the job
+            # journal knows better (ended_before_restart).
+            self.open_at_restart = {"id": job["id"], "ended": "interrupted"}
+            self.backlog.append({"end": self.open_at_restart})
+
+    def ended_before_restart(self, job_id: int, how: str) -> None:
+        """The job journal says how the job left open in the saved backlog ended."""
+        if self.open_at_restart is not None and self.open_at_restart["id"] == job_id:
+            self.open_at_restart["ended"] = how
 
 
 def _is_entry(entry: object) -> bool:
