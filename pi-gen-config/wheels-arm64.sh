@@ -27,7 +27,7 @@
 #
 # The slow part (the cross build, ~5 minutes on two cores, and the
 # downloads) is cached in ${TELETYPE_GPT2_CACHE:-~/.cache/teletype-gpt2}/
-# wheels-arm64/KEY, KEY from the lock file, this script and the cross
+# wheels-arm64/KEY, KEY from the lock file, this script, wheel_tools.py and the cross
 # compiler's (and CMake's) versions: a warm run takes seconds. The cache is
 # written to a temporary folder and renamed into place, so an interrupted
 # build leaves none behind.
@@ -77,149 +77,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Python that bash would do badly: requirement markers, wheel metadata, zip.
-# Each subcommand is described where it is used.
-helper=$(
-	cat <<'PY'
-import base64, csv, email.parser, hashlib, io, pathlib, re, sys, tarfile, tomllib, zipfile
-try:
-    from packaging.markers import default_environment
-    from packaging.requirements import Requirement
-    from packaging.utils import canonicalize_name
-except ImportError:  # pip always has it
-    from pip._vendor.packaging.markers import default_environment
-    from pip._vendor.packaging.requirements import Requirement
-    from pip._vendor.packaging.utils import canonicalize_name
-
-# The Pi: Debian bookworm's python3 (3.11.2) on aarch64.
-PI = {
-    "implementation_name": "cpython", "implementation_version": "3.11.2",
-    "os_name": "posix", "platform_machine": "aarch64",
-    "platform_python_implementation": "CPython", "platform_release": "",
-    "platform_system": "Linux", "platform_version": "",
-    "python_full_version": "3.11.2", "python_version": "3.11", "sys_platform": "linux",
-    "extra": "",
-}
-HOST = {**default_environment(), "extra": ""}
-
-
-def on_pi(req):
-    return req.marker is None or req.marker.evaluate(PI)
-
-
-def wheel_requires(path):
-    with zipfile.ZipFile(path) as z:
-        name = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))
-        meta = email.parser.BytesParser().parsebytes(z.read(name))
-    return [Requirement(r) for r in meta.get_all("Requires-Dist") or []]
-
-
-def requirements(pyproject, sdist):
-    """The project's dependencies on the Pi, and the sdist's (without markers)."""
-    deps = tomllib.loads(pathlib.Path(pyproject).read_text())["project"]["dependencies"]
-    with tarfile.open(sdist) as t:
-        pkg_info = next(m for m in t.getmembers() if m.name.count("/") == 1
-                        and m.name.endswith("/PKG-INFO"))
-        meta = email.parser.BytesParser().parsebytes(t.extractfile(pkg_info).read())
-    own = canonicalize_name(meta["Name"])
-    for text in deps + (meta.get_all("Requires-Dist") or []):
-        req = Requirement(text)
-        if canonicalize_name(req.name) != own and on_pi(req):
-            req.marker = None
-            print(req)
-
-
-def lock(wheels, sdist, out):
-    """The lock file from what pip downloaded for the Pi.
-
-    pip judged the markers of the dependencies' own requirements for this
-    machine, not for the Pi: any that would differ is an error.
-    """
-    lines, problems = [], []
-    for path in sorted(pathlib.Path(wheels).glob("*.whl")):
-        name, version = path.name.split("-")[:2]
-        for req in wheel_requires(path):
-            if req.marker and req.marker.evaluate(HOST) != on_pi(req):
-                problems.append(f"{path.name}: '{req}' is judged differently on the Pi")
-        lines.append((canonicalize_name(name), version, path))
-    name, version = pathlib.Path(sdist).name.removesuffix(".tar.gz").rsplit("-", 1)
-    lines.append((canonicalize_name(name), version, pathlib.Path(sdist)))
-    if problems:
-        sys.exit("\n".join(problems))
-    with open(out, "w") as f:
-        f.write(
-            "# The runtime dependencies of teletype-gpt2 on a Raspberry Pi (aarch64,\n"
-            "# CPython 3.11, glibc 2.36), for pi-gen-config/wheels-arm64.sh. Each is the\n"
-            "# wheel named above it; llama-cpp-python is its source distribution, built\n"
-            "# for the Pi by the script.\n"
-            "# Regenerate with: pi-gen-config/wheels-arm64.sh --update-lock\n"
-        )
-        for name, version, path in sorted(lines):
-            digest = hashlib.sha256(path.read_bytes()).hexdigest()
-            f.write(f"# {path.name}\n{name}=={version} --hash=sha256:{digest}\n")
-
-
-def repack(wheel, out_dir):
-    """The cross-built wheel as one for the Pi.
-
-    Tagged linux_aarch64 instead of the build machine's platform, and
-    without CMake's own install tree at the wheel's root (include/, lib/:
-    headers, CMake files, a second copy of the libraries): llama_cpp loads
-    its libraries from llama_cpp/lib.
-    """
-    wheel = pathlib.Path(wheel)
-    platform = wheel.name.removesuffix(".whl").split("-")[-1]
-    name = wheel.name.replace(platform, "linux_aarch64")
-    with zipfile.ZipFile(wheel) as src, zipfile.ZipFile(
-        pathlib.Path(out_dir) / name, "w", zipfile.ZIP_DEFLATED
-    ) as dst:
-        record_name = next(n for n in src.namelist() if n.endswith(".dist-info/RECORD"))
-        record = []
-        for info in src.infolist():
-            if info.filename.startswith(("include/", "lib/")) or info.filename == record_name:
-                continue
-            data = src.read(info)
-            if info.filename.endswith(".dist-info/WHEEL"):
-                data = re.sub(rb"(?m)^Tag: (.*)-" + platform.encode() + rb"$",
-                              rb"Tag: \1-linux_aarch64", data)
-                assert b"linux_aarch64" in data, data
-            digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=")
-            record.append((info.filename, f"sha256={digest.decode()}", str(len(data))))
-            dst.writestr(info, data)
-        text = io.StringIO()
-        csv.writer(text, lineterminator="\n").writerows([*record, (record_name, "", "")])
-        dst.writestr(record_name, text.getvalue())
-    print(name)
-
-
-def check_lock(lock_file, wheel_dir):
-    """Every pinned wheel is in wheel_dir, and every requirement of theirs is pinned.
-
-    (A dependency added to pyproject.toml without --update-lock shows here.)
-    """
-    pinned = {}
-    for line in pathlib.Path(lock_file).read_text().splitlines():
-        if line and not line.startswith("#"):
-            name, version = line.split()[0].split("==")
-            pinned[canonicalize_name(name)] = version
-    found = {}
-    for path in pathlib.Path(wheel_dir).glob("*.whl"):
-        name, version = path.name.split("-")[:2]
-        found[canonicalize_name(name)] = (version, path)
-    problems = [f"{n}=={v} is pinned but has no wheel" for n, v in pinned.items()
-                if found.get(n, ("",))[0] != v]
-    for name, (_, path) in found.items():
-        for req in wheel_requires(path):
-            version = pinned.get(canonicalize_name(req.name))
-            if on_pi(req) and not (version and req.specifier.contains(version, True)):
-                problems.append(f"{path.name} needs {req}, but the lock has {version}")
-    sys.exit("\n".join(problems) or None)
-
-
-globals()[sys.argv[1]](*sys.argv[2:])
-PY
-)
-py() { "$python" -c "$helper" "$@"; }
+# Python that bash would do badly (requirement markers, wheel metadata, zip):
+# wheel_tools.py beside this script; each subcommand is described where it is used.
+tools="$here/wheel_tools.py"
+py() { "$python" "$tools" "$@"; }
 
 if [ "${1:-}" = --update-lock ]; then
 	# The pin of llama-cpp-python is the project's own (convert/ takes the
@@ -253,7 +114,7 @@ out=$(cd "$out" && pwd)
 
 compilers="$("$cross-gcc" --version | head -1); $("$cross-g++" --version | head -1)"
 cmake_version=$(cmake --version 2>/dev/null | head -1 || echo "no cmake (pip brings one)")
-key=$(cat "$lock" "$script" <(echo "$compilers; $cmake_version") | sha256sum | cut -c1-16)
+key=$(cat "$lock" "$script" "$tools" <(echo "$compilers; $cmake_version") | sha256sum | cut -c1-16)
 cache="$cache_root/$key"
 isa_report="$cache.isa-$(sha256sum <"$checker" | cut -c1-16)"
 
@@ -329,7 +190,7 @@ else
 		printf '   %-18s %s, NEEDED: %s\n' "$(basename "$lib")" "$machine" "$needed"
 	done >"$build/libraries.txt"
 
-	py check_lock "$lock" "$build" || die "the wheels and the lock disagree"
+	py check-lock "$lock" "$build" || die "the wheels and the lock disagree"
 
 	isa_check "$build"
 	cp "$tmp/build.log" "$build/build.log"
@@ -355,7 +216,7 @@ for wheel in "$out"/teletype_gpt2-*.whl; do
 done
 (cd "$repo" && "$python" -m appliance.testing.arm64_isa "$out"/teletype_gpt2-*.whl) >/dev/null ||
 	die "the appliance's wheel has libraries a Pi 3 cannot run"
-py check_lock "$lock" "$out" ||
+py check-lock "$lock" "$out" ||
 	die "pyproject.toml and the lock disagree: wheels-arm64.sh --update-lock"
 
 say "$out: $(find "$out" -maxdepth 1 -name '*.whl' | wc -l) wheels"
