@@ -5,7 +5,7 @@
 Each model goes onto the card as NAME; the first is the one the whole
 route is printed with.
 
-The same card and rig as the boot check (run.py), with the models copied
+The same card and rig as the boot check (rig.py), with the models copied
 onto the FAT boot partition beside teletype.toml, as a user copies theirs.
 For each board, the emulated Pi gets the memory Raspberry Pi OS leaves to
 Linux on it (the GPU's share taken: gpu_mem 64 MB under 1 GB, 76 MB above),
@@ -27,14 +27,11 @@ from __future__ import annotations
 
 import json
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-import run as rig  # noqa: E402  (the boot check's own rig: card, QEMU, agent, paper)
+import rig  # the boot check's own rig: card, QEMU, agent, paper
 
 # (name, MB of memory Linux gets): what Raspberry Pi OS leaves to Linux on
 # each board after the GPU's share (gpu_mem: 64 MB on 512 MB boards, 76 MB on
@@ -151,11 +148,10 @@ def whole_route(guest: rig.Guest, r: rig.Results, name: str) -> None:
     )
 
 
-def card_with_models(rootfs: Path, work: Path, named: list[str]) -> tuple[list[Path], str, str]:
+def card_with_models(rootfs: Path, work: Path, named: list[str]) -> tuple[list[Path], rig.Card]:
     """The emulated card with each NAME=MODEL.gguf on its FAT beside teletype.toml.
 
-    Returns the models (as named on the card), the disk's id and the kernel's
-    command line.
+    Returns the models (as named on the card) and the card.
     """
     work.mkdir(parents=True, exist_ok=True)
     extra = work / "models"
@@ -170,29 +166,22 @@ def card_with_models(rootfs: Path, work: Path, named: list[str]) -> tuple[list[P
         models.append(extra / name)
     boot_mib = 64 + sum(m.stat().st_size for m in models) // 2**20 + 64
     template = (rootfs / "boot/firmware/teletype.toml").read_text()
-    toml = work / "teletype.toml"
-    toml.write_text(rig.board_settings(template))
-    disk_id = subprocess.run(
-        [str(HERE / "make-disk.sh"), str(rootfs), str(toml), str(work)],
-        check=True, capture_output=True, text=True,
-        env={"PATH": "/usr/sbin:/sbin:/usr/bin:/bin", "BOOT_MIB": str(boot_mib),
-             "BOOT_EXTRA": str(extra)},
-    ).stdout.split()[-1]  # fmt: skip
-    cmdline = rig.kernel_command_line((work / "bootfs" / "cmdline.txt").read_text(), disk_id)
-    return models, disk_id, cmdline
+    env = {
+        "PATH": "/usr/sbin:/sbin:/usr/bin:/bin",
+        "BOOT_MIB": str(boot_mib),
+        "BOOT_EXTRA": str(extra),
+    }
+    return models, rig.make_card(rootfs, work, rig.board_settings(template), env)
 
 
 def main() -> int:
     rootfs, work = Path(sys.argv[1]).resolve(), Path(sys.argv[2]).resolve()
-    models, disk_id, cmdline = card_with_models(rootfs, work, sys.argv[3:])
+    models, card = card_with_models(rootfs, work, sys.argv[3:])
     r = rig.Results()
     results = []
     for board, memory_mb in BOARDS:
         print(f"\n== {board}: {memory_mb} MB for Linux", flush=True)
-        probe = rig.Guest(work, disk_id, work / "console.log", cmdline, memory_mb)
-        dtb = rig.device_tree(probe.args, work)
-        guest = rig.Guest(work, disk_id, work / f"console-{memory_mb}.log", cmdline, memory_mb)
-        guest.power_on(dtb)
+        guest = card.with_memory(memory_mb).boot(f"console-{memory_mb}.log")
         if not r.check(f"{board}: boots", guest.wait_agent(), rig.tail(guest.console)):
             guest.shutdown()
             continue

@@ -27,9 +27,7 @@ import threading
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-import run as board  # noqa: E402  (the boot check's emulated Pi, reused as it is)
+import rig as board  # the boot check's emulated Pi and card
 
 WINDOW = float(os.environ.get("SD_WINDOW", "300"))
 TEXT = "THE PRINTER RUNS WITHOUT A PAUSE WHILE THE CARD IS WATCHED. " * 4
@@ -93,20 +91,14 @@ def measure(work: Path, disk_id: str, cmdline: str, dtb: Path, mode: str) -> lis
 
 def main() -> int:
     rootfs, work = Path(sys.argv[1]).resolve(), Path(sys.argv[2]).resolve()
-    work.mkdir(parents=True, exist_ok=True)
     template = (rootfs / "boot/firmware/teletype.toml").read_text()
     report = []
     for mode in ("read-only", "read-write"):
         toml = board.board_settings(template)
         if mode == "read-write":
             toml = board.set_setting(toml, "system", "read_only_root", "false")
-        (work / "teletype.toml").write_text(toml)
-        disk_id = board.subprocess.run(
-            [str(HERE / "make-disk.sh"), str(rootfs), str(work / "teletype.toml"), str(work)],
-            check=True, capture_output=True, text=True,
-        ).stdout.split()[-1]  # fmt: skip
-        cmdline = board.kernel_command_line((work / "bootfs" / "cmdline.txt").read_text(), disk_id)
-        dtb = board.device_tree(board.Guest(work, disk_id, work / "c.log", cmdline).args, work)
+        card = board.make_card(rootfs, work, toml)
+        disk_id, cmdline, dtb = card.disk_id, card.cmdline, card.dtb
         print(f"== {mode}", flush=True)
         lines = measure(work, disk_id, cmdline, dtb, mode)
         print("\n".join(lines), flush=True)

@@ -37,9 +37,7 @@ import threading
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-import run as board  # noqa: E402  (the boot check's emulated Pi, reused as it is)
+import rig as board  # the boot check's emulated Pi and card
 
 CUTS = int(os.environ.get("STORM_CUTS", "30"))
 # A bound on the run: no new cut starts after this many minutes (the figures
@@ -351,22 +349,17 @@ class Storm:
 
 def main() -> int:
     rootfs, work = Path(sys.argv[1]).resolve(), Path(sys.argv[2]).resolve()
-    work.mkdir(parents=True, exist_ok=True)
     template = (rootfs / "boot/firmware/teletype.toml").read_text()
     toml = board.board_settings(template)
-    for name, value in (("country", '"GB"'), ("ssid", f'"{board.WIFI_SSID}"'),
-                        ("password", '"placeholder"')):  # fmt: skip
+    for name, value in (
+        ("country", '"GB"'),
+        ("ssid", f'"{board.WIFI_SSID}"'),
+        ("password", '"placeholder"'),
+    ):
         toml = board.set_setting(toml, "network", name, value)
-    (work / "teletype.toml").write_text(toml)
-    disk_id = board.subprocess.run(
-        [str(HERE / "make-disk.sh"), str(rootfs), str(work / "teletype.toml"), str(work)],
-        check=True, capture_output=True, text=True,
-    ).stdout.split()[-1]  # fmt: skip
-    cmdline = board.kernel_command_line((work / "bootfs" / "cmdline.txt").read_text(), disk_id)
-    probe = board.Guest(work, disk_id, work / "console.log", cmdline)
-    dtb = board.device_tree(probe.args, work)
+    card = board.make_card(rootfs, work, toml)
     print(f"== power-cut storm: {CUTS} cuts, seed {SEED}", flush=True)
-    return Storm(work, disk_id, cmdline, dtb).run()
+    return Storm(work, card.disk_id, card.cmdline, card.dtb).run()
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ import sys
 from pathlib import Path
 
 import board_fit
-import run as rig
+import rig
 
 # The chat the bench's warm-prompt rows use (bench/run.py): five lines, about
 # 85 tokens of prompt.
@@ -110,14 +110,11 @@ def main() -> int:
     model = Path(sys.argv[3]).resolve()
     runs = int(sys.argv[4]) if len(sys.argv) > 4 else 3
     name = "gpt2-124M.q8_0.gguf"
-    _, disk_id, cmdline = board_fit.card_with_models(rootfs, work, [f"{name}={model}"])
+    _, card = board_fit.card_with_models(rootfs, work, [f"{name}={model}"])
     board, memory_mb = board_fit.BOARDS[0]
     r = rig.Results()
     print(f"\n== {board}: {memory_mb} MB for Linux, {name}", flush=True)
-    probe = rig.Guest(work, disk_id, work / "console.log", cmdline, memory_mb)
-    dtb = rig.device_tree(probe.args, work)
-    guest = rig.Guest(work, disk_id, work / "console-warm.log", cmdline, memory_mb)
-    guest.power_on(dtb)
+    guest = card.with_memory(memory_mb).boot("console-warm.log")
     try:
         if not r.check("boots", guest.wait_agent(), rig.tail(guest.console)):
             return 1
