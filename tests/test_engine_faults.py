@@ -410,19 +410,9 @@ def test_the_engine_unit_lets_in_the_lan_the_readme_promises_and_not_the_interne
 def test_the_queue_eta_comes_from_the_lengths_of_replies_printed(tmp_path):
     import asyncio
 
-    from appliance.config import parse_config
-    from appliance.engine.engine import Engine
-    from appliance.engine.generator import load_generator
-    from appliance.teletype import build_printer
+    from appliance.testing.engine_inprocess import build_engine
 
-    config = parse_config(
-        f'[teletype]\nport = "file:{tmp_path / "paper.txt"}"\n[model]\nmax_chars = 100\n'.encode(),
-        "test.toml",
-    )
-    generator = load_generator(config.model)
-    printer = build_printer(config.teletype)
-    printer.port.open()
-    engine = Engine(config, generator, printer, tmp_path / "state")
+    engine = build_engine(tmp_path, "[model]\nmax_chars = 100\n")
 
     async def run(seeds) -> list:
         jobs = [engine.new_job("", use_history=True, seed=s) for s in seeds]
@@ -446,8 +436,8 @@ def test_the_queue_eta_comes_from_the_lengths_of_replies_printed(tmp_path):
     try:
         eta, done = asyncio.run(measure())
     finally:
-        printer.close()
-        generator.close()
+        engine.printer.close()
+        engine.generator.close()
     actual = sum(job.printed for job in done) / engine.cps
     assert all(job.status == "done" for job in done)
     # Replies run past max_chars to their sentence end: assuming max_chars

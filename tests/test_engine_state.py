@@ -15,11 +15,9 @@ import resource
 
 import pytest
 
-from appliance.engine.engine import Engine
 from appliance.engine.history import PersistentHistory
 from appliance.engine.moderation import Blocklist
-from appliance.teletype import build_printer
-from appliance.testing.engine_inprocess import engine_config, running_engine
+from appliance.testing.engine_inprocess import build_engine, running_engine
 
 # --- the history ---------------------------------------------------------------------------
 
@@ -147,14 +145,12 @@ def test_a_cancel_that_cannot_be_journaled_is_refused_and_the_job_stays(
 
 
 def test_the_engine_starts_on_a_full_card_and_says_so(tmp_path, embedded_generator):
-    config = engine_config(tmp_path)
-    printer = build_printer(config.teletype)
 
     async def scenario() -> None:
         full = full_card()
         full.__enter__()
         try:
-            engine = Engine(config, embedded_generator, printer, tmp_path / "state")
+            engine = build_engine(tmp_path, generator=embedded_generator)
             async with running_engine(tmp_path, embedded_generator, engine=engine) as run:
                 _, _, status = await run.call("GET", "/v1/status")
                 assert "cannot save the job journal" in status["state_error"]
@@ -167,10 +163,7 @@ def test_the_engine_starts_on_a_full_card_and_says_so(tmp_path, embedded_generat
         finally:
             full.__exit__(None, None, None)
 
-    try:
-        asyncio.run(scenario())
-    finally:
-        printer.close()
+    asyncio.run(scenario())  # running_engine closes the engine's printer
 
 
 # --- paper time in frames ----------------------------------------------------------------------

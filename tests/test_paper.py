@@ -10,13 +10,10 @@ import asyncio
 import json
 import time
 
-from appliance.config import parse_config
-from appliance.engine.engine import Engine
 from appliance.engine.paper import KEPT_EVENTS, RESTART_GAP, Paper
-from appliance.teletype import build_printer
 from appliance.teletype.ports import Decoder
 from appliance.teletype.profiles import get_profile
-from appliance.testing.engine_inprocess import running_engine
+from appliance.testing.engine_inprocess import build_engine, running_engine
 
 EVEN = {c: c | (bin(c).count("1") % 2) << 7 for c in range(128)}  # 7E: parity in bit 7
 
@@ -203,11 +200,7 @@ def test_a_baudot_machines_paper_reads_as_it_printed(tmp_path, embedded_generato
     """Model 28 / ITA2: 5-bit codes with shifts (a letter's code may be 0x0A or 0x0D)."""
 
     async def scenario() -> None:
-        config_text = f'[teletype]\nport = "file:{tmp_path / "p.txt"}"\nprofile = "ita2"\n'
-        config = parse_config(config_text.encode(), "test.toml")
-        printer = build_printer(config.teletype)
-        printer.port.open()
-        engine = Engine(config, embedded_generator, printer, tmp_path / "state")
+        engine = build_engine(tmp_path, 'profile = "ita2"\n', embedded_generator)
         async with running_engine(tmp_path, embedded_generator, worker=True, engine=engine) as run:
             _, _, job = await run.call("POST", "/v1/print", {"text": "RYRY 1234 THE QUICK FOX\n"})
             await run.call("GET", f"/v1/jobs/{job['id']}?wait=60")
@@ -296,6 +289,5 @@ def test_after_a_power_cut_the_last_kept_job_ends_as_the_journal_says(
     saved["job"] = saved["backlog"][-1]["start"]
     path.write_text(json.dumps(saved))
 
-    config = parse_config(f'[teletype]\nport = "file:{tmp_path / "p.txt"}"\n'.encode(), "t.toml")
-    again = Engine(config, embedded_generator, build_printer(config.teletype), tmp_path / "state")
+    again = build_engine(tmp_path, generator=embedded_generator)
     assert again.paper.snapshot()["backlog"][-1] == {"end": {"id": job_id, "ended": "done"}}

@@ -9,6 +9,7 @@ import threading
 import pytest
 
 from appliance.engine.generator import Generator, find_model
+from appliance.testing.engine_inprocess import build_engine
 from appliance.testing.gpt2_vocab import NO_VOCAB, VOCAB_DIR, build_stray_byte_model
 
 PROMPT = "ada: the clutch slips when it warms up\nbert: check the spring first\n"
@@ -48,19 +49,7 @@ def test_token_loop_the_same_seed_gives_the_same_text(stray_bytes):
 
 
 def _engine(tmp_path, model):
-    from appliance.config import parse_config
-    from appliance.engine.engine import Engine
-    from appliance.engine.generator import load_generator
-    from appliance.teletype import build_printer
-
-    config = parse_config(
-        f'[teletype]\nport = "file:{tmp_path / "paper.txt"}"\n[model]\npath = "{model}"\n'.encode(),
-        "test.toml",
-    )
-    generator = load_generator(config.model)
-    printer = build_printer(config.teletype)
-    printer.port.open()
-    return Engine(config, generator, printer, tmp_path / "state")
+    return build_engine(tmp_path, f'[model]\npath = "{model}"\n')
 
 
 def test_token_loop_cancel_stops_a_reply_that_has_printed_nothing_yet(tmp_path, stray_byte_model):

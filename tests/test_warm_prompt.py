@@ -123,19 +123,10 @@ def test_warm_prompt_a_long_history_keeps_its_start_as_lines_arrive(generator):
 
 
 def test_warm_prompt_the_idle_engine_evaluates_the_history_and_a_press_pays_one_token(tmp_path):
-    from appliance.config import parse_config
-    from appliance.engine.engine import Engine
-    from appliance.engine.generator import load_generator
-    from appliance.teletype import build_printer
+    from appliance.testing.engine_inprocess import build_engine
 
-    config = parse_config(
-        f'[teletype]\nport = "file:{tmp_path / "paper.txt"}"\n[model]\nmax_chars = 60\n'.encode(),
-        "test.toml",
-    )
-    generator = load_generator(config.model)
-    printer = build_printer(config.teletype)
-    printer.port.open()
-    engine = Engine(config, generator, printer, tmp_path / "state")
+    engine = build_engine(tmp_path, "[model]\nmax_chars = 60\n")
+    generator = engine.generator
 
     def holds(prompt: str) -> bool:
         ids = generator.prompt_ids(prompt, 60)
@@ -170,5 +161,5 @@ def test_warm_prompt_the_idle_engine_evaluates_the_history_and_a_press_pays_one_
         assert job.status == "done" and job.blocked == 0
         assert evaluated == 0
     finally:
-        printer.close()
+        engine.printer.close()
         generator.close()

@@ -18,6 +18,7 @@ from aiohttp.test_utils import TestServer
 from appliance.config import parse_config
 from appliance.engine.api import build_app
 from appliance.engine.engine import Engine
+from appliance.engine.generator import load_generator
 from appliance.teletype import build_printer
 
 
@@ -47,10 +48,25 @@ class Running:
             return r.status, r.headers, data
 
 
-def engine_config(tmp_path: Path, extra: str = ""):
-    """A config with a file for the Teletype; `extra` is TOML to add (an [engine] section)."""
-    text = f'[teletype]\nport = "file:{tmp_path / "paper.txt"}"\n{extra}\n'
+def engine_config(tmp_path: Path, extra: str = "", port: str = ""):
+    """A config with a file for the Teletype (or `port`); `extra` is TOML to add: keys of
+    [teletype] first, then any sections ([engine], [model]...)."""
+    port = port or f"file:{tmp_path / 'paper.txt'}"
+    text = f'[teletype]\nport = "{port}"\n{extra}\n'
     return parse_config(text.encode(), "test.toml")
+
+
+def build_engine(
+    tmp_path: Path, extra: str = "", generator=None, *, port: str = "", relay=None
+) -> Engine:
+    """The engine in this process, its Teletype's port open (engine_config's), its state in
+    TMP/state: no API and no worker. The model is `generator`, or the one the config names."""
+    config = engine_config(tmp_path, extra, port)
+    if generator is None:
+        generator = load_generator(config.model)
+    printer = build_printer(config.teletype)
+    printer.port.open()
+    return Engine(config, generator, printer, tmp_path / "state", relay)
 
 
 @contextlib.asynccontextmanager
@@ -59,10 +75,8 @@ async def running_engine(
     worker: bool = False, engine: Engine | None = None,
 ) -> AsyncIterator[Running]:  # fmt: skip
     """The engine's app on 127.0.0.1 (an ephemeral port); its worker only with `worker`."""
-    config = engine_config(tmp_path, extra)
-    printer = build_printer(config.teletype)
-    printer.port.open()
-    engine = engine or Engine(config, generator, printer, tmp_path / "state")
+    engine = engine or build_engine(tmp_path, extra, generator)
+    printer = engine.printer
     engine.loop = asyncio.get_running_loop()
     app = build_app(engine, token, frozenset(), password)
     server = TestServer(app, host="127.0.0.1")
