@@ -7,7 +7,7 @@
 # OUT_DIR/disk.img: an MBR disk, partition 1 a FAT boot partition (config.txt,
 # cmdline.txt and TELETYPE_TOML as teletype.toml) mounted at /boot/firmware,
 # partition 2 the ext4 root, partition 3 the appliance's state (ext4,
-# data=journal, at /var/lib/teletype; STATE_MIB, 64 by default), all found
+# data=journal, at /var/lib/teletype; STATE_MIB, 256 by default), all found
 # by PARTUUID as pi-gen's fstab does.
 # OUT_DIR/vmlinuz and OUT_DIR/initrd.img: the root's own Debian kernel and
 # initramfs, for QEMU to start (it stands in for the Pi's firmware).
@@ -30,10 +30,11 @@ disk_id=7e1e7e33
 boot_mib=${BOOT_MIB:-64}
 boot_extra=${BOOT_EXTRA:-}
 mkdir -p "$out"
-# The state partition: a fixed size (history, the job journal, tokens and the
-# network's records are kilobytes; a fixed size means no resize at first boot,
-# one more moment a power cut could catch).
-state_mib=${STATE_MIB:-64}
+# The state partition as the image's first boot makes it
+# (stage-teletype/04-read-only/files/teletype-state-partition): 256 MiB, 4 KiB
+# blocks, every inode table and the journal written at mkfs, so that what the
+# card is measured to write (make sd-writes) is what the image's card writes.
+state_mib=${STATE_MIB:-256}
 staging="$out/root"
 state="$out/state"
 rm -rf "$staging" "$state" "$out/disk.img" "$out/boot.img" "$out/root.img" "$out/state.img"
@@ -106,7 +107,8 @@ cp "$initrd" "$out/initrd.img"
 used_mib=$(du -sm "$staging" | cut -f1)
 root_mib=$((used_mib + used_mib / 4 + 512))
 mkfs.ext4 -q -L rootfs -d "$staging" "$out/root.img" "${root_mib}M" >/dev/null
-mkfs.ext4 -q -L teletype-state -d "$state" "$out/state.img" "${state_mib}M" >/dev/null
+mkfs.ext4 -q -b 4096 -L teletype-state -d "$state" \
+	-E lazy_itable_init=0,lazy_journal_init=0 "$out/state.img" "${state_mib}M" >/dev/null
 mkfs.vfat -n bootfs -C "$out/boot.img" $((boot_mib * 1024)) >/dev/null
 mcopy -i "$out/boot.img" -s "$out/bootfs"/* ::/
 
