@@ -22,6 +22,7 @@ hour.
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 import threading
 import time
@@ -30,6 +31,7 @@ from pathlib import Path
 import rig as board  # the boot check's emulated Pi and card
 
 WINDOW = float(os.environ.get("SD_WINDOW", "300"))
+MODES = os.environ.get("SD_MODES", "read-only read-write").split()
 TEXT = "THE PRINTER RUNS WITHOUT A PAUSE WHILE THE CARD IS WATCHED. " * 4
 PARTS = {"vda1": "boot", "vda2": "root", "vda3": "state"}
 
@@ -39,6 +41,32 @@ def mb_per_hour(before: dict[str, int], after: dict[str, int], seconds: float) -
         name: (after.get(part, 0) - before.get(part, 0)) * 512 / 1e6 * 3600 / seconds
         for part, name in PARTS.items()
     }
+
+
+# Runs in the guest beside the window: each file the appliance replaces in its state
+# directories (write_atomic renames a finished copy into place), counted by name.
+COUNT_WRITES = r"""
+import collections, ctypes, json, os, select, struct, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+fd = libc.inotify_init1(os.O_NONBLOCK)
+IN_MOVED_TO = 0x80
+for folder in sys.argv[2:]:
+    libc.inotify_add_watch(fd, folder.encode(), IN_MOVED_TO)
+counts, end = collections.Counter(), time.monotonic() + float(sys.argv[1])
+while time.monotonic() < end:
+    select.select([fd], [], [], 1.0)
+    try:
+        buf = os.read(fd, 65536)
+    except BlockingIOError:
+        continue
+    at = 0
+    while at < len(buf):
+        _, _, _, size = struct.unpack_from("iIII", buf, at)
+        counts[buf[at + 16 : at + 16 + size].rstrip(b"\0").decode()] += 1
+        at += 16 + size
+print(json.dumps(counts), flush=True)
+"""
+STATE_DIRS = ("/var/lib/teletype-gpt2", "/var/lib/teletype-network")
 
 
 def keep_printing(guest: board.Guest, stop: threading.Event) -> None:
@@ -70,6 +98,10 @@ def measure(work: Path, disk_id: str, cmdline: str, dtb: Path, mode: str) -> lis
     start = board.sectors_written(guest)
     time.sleep(WINDOW)
     idle = board.sectors_written(guest)
+    guest.sh(
+        f"nohup python3 -c {shlex.quote(COUNT_WRITES)} {WINDOW} {' '.join(STATE_DIRS)} "
+        ">/run/sd-writes-count.json 2>&1 &"
+    )
     stop = threading.Event()
     printer = threading.Thread(target=keep_printing, args=(guest, stop), daemon=True)
     mark = guest.paper.mark()
@@ -79,6 +111,8 @@ def measure(work: Path, disk_id: str, cmdline: str, dtb: Path, mode: str) -> lis
     printer.join(timeout=60)
     printing = board.sectors_written(guest)
     printed = len(board.printed_words(guest.paper.since(mark)))
+    board.wait_for(lambda: guest.out("cat /run/sd-writes-count.json").endswith("}"), 60, every=1)
+    counted = guest.out("cat /run/sd-writes-count.json")
     guest.shutdown()
     for what, before, after in (("idle", start, idle), ("printing", idle, printing)):
         rates = mb_per_hour(before, after, WINDOW)
@@ -86,6 +120,7 @@ def measure(work: Path, disk_id: str, cmdline: str, dtb: Path, mode: str) -> lis
         parts = ", ".join(f"{name} {rate:.2f}" for name, rate in rates.items())
         lines.append(f"  {what:8s}: {total:6.2f} MB/hour ({parts})")
     lines.append(f"  ({WINDOW:.0f} s windows, scaled to an hour; {printed} words printed)")
+    lines.append(f"  files replaced on the state partition while printing: {counted}")
     return lines
 
 
@@ -93,7 +128,7 @@ def main() -> int:
     rootfs, work = Path(sys.argv[1]).resolve(), Path(sys.argv[2]).resolve()
     template = (rootfs / "boot/firmware/teletype.toml").read_text()
     report = []
-    for mode in ("read-only", "read-write"):
+    for mode in MODES:
         toml = board.board_settings(template)
         if mode == "read-write":
             toml = board.set_setting(toml, "system", "read_only_root", "false")
