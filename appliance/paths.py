@@ -14,6 +14,9 @@ from appliance.config import Config
 SYSTEM_STATE_DIR = Path("/var/lib/teletype-gpt2")  # the units' StateDirectory=
 SYSTEM_RUNTIME_DIR = Path("/run/teletype-gpt2")  # the engine unit's RuntimeDirectory=
 SOCKET_NAME = "engine.sock"
+# How the root file system runs this boot, one line written by the initramfs
+# (pi-gen-config/stage-teletype/04-read-only): "read-only", or "writable (why)".
+ROOT_MODE_PATH = Path("/run/teletype-root")
 
 
 def state_dir(config: Config) -> Path:

@@ -792,3 +792,51 @@ def test_the_template_is_filled_in_between_the_quotes(tmp_path):
         text = text.replace(f'\n{key} = ""', f'\n{key} = "{value}"')
     settings = parse_network(tomllib.loads(text)["network"], "t")
     assert (settings.country, settings.ssid, settings.password) == ("GB", "Home", PASSWORD)
+
+
+# --- the read-only root: the RAM overlay forgets / at every boot ------------------------------
+
+
+def next_boot_on_a_read_only_root(root: Path, before: dict[str, bytes]) -> None:
+    """The root as the card's own (read-only) root has it again, as after a reboot: what was
+    written to / is gone; the boot partition and the state partition keep what they hold."""
+    kept = ("boot/firmware", "var/lib/teletype-network", "run")
+    for path in sorted(root.rglob("*"), reverse=True):
+        name = str(path.relative_to(root))
+        if name.startswith(kept) or name in before:
+            continue
+        path.unlink() if path.is_file() or path.is_symlink() else path.rmdir()
+    for name, data in before.items():
+        if not name.startswith(kept) and data != b"<dir>":
+            (root / name).write_bytes(data)
+
+
+@needs_systemctl
+def test_on_a_read_only_root_the_wifi_comes_back_at_every_boot(tmp_path):
+    """NetworkManager's connection is written to the root, which a read-only root keeps in RAM:
+    the password taken off the card must stay on the state partition to apply again."""
+    root = card(tmp_path)
+    (root / "run").mkdir()
+    (root / "run/teletype-root").write_text("read-only\n")
+    before = snapshot(root)
+    assert apply(root) == 0
+    assert read_keyfile(root / CONNECTION_FILE)["wifi-security"]["psk"] == PASSWORD
+    for _ in range(2):
+        next_boot_on_a_read_only_root(root, before)
+        assert not (root / CONNECTION_FILE).exists()
+        assert apply(root) == 0
+        assert read_keyfile(root / CONNECTION_FILE)["wifi-security"]["psk"] == PASSWORD
+        assert (root / "etc/hostname").read_text().strip() == "asr33"
+    assert (root / STORED).stat().st_mode & 0o777 == 0o600
+    assert PASSWORD not in (root / "boot/firmware/teletype.toml").read_text()
+
+
+@needs_systemctl
+def test_on_a_writable_root_the_password_is_networkmanagers_alone(tmp_path):
+    root = card(tmp_path)
+    (root / "run").mkdir()
+    (root / "run/teletype-root").write_text("writable (read_only_root = false in teletype.toml)\n")
+    assert apply(root) == 0
+    assert not (root / STORED).exists()
+    assert apply(root) == 0  # the next boot: NetworkManager still has it
+    assert read_keyfile(root / CONNECTION_FILE)["wifi-security"]["psk"] == PASSWORD

@@ -31,6 +31,7 @@ from appliance.config import Config
 from appliance.durable import write_atomic
 from appliance.errors import QueueFull, ShuttingDown, StateError, TooLong
 from appliance.network.oneshot import RESULT_PATH, read_result
+from appliance.paths import ROOT_MODE_PATH
 
 log = logging.getLogger("teletype.whereabouts")
 
@@ -40,9 +41,6 @@ WAIT_FOR_NETWORK = 60.0  # after a start, how long an address may take before "n
 WAIT_FOR_CHAT = 30.0  # after a start, how long the chat bridge may take to say how it is
 MAX_ADDRESSES = 4
 AVAHI = Path("/usr/sbin/avahi-daemon")
-# How the root file system runs this boot, one line written by the initramfs
-# (pi-gen-config/stage-teletype/04-read-only): "read-only", or "writable (why)".
-ROOT_MODE_PATH = Path("/run/teletype-root")
 
 
 # --- the machine's addresses ---------------------------------------------------------

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from appliance.paths import ROOT_MODE_PATH
+
 
 @dataclass
 class Machine:
@@ -24,3 +26,12 @@ class Machine:
 
     def path(self, relative: str | Path) -> Path:
         return self.root / Path(relative)
+
+    def root_read_only(self) -> bool:
+        """The root runs read-only this boot, under a RAM overlay: what is written to / (a
+        NetworkManager connection, the host name) is gone at the next boot."""
+        try:
+            mode = self.path(ROOT_MODE_PATH.relative_to("/")).read_text(errors="replace")
+        except OSError:
+            return False
+        return mode.strip() == "read-only"

@@ -86,8 +86,10 @@ def run_network(config_path: Path | None, apply_now: bool, machine: Machine,
             outcome["changed"] += revoke_keys(machine)
         else:
             outcome["changed"] += apply(settings, machine)
-            if settings.ssid is not None:
-                # NetworkManager has it now (or had it already).
+            if settings.ssid is not None and not machine.root_read_only():
+                # NetworkManager has it now (or had it already), on a root that keeps it.
+                # A read-only root keeps NetworkManager's connection in RAM: the copy on
+                # the state partition applies it again at the next boot.
                 machine.path(STORED_PASSWORD).unlink(missing_ok=True)
         # After [network] was checked and applied: a refusal changes nothing at all.
         if radio_for_imager(machine):

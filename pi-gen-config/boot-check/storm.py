@@ -83,7 +83,10 @@ class Storm:
             self.paper += guest.paper.data
 
     def problem(self, text: str) -> None:
-        print(f"   PROBLEM  {text}", flush=True)
+        first, _, rest = text.partition("\n")
+        print(f"   PROBLEM  {first}", flush=True)
+        for line in rest.splitlines()[-20:]:
+            print(f"            {line}", flush=True)
         self.problems.append(text)
 
     # --- what must hold after every cut ------------------------------------------------
@@ -98,7 +101,10 @@ class Storm:
         rescue = guest.out("systemctl is-active emergency.target rescue.target")
         if state != "running" or rescue != "inactive\ninactive":
             failed = guest.out("systemctl --failed --no-legend --plain")
-            self.problem(f"{after}: system {state!r}, rescue {rescue!r}, failed: {failed}")
+            why = "\n".join(
+                board.journal_tail(guest, unit) for unit in re.findall(r"(?m)^(\S+)", failed)
+            )
+            self.problem(f"{after}: system {state!r}, rescue {rescue!r}, failed: {failed}\n{why}")
         if not board.wait_for(lambda: board.engine_ready(guest), 300):
             self.problem(f"{after}: the engine is not READY\n{board.journal_tail(guest)}")
             return False
