@@ -9,6 +9,7 @@ instruction beyond ARMv8.0-A+CRC.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 import subprocess
@@ -21,7 +22,16 @@ from packaging.requirements import Requirement
 from packaging.tags import compatible_tags, cpython_tags
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
-from appliance.testing.arm64_isa import DISPATCHED, OBJDUMP, check, failures, main, scan_disassembly
+from appliance.testing import arm64_isa
+from appliance.testing.arm64_isa import (
+    CACHE,
+    DISPATCHED,
+    OBJDUMP,
+    check,
+    failures,
+    main,
+    scan_disassembly,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 WHEELHOUSE = ROOT / "build" / "wheels-arm64"
@@ -140,11 +150,44 @@ def test_checker_looks_inside_wheels_and_says_where(tmp_path, capsys):
     assert [(f.library, f.instruction, f.count, f.first_address) for f in findings] == [
         (f"{wheel.name}:demo/_fast.so", "sdot", 1, 4)
     ]
-    assert main([str(wheel)]) == 1
+    assert main(["--no-cache", str(wheel)]) == 1
     out = capsys.readouterr().out
     assert "demo/_fast.so: sdot (dotprod (v8.2)) x1, first at 0x4" in out
     assert "3 ELF file(s) checked" in out and "1 finding(s)" in out
-    assert main([str(tmp_path / "within.o")]) == 0
+    assert main(["--no-cache", str(tmp_path / "within.o")]) == 0
+
+
+def test_a_verdict_is_kept_for_the_same_bytes_and_checker_only(tmp_path, monkeypatch):
+    beyond = assemble(tmp_path, "beyond", ["nop", "sdot v0.4s, v1.16b, v2.16b"], BEYOND_MARCH)
+    within = assemble(tmp_path, "within", WITHIN, "-march=armv8-a+crc")
+    cache = tmp_path / "cache"
+
+    def wheel_of(obj: Path, name: str) -> Path:
+        wheel = tmp_path / name / "demo-1.0-cp311-cp311-linux_aarch64.whl"
+        wheel.parent.mkdir()
+        with zipfile.ZipFile(wheel, "w") as archive:
+            archive.write(obj, "demo/_fast.so")
+        return wheel
+
+    bad, good = wheel_of(beyond, "bad"), wheel_of(within, "good")
+    first = check([bad], cache=cache)
+    assert [f.instruction for f in first] == ["sdot"] and len(list(cache.iterdir())) == 1
+    assert check([good], cache=cache) == []  # the same name, other bytes: judged anew
+    assert len(list(cache.iterdir())) == 2
+
+    disassembled: list[str] = []
+    real = arm64_isa.check_elf
+
+    def counted(path, *args, **kwargs):
+        disassembled.append(path.name)
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(arm64_isa, "check_elf", counted)
+    assert check([bad], cache=cache) == first and disassembled == []  # kept: not disassembled
+    assert check([bad], (), cache=cache) == [dataclasses.replace(first[0], dispatched=None)]
+    assert disassembled == ["_fast.so"]  # other dispatch rules: judged anew
+    (next(p for p in cache.iterdir() if p.stat().st_size > 2)).write_text("{damaged")
+    assert [f.instruction for f in check([bad], cache=cache)] == ["sdot"]
 
 
 def test_checker_flags_an_x86_library(tmp_path):
@@ -314,7 +357,9 @@ def test_llama_libraries_are_aarch64_and_need_only_the_base_system(tmp_path):
 def test_wheelhouse_has_no_instruction_a_pi3_lacks():
     if shutil.which(OBJDUMP) is None:
         pytest.skip(f"{OBJDUMP} is not installed (apt-get install binutils-aarch64-linux-gnu)")
-    findings = check([WHEELHOUSE])
+    # Each library's verdict as make wheels-arm64 left it, if the same checker judged the
+    # same bytes (test_a_verdict_is_kept_for_the_same_bytes_and_checker_only); else judged now.
+    findings = check([WHEELHOUSE], cache=CACHE)
     assert failures(findings) == []
     # The cross-built llama.cpp is clean without any allowance.
     assert not [f for f in findings if f.library.startswith("llama_cpp_python")]

@@ -8,19 +8,30 @@ module disassembles every ELF file in the given wheels with binutils'
 aarch64-linux-gnu-objdump and reports each instruction beyond that baseline,
 per library: the instruction, how often, and where first.
 
-    python -m appliance.testing.arm64_isa [--strict] [-v] WHEEL_OR_DIR...   (status 1 on a finding)
+    python -m appliance.testing.arm64_isa [--strict] [-v] [--no-cache] WHEEL_OR_DIR...
+    (status 1 on a finding)
 
 Some libraries carry code for newer cores and choose it only after asking
 the CPU (DISPATCHED below: libgcc's outline atomics, numpy's float16 sort,
 OpenBLAS's per-core kernels). Such code is recognised by its symbols, named
 in the report, and not counted as a finding unless --strict.
+
+Disassembling llama.cpp's and OpenBLAS's libraries takes minutes. The
+verdict on each library in a wheel is kept in the teletype-gpt2 cache
+(arm64-isa/), keyed by the library's bytes, its path in the wheel, this
+module's source and the dispatch rules: the same bytes judged by the same
+checker are not disassembled twice (`make wheels-arm64` judges them first,
+`make test` again), and any change to either is judged afresh.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import fnmatch
 import hashlib
+import json
+import os
 import re
 import shutil
 import subprocess
@@ -35,6 +46,10 @@ OBJDUMP = "aarch64-linux-gnu-objdump"
 ELF_MAGIC = b"\x7fELF"
 EM_AARCH64 = 183
 BASELINE = "ARMv8.0-A+CRC"
+CACHE = (
+    Path(os.environ.get("TELETYPE_GPT2_CACHE") or Path.home() / ".cache" / "teletype-gpt2")
+    / "arm64-isa"
+)
 
 
 @dataclass(frozen=True)
@@ -317,22 +332,63 @@ def elf_members(wheel: Path) -> list[str]:
         ]
 
 
-def check_wheel(wheel: Path, dispatched: Iterable[Dispatched] = DISPATCHED) -> list[Finding]:
-    """Findings in every ELF file of one wheel.
+def verdict_key(data: bytes, member: str, dispatched: Iterable[Dispatched]) -> str:
+    """What a library's verdict depends on: its bytes, its path in the wheel (the dispatch
+    rules' globs are about it), the rules, and this checker's source."""
+    key = hashlib.sha256(Path(__file__).read_bytes())
+    for part in (repr(list(dispatched)).encode(), member.encode(), data):
+        key.update(hashlib.sha256(part).digest())
+    return key.hexdigest()[:40]
+
+
+def _cached(cache: Path | None, key: str, library: str) -> list[Finding] | None:
+    if cache is None:
+        return None
+    try:
+        rows = json.loads((cache / f"{key}.json").read_text())
+        return [Finding(**{**row, "library": library}) for row in rows]
+    except (OSError, ValueError, TypeError):
+        return None  # not judged yet, or a damaged entry: judge it again
+
+
+def _keep(cache: Path | None, key: str, findings: list[Finding]) -> None:
+    if cache is None:
+        return
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        part = cache / f".{key}.{os.getpid()}"
+        part.write_text(json.dumps([dataclasses.asdict(f) for f in findings]))
+        part.replace(cache / f"{key}.json")  # whole or absent
+    except OSError:
+        pass  # a cache that cannot be written costs time, never a verdict
+
+
+def check_wheel(
+    wheel: Path, dispatched: Iterable[Dispatched] = DISPATCHED, cache: Path | None = None
+) -> list[Finding]:
+    """Findings in every ELF file of one wheel (each verdict kept in `cache`, if given).
 
     A library stored more than once (libllama.so, .so.0, .so.0.5.0: zip has
     no symbolic links) is disassembled once, reported under its first name.
     """
+    dispatched = list(dispatched)
     findings: list[Finding] = []
     seen: set[str] = set()
     with tempfile.TemporaryDirectory() as tmp, zipfile.ZipFile(wheel) as archive:
         for name in elf_members(wheel):
-            digest = hashlib.sha256(archive.read(name)).hexdigest()
+            data = archive.read(name)
+            digest = hashlib.sha256(data).hexdigest()
             if digest in seen:
                 continue
             seen.add(digest)
-            target = Path(archive.extract(name, tmp))
-            findings += check_elf(target, f"{wheel.name}:{name}", dispatched, member=name)
+            library = f"{wheel.name}:{name}"
+            key = verdict_key(data, name, dispatched)
+            found = _cached(cache, key, library)
+            if found is None:
+                target = Path(archive.extract(name, tmp))
+                found = check_elf(target, library, dispatched, member=name)
+                _keep(cache, key, found)
+            findings += found
     return findings
 
 
@@ -345,13 +401,16 @@ def inputs(paths: Iterable[Path]) -> Iterator[Path]:
             yield path
 
 
-def check(paths: Iterable[Path], dispatched: Iterable[Dispatched] = DISPATCHED) -> list[Finding]:
-    """Findings in wheels, folders of wheels and ELF files; dispatched ones marked."""
+def check(
+    paths: Iterable[Path], dispatched: Iterable[Dispatched] = DISPATCHED, cache: Path | None = None
+) -> list[Finding]:
+    """Findings in wheels, folders of wheels and ELF files; dispatched ones marked. The
+    verdicts on wheels' libraries are kept in `cache` (a folder), if given."""
     dispatched = list(dispatched)
     findings: list[Finding] = []
     for path in inputs(paths):
         if path.suffix == ".whl":
-            findings += check_wheel(path, dispatched)
+            findings += check_wheel(path, dispatched, cache)
         else:
             findings += check_elf(path, dispatched=dispatched)
     return findings
@@ -374,8 +433,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "-v", "--verbose", action="store_true", help="list dispatched instructions one by one"
     )
+    parser.add_argument(
+        "--no-cache", action="store_true", help=f"judge every library again (cache: {CACHE})"
+    )
     args = parser.parse_args(argv)
-    findings = check(args.paths, () if args.strict else DISPATCHED)
+    findings = check(
+        args.paths, () if args.strict else DISPATCHED, None if args.no_cache else CACHE
+    )
     bad = failures(findings)
     for finding in bad:
         print(finding)
