@@ -92,6 +92,16 @@ def measure(work: Path, disk_id: str, cmdline: str, dtb: Path, mode: str) -> lis
     board.wait_for(lambda: board.engine_ready(guest), 300)
     assert guest.paper is not None
     board.status_block(guest, 0)  # printed once, and the queue empty
+    # Settled: the paper's copy written once the printer fell quiet (QUIET_SAVE_SECONDS
+    # in appliance/engine/paper.py), so the idle window sees an appliance at rest.
+    printed_at = int(guest.out("date +%s"))
+    board.wait_for(
+        lambda: (
+            int(guest.out("stat -c %Y /var/lib/teletype-gpt2/paper.json || echo 0")) >= printed_at
+        ),
+        180,
+        every=2,
+    )
     running = guest.out("cat /run/teletype-root")
     journal = guest.out("journalctl --header | grep -m1 'File path'")
     lines = [f"{mode}: root {running!r}; {journal.strip()}"]
