@@ -221,11 +221,19 @@ def _saved_text(tmp_path) -> str:
     return path.read_text() if path.exists() else ""
 
 
+async def _seconds_until_saved(tmp_path, text: str, since: float) -> float:
+    """Seconds from `since` (time.monotonic()) until the backlog on the card holds `text`."""
+    while text not in _saved_text(tmp_path):
+        assert time.monotonic() - since < 30, f"{text!r} never written to the card"
+        await asyncio.sleep(0.05)
+    return time.monotonic() - since
+
+
 def test_the_backlog_is_written_when_the_printer_falls_quiet_not_at_each_job_end(
     tmp_path, embedded_generator, monkeypatch
 ):
-    monkeypatch.setattr("appliance.engine.paper.QUIET_SAVE_SECONDS", 2.0, raising=False)
-    monkeypatch.setattr("appliance.engine.paper.MOST_UNSAVED_SECONDS", 3600.0, raising=False)
+    monkeypatch.setattr("appliance.engine.paper.QUIET_SAVE_SECONDS", 2.0)
+    monkeypatch.setattr("appliance.engine.paper.MOST_UNSAVED_SECONDS", 3600.0)
 
     async def scenario() -> None:
         async with running_engine(tmp_path, embedded_generator, worker=True) as run:
@@ -235,10 +243,8 @@ def test_the_backlog_is_written_when_the_printer_falls_quiet_not_at_each_job_end
                 ended = time.monotonic()
                 await asyncio.sleep(0.5)  # what a write begun at the job's end needs
                 assert "FIRST JOB" not in _saved_text(tmp_path)
-            while "SECOND JOB" not in _saved_text(tmp_path):
-                assert time.monotonic() - ended < 30, "never written once the printer was quiet"
-                await asyncio.sleep(0.05)
-            assert time.monotonic() - ended >= 2.0 - 0.05  # not before it was quiet that long
+            # Not before the printer was quiet that long.
+            assert await _seconds_until_saved(tmp_path, "SECOND JOB", ended) >= 2.0 - 0.05
             saved = json.loads(_saved_text(tmp_path))
             assert {"end": {"id": job["id"], "ended": "done"}} in saved["backlog"]
             assert {"text": "FIRST JOB"} in saved["backlog"]
@@ -249,19 +255,16 @@ def test_the_backlog_is_written_when_the_printer_falls_quiet_not_at_each_job_end
 def test_a_printer_that_never_falls_quiet_still_has_its_backlog_written(
     tmp_path, embedded_generator, monkeypatch
 ):
-    monkeypatch.setattr("appliance.engine.paper.QUIET_SAVE_SECONDS", 3600.0, raising=False)
-    monkeypatch.setattr("appliance.engine.paper.MOST_UNSAVED_SECONDS", 2.0, raising=False)
+    monkeypatch.setattr("appliance.engine.paper.QUIET_SAVE_SECONDS", 3600.0)
+    monkeypatch.setattr("appliance.engine.paper.MOST_UNSAVED_SECONDS", 2.0)
 
     async def scenario() -> None:
         async with running_engine(tmp_path, embedded_generator, worker=True) as run:
             asked = time.monotonic()
             _, _, job = await run.call("POST", "/v1/print", {"text": "KEEPS ON PRINTING\n"})
             await run.call("GET", f"/v1/jobs/{job['id']}?wait=60")
-            while "KEEPS ON" not in _saved_text(tmp_path):
-                assert time.monotonic() - asked < 30, "never written: the printer never fell quiet"
-                await asyncio.sleep(0.05)
             # Written once the oldest unsaved change was that old, not at the job's end.
-            assert time.monotonic() - asked >= 2.0 - 0.05
+            assert await _seconds_until_saved(tmp_path, "KEEPS ON", asked) >= 2.0 - 0.05
             saved = json.loads(_saved_text(tmp_path))
             assert {"end": {"id": job["id"], "ended": "done"}} in saved["backlog"]
 
