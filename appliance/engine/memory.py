@@ -82,16 +82,19 @@ def compute_bytes(shape: ModelShape, batch: int = BATCH) -> int:
     return batch * 4 * (shape.vocab_size + 3 * shape.embedding_length)
 
 
-def need_bytes(shape: ModelShape, context: int | None = None, batch: int = BATCH) -> int:
-    """What loading and running this model adds to the engine's memory."""
+def need_bytes(
+    shape: ModelShape, context: int | None = None, batch: int = BATCH, weights: int | None = None
+) -> int:
+    """What loading and running this model adds to the engine's memory: its weights (the
+    file, unless `weights` says otherwise), the KV cache and the compute buffers."""
     ctx = context or shape.context_length
-    return shape.file_size + kv_cache_bytes(shape, ctx) + compute_bytes(shape, batch)
+    weights = shape.file_size if weights is None else weights
+    return weights + kv_cache_bytes(shape, ctx) + compute_bytes(shape, batch)
 
 
 def need_for_type(shape: ModelShape, quant: str, context: int | None = None) -> int:
-    ctx = context or shape.context_length
-    weights = int(shape.parameters * BYTES_PER_PARAMETER[quant])
-    return weights + kv_cache_bytes(shape, ctx) + compute_bytes(shape)
+    """need_bytes for the same model quantised to `quant`."""
+    return need_bytes(shape, context, weights=int(shape.parameters * BYTES_PER_PARAMETER[quant]))
 
 
 def mem_available(meminfo: Path = Path("/proc/meminfo")) -> int | None:
