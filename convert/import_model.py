@@ -80,7 +80,7 @@ def _sha256(path: Path) -> str:
 
 
 def model_card(checkpoint: Checkpoint, gguf: Path, out_type: str, name: str) -> str:
-    from appliance.engine.memory import BOARDS, fit_report
+    from appliance.engine.memory import BOARDS, fit_report, read_shape
 
     h = checkpoint.hparams
     steps = counter(checkpoint.directory) or "not recorded"
@@ -108,8 +108,9 @@ def model_card(checkpoint: Checkpoint, gguf: Path, out_type: str, name: str) -> 
         "| board | fits |",
         "|---|---|",
     ]
+    shape = read_shape(gguf)  # the GGUF's header, read once for every board
     for board in BOARDS:
-        lines.append(f"| {board.name} | {fit_report(gguf, board.mem_available_mb)} |")
+        lines.append(f"| {board.name} | {fit_report(shape, board.mem_available_mb)} |")
     lines += [
         "",
         "Put the file on the card's boot partition beside `teletype.toml` and set",

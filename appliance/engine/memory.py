@@ -136,9 +136,8 @@ def _advice(shape: ModelShape, available: int, context: int | None) -> str:
     )
 
 
-def fit_report(path: Path, available_mb: int) -> str:
+def fit_report(shape: ModelShape, available_mb: int) -> str:
     """One cell of the model card's table: yes, with the margin, or no."""
-    shape = read_shape(path)
     need = need_bytes(shape) + HEADROOM
     spare = available_mb * MB - need
     if spare >= 0:
