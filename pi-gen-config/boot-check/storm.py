@@ -22,7 +22,8 @@ card, and no password that was once taken off the card anywhere in the
 FAT's raw bytes. At the end every accepted job is counted on the paper of
 all the boots: printed once, printed twice (doubled), or never printed and
 not answered for (lost). STORM_CUTS (30), STORM_SEED and STORM_MINUTES (a
-bound on the run's length) set the run.
+bound on the run's length) set the run; a file WORK_DIR/stop ends it after
+the cut in hand, with its figures.
 """
 
 from __future__ import annotations
@@ -263,6 +264,9 @@ class Storm:
         for i in range(1, CUTS + 1):
             if MINUTES is not None and time.monotonic() - started > MINUTES * 60:
                 print(f"   STORM_MINUTES ({MINUTES:.0f}) reached: no more cuts", flush=True)
+                break
+            if (self.work / "stop").exists():  # `touch WORK_DIR/stop`: end with the figures
+                print("   WORK_DIR/stop found: no more cuts", flush=True)
                 break
             kind = KINDS[(i - 1) % len(KINDS)]
             self.kinds[kind] += 1
