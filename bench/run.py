@@ -118,10 +118,11 @@ def generator_rate(
 def bare_rate(path: Path, prompt: str, tokens: int, runs: int) -> Spread:
     """The same work with no Python in the loop but the calls: decode, sample, decode."""
     import llama_cpp
-    from llama_cpp import Llama
+
+    from appliance.engine.llama_open import open_llama
 
     # The generator's own settings (flash attention on), so only the Python differs.
-    llm = Llama(model_path=str(path), n_ctx=0, n_threads=THREADS, flash_attn=True, verbose=False)
+    llm = open_llama(path, n_ctx=0, n_threads=THREADS, flash_attn=True, verbose=False)
     ctx = llm._ctx.ctx
     ids = llm.tokenize(prompt.encode(), add_bos=False, special=False)
     rate = Spread()

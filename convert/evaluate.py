@@ -29,12 +29,12 @@ SAMPLE_PROMPTS = (
 
 
 def load_llama(path: Path, n_ctx: int = DEFAULT_WINDOW, logits_all: bool = False):
-    from llama_cpp import Llama
+    from appliance.engine.llama_open import open_llama
 
     if not path.is_file():
         raise ConversionError(f"GGUF not found: {path}")
-    return Llama(
-        model_path=str(path),
+    return open_llama(
+        path,
         n_ctx=n_ctx,
         n_batch=n_ctx or 512,
         logits_all=logits_all,

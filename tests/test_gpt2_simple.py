@@ -111,9 +111,9 @@ def corpus_lines() -> list[str]:
 
 
 def llama_logits(gguf: Path, sequences: list[list[int]], n_ctx: int) -> list[np.ndarray]:
-    from llama_cpp import Llama
+    from appliance.engine.llama_open import open_llama
 
-    llm = Llama(model_path=str(gguf), n_ctx=n_ctx, logits_all=True, verbose=False, seed=0)
+    llm = open_llama(gguf, n_ctx=n_ctx, logits_all=True, verbose=False, seed=0)
     out = []
     for ids in sequences:
         llm.reset()
@@ -144,10 +144,10 @@ def test_imported_gguf_gives_tensorflows_logits(reference, tmp_path):
 
 @pytest.mark.slow
 def test_gpt2_simple_encoder_and_llama_tokenizer_agree(reference, tmp_path, corpus_lines):
-    from llama_cpp import Llama
+    from appliance.engine.llama_open import open_llama
 
     gguf, _ = import_to_gguf(reference["run"], tmp_path / "tiny.f32.gguf", "f32")
-    llm = Llama(model_path=str(gguf), vocab_only=True, verbose=False)
+    llm = open_llama(gguf, vocab_only=True, verbose=False)
     mismatched = [
         line
         for line, ids in zip(corpus_lines, reference["ids"], strict=True)

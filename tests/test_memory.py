@@ -22,10 +22,11 @@ from tests.conftest import EMBEDDED_MODEL
 
 def test_the_header_says_what_llama_cpp_says():
     import llama_cpp
-    from llama_cpp import Llama
+
+    from appliance.engine.llama_open import open_llama
 
     shape = read_shape(EMBEDDED_MODEL)
-    llm = Llama(model_path=str(EMBEDDED_MODEL), n_ctx=64, verbose=False)
+    llm = open_llama(EMBEDDED_MODEL, n_ctx=64, verbose=False)
     model = llm.model
     assert shape.architecture == "gpt2"
     assert shape.context_length == llama_cpp.llama_model_n_ctx_train(model)

@@ -142,12 +142,12 @@ class Generator:
         flash_attn: bool = True,
         batch: int = 512,
     ):
-        from llama_cpp import Llama
+        from appliance.engine.llama_open import open_llama
 
         self.model_path = model_path
         try:
-            self.llm = Llama(
-                model_path=str(model_path),
+            self.llm = open_llama(
+                model_path,
                 n_ctx=0,  # the model's own trained context
                 n_threads=threads or os.cpu_count() or 1,
                 last_n_tokens_size=repeat_last_n,
