@@ -127,9 +127,15 @@ def _threads():
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items):
     """Groups for pytest-xdist's --dist loadgroup: a file's tests stay together (its
-    module fixtures are made once), and so do all that use the session's tiny model."""
+    module fixtures are made once), and so do all that use the session's tiny model.
+
+    First of the hook's implementations: xdist's own reads the marks into the
+    node ids, and run after it they came too late and every test was scheduled
+    alone (tests/test_suite_grouping.py).
+    """
     for item in items:
         group = "tiny-model" if "tiny_model" in item.fixturenames else item.nodeid.split("::")[0]
         item.add_marker(pytest.mark.xdist_group(group))
