@@ -198,8 +198,10 @@ def test_a_request_head_left_unfinished_is_cut_at_the_deadline(tmp_path, caplog)
             try:
                 assert await healthz(port) == 200
                 assert await closed_within(slow_reader, 3.0)
-                elapsed = time.monotonic() - started
-                assert 0.4 <= elapsed < 2.0
+                # Not before the deadline; that it was the guard's deadline that cut
+                # it (and not a later one) is guard.timed_out below, not a clock,
+                # which a busy machine can stretch.
+                assert time.monotonic() - started >= 0.4
                 assert await closed_within(idle_reader, 1.0)
             finally:
                 close_all([slow, idle])
@@ -229,7 +231,9 @@ def test_an_idle_keep_alive_connection_is_left_to_aiohttps_keepalive_timeout(tmp
                 writer.write(HEAD)
                 answered = time.monotonic()
                 assert await closed_within(reader, 4.0)
-                assert 1.2 <= time.monotonic() - answered < 3.5
+                # Idle past the head deadline (0.5 s) and cut by the keep-alive time
+                # (1.5 s), not by the guard (timed_out stays 0).
+                assert time.monotonic() - answered >= 1.2
             finally:
                 writer.close()
             assert guard.timed_out == 0
