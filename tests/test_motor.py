@@ -21,6 +21,7 @@ from gpiozero.pins.mock import MockFactory, MockPin
 
 from appliance.config import parse_config
 from appliance.engine.motor import open_motor
+from appliance.testing.engine_inprocess import EventTimes
 
 RELAY = 22
 
@@ -50,17 +51,6 @@ def factory():
     yield Device.pin_factory
     Device.pin_factory.reset()
     Device.pin_factory = None
-
-
-class EventTimes:
-    """An engine subscriber that notes when each kind of event was first emitted
-    (the engine emits synchronously, so this is the moment it happened)."""
-
-    def __init__(self) -> None:
-        self.at: dict[str, float] = {}
-
-    def put_nowait(self, event: dict) -> None:
-        self.at.setdefault(event["event"], time.monotonic())
 
 
 def run_engine(tmp_path: Path, teletype, motor: str, scenario) -> dict:

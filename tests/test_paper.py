@@ -237,14 +237,18 @@ def test_the_backlog_is_written_when_the_printer_falls_quiet_not_at_each_job_end
 
     async def scenario() -> None:
         async with running_engine(tmp_path, embedded_generator, worker=True) as run:
+            paper = run.engine.paper
             for text in ("FIRST JOB\n", "SECOND JOB\n"):
                 _, _, job = await run.call("POST", "/v1/print", {"text": text})
                 await run.call("GET", f"/v1/jobs/{job['id']}?wait=60")
-                ended = time.monotonic()
                 await asyncio.sleep(0.5)  # what a write begun at the job's end needs
-                assert "FIRST JOB" not in _saved_text(tmp_path)
-            # Not before the printer was quiet that long.
-            assert await _seconds_until_saved(tmp_path, "SECOND JOB", ended) >= 2.0 - 0.05
+                saved, read_by = _saved_text(tmp_path), time.monotonic()
+                # On the card only once the quiet spell was over (however late this
+                # looked: on a busy machine the spell may be over by now).
+                assert "FIRST JOB" not in saved or read_by >= paper.last_change + 2.0
+            # Not before the printer was quiet that long, counted from the paper's
+            # last change itself, not from when this test heard the job had ended.
+            assert await _seconds_until_saved(tmp_path, "SECOND JOB", paper.last_change) >= 2.0
             saved = json.loads(_saved_text(tmp_path))
             assert {"end": {"id": job["id"], "ended": "done"}} in saved["backlog"]
             assert {"text": "FIRST JOB"} in saved["backlog"]
@@ -260,11 +264,11 @@ def test_a_printer_that_never_falls_quiet_still_has_its_backlog_written(
 
     async def scenario() -> None:
         async with running_engine(tmp_path, embedded_generator, worker=True) as run:
-            asked = time.monotonic()
+            asked = time.monotonic()  # before the job's first change on paper
             _, _, job = await run.call("POST", "/v1/print", {"text": "KEEPS ON PRINTING\n"})
             await run.call("GET", f"/v1/jobs/{job['id']}?wait=60")
             # Written once the oldest unsaved change was that old, not at the job's end.
-            assert await _seconds_until_saved(tmp_path, "KEEPS ON", asked) >= 2.0 - 0.05
+            assert await _seconds_until_saved(tmp_path, "KEEPS ON", asked) >= 2.0
             saved = json.loads(_saved_text(tmp_path))
             assert {"end": {"id": job["id"], "ended": "done"}} in saved["backlog"]
 

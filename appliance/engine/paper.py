@@ -132,6 +132,11 @@ class Paper:
 
     # --- keeping it ----------------------------------------------------------------------
 
+    @property
+    def last_change(self) -> float:
+        """time.monotonic() of the paper's last change (the quiet spell counts from it)."""
+        return self._last_change
+
     async def save(self) -> None:
         """Until the paper as it is now is on the card (OSError if it will not take it)."""
         if self._writer is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,22 @@ from appliance.engine.api import build_app
 from appliance.engine.engine import Engine
 from appliance.engine.generator import load_generator
 from appliance.teletype import build_printer
+
+
+class EventTimes:
+    """When each kind of the engine's events was first emitted, by time.monotonic().
+
+    `engine.subscribers.add(EventTimes())`: the engine emits synchronously, as
+    the thing happens, so these are the moments themselves, not when a waiter
+    on a busy machine got round to noting them (a job's "finished" comes
+    before the engine starts counting a quiet spell).
+    """
+
+    def __init__(self) -> None:
+        self.at: dict[str, float] = {}
+
+    def put_nowait(self, event: dict) -> None:
+        self.at.setdefault(event["event"], time.monotonic())
 
 
 @dataclass
