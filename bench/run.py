@@ -40,11 +40,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from appliance.engine.llama_open import cores_to_use  # noqa: E402
 from appliance.testing.engine_process import EngineProcess  # noqa: E402
 from appliance.testing.wire import PtyReader  # noqa: E402
 from bench.models import SHAPES, build, build_gpt2_vocab  # noqa: E402
 
-THREADS = os.cpu_count() or 1
+THREADS = cores_to_use()
 # Five chat lines, as the bridge keeps them: about 120 tokens with the names.
 CHAT = [
     ("ada", "the clutch on my model 33 slips when the motor warms up"),

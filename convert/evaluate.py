@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,7 +28,7 @@ SAMPLE_PROMPTS = (
 
 
 def load_llama(path: Path, n_ctx: int = DEFAULT_WINDOW, logits_all: bool = False):
-    from appliance.engine.llama_open import open_llama
+    from appliance.engine.llama_open import cores_to_use, open_llama
 
     if not path.is_file():
         raise ConversionError(f"GGUF not found: {path}")
@@ -38,7 +37,7 @@ def load_llama(path: Path, n_ctx: int = DEFAULT_WINDOW, logits_all: bool = False
         n_ctx=n_ctx,
         n_batch=n_ctx or 512,
         logits_all=logits_all,
-        n_threads=os.cpu_count() or 1,
+        n_threads=cores_to_use(),
         seed=0,
         verbose=False,
     )

@@ -27,6 +27,8 @@ def quantize(source: Path, out: Path, quant_type: str = "q8_0", threads: int | N
     """
     import llama_cpp
 
+    from appliance.engine.llama_open import cores_to_use
+
     if quant_type not in QUANT_TYPES:
         raise ConversionError(
             f"quant type must be one of {', '.join(QUANT_TYPES)}, not {quant_type!r}"
@@ -36,7 +38,7 @@ def quantize(source: Path, out: Path, quant_type: str = "q8_0", threads: int | N
     out.parent.mkdir(parents=True, exist_ok=True)
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = getattr(llama_cpp, QUANT_TYPES[quant_type])
-    params.nthread = threads or os.cpu_count() or 1
+    params.nthread = threads or cores_to_use()
     partial = out.with_name(out.name + ".part")
     status = llama_cpp.llama_model_quantize(
         str(source).encode(), str(partial).encode(), ctypes.byref(params)

@@ -121,10 +121,23 @@ def isolated_cache(tmp_path, monkeypatch) -> Path:
 
 @pytest.fixture(scope="session", autouse=True)
 def _threads():
-    # Two cores here; more threads than cores only makes llama.cpp and torch fight.
-    # Under pytest-xdist (`make test`) the cores are shared among its workers.
+    """Under pytest-xdist (`make test`) each worker, and all it starts, runs on its own
+    share of the cores.
+
+    llama.cpp's threads wait for each other at every step, spinning: with a
+    thread per core in each worker (and in each engine a worker starts), a
+    thread that lost its core held up the rest, and a perplexity that takes
+    3 s alone took 51 s in the suite. The engine and the converter run a
+    thread per core they may use (appliance/engine/llama_open.py).
+    """
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    cores = sorted(os.sched_getaffinity(0))
+    if workers > 1 and worker.startswith("gw"):
+        share = max(1, len(cores) // workers)
+        first = int(worker[2:]) * share % len(cores)
+        os.sched_setaffinity(0, cores[first : first + share])
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, len(cores) // workers)))
 
 
 @pytest.hookimpl(tryfirst=True)

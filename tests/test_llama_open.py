@@ -58,3 +58,20 @@ def test_the_converters_evaluation_opens_the_model_and_decodes():
     )
     assert done.returncode == 0, f"exit {done.returncode}\n{done.stderr[-2000:]}"
     assert int(done.stdout) > 0
+
+
+def test_the_generator_runs_a_thread_per_core_it_may_use():
+    """Under taskset, a systemd CPUAffinity= or a test worker's share, llama.cpp runs as
+    many threads as there are cores to run them (os.cpu_count() counts every core of
+    the machine, and threads beyond the share wait on each other at every step)."""
+    done = run_child(
+        "import os\n"
+        "from pathlib import Path\n"
+        "os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})\n"
+        "from appliance.engine.generator import Generator\n"
+        f"g = Generator(Path({str(EMBEDDED_MODEL)!r}))\n"
+        "print(g.llm.n_threads, os.cpu_count())\n"
+    )
+    assert done.returncode == 0, f"exit {done.returncode}\n{done.stderr[-2000:]}"
+    threads, _machine = map(int, done.stdout.split())
+    assert threads == 1

@@ -27,7 +27,6 @@ prompt and seed give the same text either way.
 from __future__ import annotations
 
 import codecs
-import os
 import random
 import re
 import threading
@@ -142,14 +141,14 @@ class Generator:
         flash_attn: bool = True,
         batch: int = 512,
     ):
-        from appliance.engine.llama_open import open_llama
+        from appliance.engine.llama_open import cores_to_use, open_llama
 
         self.model_path = model_path
         try:
             self.llm = open_llama(
                 model_path,
                 n_ctx=0,  # the model's own trained context
-                n_threads=threads or os.cpu_count() or 1,
+                n_threads=threads or cores_to_use(),
                 last_n_tokens_size=repeat_last_n,
                 use_mmap=True,
                 # bench/results.md: with it the first character came sooner;

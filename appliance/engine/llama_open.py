@@ -19,6 +19,7 @@ flag cleared, for the one call that opens the model.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +28,16 @@ from typing import Any
 # Llama() reads the parameters' defaults through the module; one opening at a time
 # may change them.
 _opening = threading.Lock()
+
+
+def cores_to_use() -> int:
+    """The cores this process may run on (a systemd CPUAffinity=, taskset or a test
+    worker's share), where os.cpu_count() says every core of the machine: llama.cpp
+    threads beyond them wait on each other at every step."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
 
 
 def build_has_amx(system_info: str) -> bool:
