@@ -34,7 +34,7 @@ class ModelConfig:
     path: str = _opt(
         "", "GGUF file: a name beside this file, or a full path; empty for the embedded model"
     )
-    threads: int = _opt(0, "CPU threads for generation; 0 for all cores", min=0, max=64)
+    threads: int = _opt(0, "CPU threads for generation; 0: one per core it may use", min=0, max=64)
     flash_attn: bool = _opt(True, "llama.cpp's flash attention (a sooner first character: bench/)")
     temperature: float = _opt(0.75, "sampling temperature", min=0.0, max=2.0)
     top_p: float = _opt(0.9, "nucleus sampling", min=0.0, max=1.0)
