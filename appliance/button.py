@@ -119,7 +119,6 @@ class FrontPanel:
     def set_led(self, state: str) -> None:
         if state == self.led_state:
             return
-        self.led_state = state
         if state == READY:
             self.led.on()
         elif state == BUSY:
@@ -128,6 +127,9 @@ class FrontPanel:
             self.led.blink(on_time=0.1, off_time=0.1)
         else:
             self.led.off()
+        # Said once the LED shows it: gpiozero stops a pulse's thread inside on(),
+        # and a reader told READY before that saw the pulse's last value (0.92).
+        self.led_state = state
 
     async def watch(self) -> None:
         """Keep the LED in step with the engine."""
