@@ -19,6 +19,7 @@ flag cleared, for the one call that opens the model.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import threading
 from collections.abc import Iterator
@@ -45,6 +46,7 @@ def build_has_amx(system_info: str) -> bool:
     return "AMX_INT8 = 1" in system_info
 
 
+@functools.cache  # the build cannot change while the process runs
 def extra_buffers_safe() -> bool:
     """False where this llama.cpp's extra buffer types include the AMX one."""
     import llama_cpp
@@ -76,8 +78,5 @@ def open_llama(path: Path | str, **settings: Any):
     the build has one."""
     from llama_cpp import Llama
 
-    with _opening:
-        if extra_buffers_safe():
-            return Llama(model_path=str(path), **settings)
-        with _without_extra_buffers():
-            return Llama(model_path=str(path), **settings)
+    with _opening, contextlib.nullcontext() if extra_buffers_safe() else _without_extra_buffers():
+        return Llama(model_path=str(path), **settings)
