@@ -96,7 +96,10 @@ class Front:
         self.out = out
         self.keys_in = keys_in  # the file descriptor typed lines come from
         self.paper = Paper(out)
-        self.screen = self.paper  # what the virtual Teletype writes to
+        self.screen = _PaperFeed(self)  # what the virtual Teletype writes to
+        # The print's thread draws the paper while the loop draws the prompt and
+        # what the demo says: one at a time, so neither lands inside the other.
+        self.drawing = threading.RLock()
         self.prompt_open = False  # "> " is on the screen and nothing typed after it
         self.leaving = False  # Ctrl-D: leave once the paper is quiet
         # While the paper moves, what the user types is not echoed and what the demo
@@ -214,25 +217,38 @@ class Front:
             event = await events.get()
             kind, job = event["event"], event["data"]
             if kind == "started" and job["print"]:
-                if self.prompt_open:
-                    self._say("\n")
-                    self.prompt_open = False
-                self.printing = True
-                self._echo(False)
+                self.paper_moves()
             elif kind == "finished":
-                if self.printing:
-                    self.printing = False
+                with self.drawing:
+                    was_printing, self.printing = self.printing, False
+                if was_printing:
                     self._echo(True)
                 if job["status"] in ("cancelled", "interrupted"):
                     self._say(f"  (print {job['status']})\n")
                 elif job["status"] not in ("done",):
                     self._say(f"  (nothing printed: {job['error'] or job['status']})\n")
-                self._say("".join(self.held))
-                self.held.clear()
+                with self.drawing:
+                    held, self.held = "".join(self.held), []
+                    self._say(held)
                 if self.leaving:
                     self._leave_when_quiet(engine, stop)
                 elif not self._busy(engine):
                     self._prompt(engine)
+
+    def paper_moves(self) -> None:
+        """A print begins: on a line of its own, with typing unechoed and the demo's words held.
+
+        Called by whichever comes first: the paper's first characters (the
+        print's thread) or the engine's "started" event (the loop).
+        """
+        with self.drawing:
+            if self.printing:
+                return
+            if self.prompt_open:
+                self.out.write("\n")
+                self.prompt_open = False
+            self.printing = True
+        self._echo(False)
 
     def _interrupt(self, engine, stop: asyncio.Event) -> None:
         """Ctrl-C: stop the print if one runs, else leave."""
@@ -252,9 +268,10 @@ class Front:
             stop.set()
 
     def _prompt(self, engine) -> None:
-        if not self.prompt_open and not self.printing:
-            self._say("> ")
-            self.prompt_open = True
+        with self.drawing:
+            if not self.prompt_open and not self.printing:
+                self._say("> ")
+                self.prompt_open = True
 
     def _echo(self, on: bool) -> None:
         if not self.terminal:
@@ -264,11 +281,27 @@ class Front:
         termios.tcsetattr(self.keys_in, termios.TCSANOW, attrs)
 
     def _say(self, text: str) -> None:
-        if self.printing:
-            self.held.append(text)
-            return
-        self.out.write(text)
-        self.out.flush()
+        with self.drawing:
+            if self.printing:
+                self.held.append(text)
+                return
+            self.out.write(text)
+            self.out.flush()
+
+
+class _PaperFeed:
+    """The virtual Teletype's output: the paper, begun on a line of its own."""
+
+    def __init__(self, front: Front):
+        self.front = front
+
+    def write(self, text: str) -> None:
+        self.front.paper_moves()
+        with self.front.drawing:
+            self.front.paper.write(text)
+
+    def flush(self) -> None:
+        self.front.paper.flush()
 
 
 @contextlib.contextmanager

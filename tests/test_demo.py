@@ -179,3 +179,18 @@ def test_demo_banner_fits_an_80_column_terminal():
     banner = Front(config, StringIO(), 0)._banner()
     assert "!gpt2" in banner
     assert [line for line in banner.splitlines() if len(line) > 80] == []
+
+
+def test_demo_print_begins_on_a_line_of_its_own_before_the_started_event_arrives():
+    # The print's thread can draw its first character before the loop has seen
+    # "started": CI's screen read "> " then "  | L", a line break, "INE 0 OF".
+    from appliance.config import Config
+    from appliance.demo import Front
+
+    out = StringIO()
+    front = Front(Config(), out, 0)
+    front._prompt(None)
+    front.screen.write("LINE 0")
+    front._say("  (not added: the blocklist)\n")  # said while the paper moves: held
+    assert out.getvalue() == "> \n  | LINE 0"
+    assert front.held == ["  (not added: the blocklist)\n"]
