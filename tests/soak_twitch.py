@@ -111,6 +111,9 @@ class Figures:
     answered: int = 0
     told_why: int = 0
     watchdog_fired: list[str] = field(default_factory=list)  # the fault of each round it fired in
+    # The longest the watchdog went unfed while the bridge ran, by the round's fault:
+    # the margin under WATCHDOG that a slow machine eats into.
+    longest_unfed: dict = field(default_factory=dict)
     exits: Counter = field(default_factory=Counter)
     pings: int = 0
     validations: int = 0
@@ -134,6 +137,7 @@ class Figures:
             "gpt2_answered": self.answered,
             "gpt2_told_why": self.told_why,
             "watchdog_fired_in": self.watchdog_fired,
+            "longest_unfed_s": {k: round(v, 1) for k, v in sorted(self.longest_unfed.items())},
             "bridge_exits": dict(self.exits),
             "watchdog_pings": self.pings,
             "token_validations": self.validations,
@@ -201,7 +205,10 @@ class Soak:
                 if ready is None or self.stopping or self.process.returncode is not None:
                     continue
                 fed = max(ready, self.systemd.last("WATCHDOG=1", since=started) or 0.0)
-                if time.monotonic() - fed > WATCHDOG:
+                unfed = time.monotonic() - fed
+                longest = self.figures.longest_unfed
+                longest[self.fault] = max(longest.get(self.fault, 0.0), unfed)
+                if unfed > WATCHDOG:
                     self.log(f"watchdog fired during {self.fault}")
                     self.figures.watchdog_fired.append(self.fault)
                     self.process.send_signal(signal.SIGABRT)  # as systemd does

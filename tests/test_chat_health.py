@@ -32,13 +32,16 @@ from tests.test_chat import (
 )
 
 
+# The same checks as on the Pi (every 15 s, Twitch asked every minute,
+# 90 s to repair), at a pace a test can wait for.
+QUICK = {"check_every": 0.2, "ask_twitch_every": 3, "repair_for": 20.0}
+QUICK_CLOCKS = ",".join(f"{name}={value:g}" for name, value in QUICK.items())
+
+
 @pytest.fixture(autouse=True)
 def quick_health(monkeypatch):
-    # The same checks as on the Pi (every 15 s, Twitch asked every minute,
-    # 90 s to repair), at a pace a test can wait for.
-    monkeypatch.setattr(TeletypeBot, "check_every", 0.2, raising=False)
-    monkeypatch.setattr(TeletypeBot, "ask_twitch_every", 3, raising=False)
-    monkeypatch.setattr(TeletypeBot, "repair_for", 20.0, raising=False)
+    for name, value in QUICK.items():
+        monkeypatch.setattr(TeletypeBot, name, value, raising=False)
 
 
 pytestmark = pytest.mark.engine(max_chars=40)  # the `engine` fixture's (tests/conftest.py)
@@ -273,7 +276,9 @@ def test_teletype_chat_survives_a_misbehaving_twitch_and_logs_no_token(tmp_path,
                     text, broadcaster=users["streamer"], chatter=users["alice"], **kw
                 )
 
-            env = {"WATCHDOG_USEC": "2000000"}
+            # The bridge's health clocks at a test's pace (as `quick_health` does for the
+            # bots in this process): with the Pi's, each repair waited for the 15 s check.
+            env = {"WATCHDOG_USEC": "2000000", "TWITCH_AT_CLOCKS": QUICK_CLOCKS}
             async with chat_process(fake, config_file, notify, **env) as process:
                 await asyncio.to_thread(notify.wait_for, "READY=1", 30)
                 await say("line one")
