@@ -31,7 +31,6 @@ from tests.test_chat import (
     stop_as_systemd_does,
 )
 
-
 # The same checks as on the Pi (every 15 s, Twitch asked every minute,
 # 90 s to repair), at a pace a test can wait for.
 QUICK = {"check_every": 0.2, "ask_twitch_every": 3, "repair_for": 20.0}
