@@ -396,7 +396,7 @@ def test_the_watchdog_is_pinged_only_while_chat_works_and_a_lost_cause_exits(
 
     notify = NotifySocket(tmp_path / "notify.sock")
     monkeypatch.setenv("NOTIFY_SOCKET", str(notify.path))
-    monkeypatch.setenv("WATCHDOG_USEC", "400000")  # a ping every 0.2 s while healthy
+    monkeypatch.setenv("WATCHDOG_USEC", "400000")  # pings every 0.04 s while healthy
     monkeypatch.setattr(TeletypeBot, "repair_for", 3.0, raising=False)
     config = _config(tmp_path)
 
@@ -482,7 +482,7 @@ async def bridge_alone(tmp_path: Path, before_start=None):
 def notify(tmp_path, monkeypatch):
     socket = NotifySocket(tmp_path / "notify.sock")
     monkeypatch.setenv("NOTIFY_SOCKET", str(socket.path))
-    monkeypatch.setenv("WATCHDOG_USEC", "200000")  # a ping every 0.1 s while alive
+    monkeypatch.setenv("WATCHDOG_USEC", "200000")  # pings every 0.02 s while alive
     yield socket
     socket.close()
 

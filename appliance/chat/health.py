@@ -55,14 +55,22 @@ class Health:
             return False
 
 
+# systemd wants a ping at least every half WatchdogSec. At exactly that pace, a
+# bridge deaf from just after one ping to just after the next missed one went
+# 1.5 WatchdogSec unfed, and one deaf for barely over half of it could be
+# killed. A ping each tenth: a kill means nine tenths of WatchdogSec not hearing.
+PINGS_PER_WATCHDOG = 10
+
+
 async def pet_watchdog(health: Health) -> None:
-    interval = notify.watchdog_interval()
-    if not interval:
+    half = notify.watchdog_interval()
+    if not half:
         return
+    every = 2 * half / PINGS_PER_WATCHDOG
     while True:
         if health.live():
             notify.watchdog()
-        await asyncio.sleep(interval)
+        await asyncio.sleep(every)
 
 
 async def tell_the_engine(health: Health, engine: EngineClient, every: float = 2.0,

@@ -35,6 +35,7 @@ class NotifySocket:
         self.sock.bind(str(path))
         self.sock.settimeout(0.1)
         self.messages: list[str] = []
+        self.times: list[float] = []  # when each message came (time.monotonic)
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
@@ -42,11 +43,19 @@ class NotifySocket:
     def _read(self):
         while not self._closed.is_set():
             try:
-                self.messages.append(self.sock.recv(4096).decode())
+                message = self.sock.recv(4096).decode()
             except TimeoutError:
                 continue
             except OSError:
                 return
+            self.times.append(time.monotonic())
+            self.messages.append(message)
+
+    def when(self, text: str) -> list[float]:
+        """When each message holding `text` came."""
+        # A message's time is kept first: read together, `times` may be one longer.
+        pairs = zip(list(self.times), list(self.messages), strict=False)
+        return [t for t, m in pairs if text in m]
 
     def wait_for(self, text: str, timeout: float = 60.0) -> str:
         deadline = time.monotonic() + timeout

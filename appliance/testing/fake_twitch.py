@@ -257,6 +257,7 @@ class FakeTwitch:
 
         self._canned: dict[tuple[str, str], list[_CannedResponse]] = {}
         self._stalls: dict[tuple[str, str], list[float]] = {}
+        self._quick_again = asyncio.Event()  # set by stop_stalling: held requests go on
         self._drops: list[dict[str, str]] = []
         self._ids = itertools.count(1)
         self._changed = asyncio.Condition()
@@ -388,6 +389,13 @@ class FakeTwitch:
         handshake is held, so ws_connect times out)."""
         # No Twitch doc page: latency is a property of the network path, not an API shape.
         self._stalls.setdefault((method.upper(), path), []).extend([seconds] * n)
+
+    def stop_stalling(self, method: str, path: str) -> None:
+        """Twitch is quick again on `method path`: the stalls still queued are dropped and
+        the requests held now go on (a client that gave up on one sees a reset)."""
+        self._stalls.pop((method.upper(), path), None)
+        self._quick_again.set()
+        self._quick_again = asyncio.Event()
 
     def reset_next(self, method: str, path: str, n: int = 1) -> None:
         """The next `n` requests to `method path` get no answer: the connection is dropped
@@ -834,7 +842,8 @@ class FakeTwitch:
         if stalls:
             self.stalled.append(rec)  # the stall has begun: a test may act meanwhile
             await self._notify()
-            await asyncio.sleep(stalls.pop(0))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._quick_again.wait(), stalls.pop(0))
         canned = self._canned.get((request.method, request.path))
         if canned:
             c = canned.pop(0)
