@@ -120,10 +120,14 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# On every core (pytest-xdist); a file's tests, and all that share the trained
-# tiny model, stay on one worker (tests/conftest.py), so each is built once.
+# Two workers a core (pytest-xdist), at most 16: most of the suite's time is waiting
+# (an engine printing, the fake Twitch, a browser), and with one a core the CPUs sat
+# two thirds idle. A file's tests, and all that share the trained tiny model, stay
+# on one worker (tests/conftest.py), so each is built once; the longest groups are
+# handed out first, in the order conftest gives them.
+TEST_WORKERS ?= $(shell n=$$(nproc); echo $$(( n * 2 < 16 ? n * 2 : 16 )))
 test: lint test-deps $(TF_STAMP)
-	$(BIN)/python -m pytest -n auto --dist loadgroup $(PYTEST)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder $(PYTEST)
 
 # The chat bridge as a process, for SOAK_ROUNDS faults drawn at random (every
 # fault once per 24 rounds); `make test` runs the 24 (tests/test_chat_soak.py).

@@ -140,18 +140,42 @@ def _threads():
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, len(cores) // workers)))
 
 
+# The groups `make test` hands out first, longest first: seconds on one of four workers
+# (measured 2026-12-07). Handed out last, the soak alone kept the suite going for its
+# minute and a half after the rest had finished. A group not named here only starts
+# later; a stale figure costs time, never a result (tests/test_suite_grouping.py
+# checks that each names a group that exists).
+LONGEST_FIRST = {
+    "tests/test_chat_soak.py": 85,
+    "tests/test_gpt2_simple.py": 84,
+    "tests/test_panel.py": 72,
+    "tiny-model": 53,
+    "tests/test_chat.py": 53,
+    "tests/test_chat_health.py": 43,
+    "tests/test_engine_faults.py": 42,
+    "tests/test_engine.py": 41,
+    "tests/test_whereabouts.py": 40,
+    "tests/test_button.py": 39,
+}
+
+
+def suite_group(item: pytest.Item) -> str:
+    return "tiny-model" if "tiny_model" in item.fixturenames else item.nodeid.split("::")[0]
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items):
     """Groups for pytest-xdist's --dist loadgroup: a file's tests stay together (its
     module fixtures are made once), and so do all that use the session's tiny model.
+    The longest groups come first (the Makefile keeps this order: --no-loadscope-reorder).
 
     First of the hook's implementations: xdist's own reads the marks into the
     node ids, and run after it they came too late and every test was scheduled
     alone (tests/test_suite_grouping.py).
     """
     for item in items:
-        group = "tiny-model" if "tiny_model" in item.fixturenames else item.nodeid.split("::")[0]
-        item.add_marker(pytest.mark.xdist_group(group))
+        item.add_marker(pytest.mark.xdist_group(suite_group(item)))
+    items.sort(key=lambda item: -LONGEST_FIRST.get(suite_group(item), 0))  # stable
 
 
 @pytest.fixture

@@ -46,3 +46,12 @@ def test_a_files_tests_all_run_on_one_worker(tmp_path: Path):
         workers.setdefault(file, set()).add(worker)
     assert set(workers) == {"test_a", "test_b"}, done.stdout[-3000:]
     assert all(len(ran_on) == 1 for ran_on in workers.values()), workers
+
+
+def test_the_groups_handed_out_first_exist():
+    # A renamed file would silently drop to the end of the queue, the soak's old place.
+    from tests.conftest import LONGEST_FIRST
+
+    gone = [g for g in LONGEST_FIRST if g != "tiny-model" and not (ROOT / g).is_file()]
+    assert not gone, f"tests/conftest.py LONGEST_FIRST names files that are gone: {gone}"
+    assert list(LONGEST_FIRST.values()) == sorted(LONGEST_FIRST.values(), reverse=True)
