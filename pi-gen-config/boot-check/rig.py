@@ -606,10 +606,12 @@ class Results:
         self.passed = 0
         self.failed: list[str] = []
         self.scenario = ""
+        self.started = time.monotonic()
 
     def begin(self, scenario: str) -> None:
         self.scenario = scenario
-        print(f"\n== {scenario}", flush=True)
+        # When each began: where the check's time goes (CI's budget is tight).
+        print(f"\n== {scenario}   [{time.monotonic() - self.started:.0f} s]", flush=True)
 
     def check(self, name: str, ok: bool, detail: str = "") -> bool:
         print(f"   {'ok  ' if ok else 'FAIL'}  {name}", flush=True)
