@@ -35,7 +35,7 @@ CONVERT := $(BIN)/python -m convert
 corpus_arg = $(if $(CORPUS),--corpus $(CORPUS),)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup venv system-deps test-deps demo test lint bench model model-import model-sweep gguf quantize eval clean \
+.PHONY: help setup venv system-deps test-deps test-setup demo test lint bench model model-import model-sweep gguf quantize eval clean \
 	wheels-arm64 wheels-arm64-deps image-check image-check-deps boot-check boot-check-deps board-fit \
 	power-cut-storm sd-writes image wiring screenshots soak-twitch pi-warm-prompt
 
@@ -120,13 +120,17 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# All that make test installs, without running it: .ci/run makes it first, so that
+# the boot check can start beside the tests with no second pip in the same venv.
+test-setup: setup test-deps $(TF_STAMP)
+
 # Two workers a core (pytest-xdist), at most 16: most of the suite's time is waiting
 # (an engine printing, the fake Twitch, a browser), and with one a core the CPUs sat
 # two thirds idle. A file's tests, and all that share the trained tiny model, stay
 # on one worker (tests/conftest.py), so each is built once; the longest groups are
 # handed out first, in the order conftest gives them.
 TEST_WORKERS ?= $(shell n=$$(nproc); echo $$(( n * 2 < 16 ? n * 2 : 16 )))
-test: lint test-deps $(TF_STAMP)
+test: lint test-setup
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder $(PYTEST)
 
 # The chat bridge as a process, for SOAK_ROUNDS faults drawn at random (every
