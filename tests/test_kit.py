@@ -22,6 +22,32 @@ def test_kit_is_left_out_of_the_appliance_wheel():
     assert [p for p in packages if p.startswith("appliance.testing")] == []
 
 
+def test_package_discovery_never_walks_build(tmp_path):
+    """pip's build of the checkout (make setup) must not walk build/: beside it, image-check
+    mounts /proc in the arm64 root there, and the walk followed /proc/self/cwd for ever."""
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    find = pyproject["tool"]["setuptools"]["packages"]["find"]
+    (tmp_path / "appliance").mkdir()
+    (tmp_path / "appliance" / "__init__.py").touch()
+    rootfs = tmp_path / "build" / "image-check" / "rootfs"
+    rootfs.mkdir(parents=True)
+    (rootfs / "proc").symlink_to("/proc")  # as good as a mount for a walk that follows links
+    # As setuptools finds packages for a pyproject.toml (namespace packages, links followed).
+    script = (
+        "import sys; from setuptools.discovery import PEP420PackageFinder as F; "
+        "print(F.find(sys.argv[1], include=sys.argv[2].split(), exclude=sys.argv[3].split()))"
+    )
+    args = [tmp_path, " ".join(find["include"]), " ".join(find.get("exclude", ()))]
+    try:
+        found = subprocess.run(
+            [sys.executable, "-c", script, *map(str, args)],
+            capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        raise AssertionError("setuptools walked into build/ (and /proc): never ending") from None
+    assert "'appliance'" in found.stdout
+
+
 def test_kit_is_imported_as_a_package_not_from_tests():
     """bench/, the boot check and the wheel script reach the kit without tests/ on a path."""
     files = [*ROOT.glob("bench/*.py"), *ROOT.glob("pi-gen-config/**/*.py")]
