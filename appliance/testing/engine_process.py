@@ -57,6 +57,11 @@ class NotifySocket:
         pairs = zip(list(self.times), list(self.messages), strict=False)
         return [t for t, m in pairs if text in m]
 
+    def last(self, text: str, since: float = 0.0) -> float | None:
+        """When the latest message holding `text` came, if one came at `since` or later."""
+        times = [t for t in self.when(text) if t >= since]
+        return times[-1] if times else None
+
     def wait_for(self, text: str, timeout: float = 60.0) -> str:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
