@@ -36,7 +36,7 @@ corpus_arg = $(if $(CORPUS),--corpus $(CORPUS),)
 
 .DEFAULT_GOAL := help
 .PHONY: help setup venv system-deps test-deps test-setup demo test lint bench model model-import model-sweep gguf quantize eval clean \
-	wheels-arm64 wheels-arm64-deps image-check image-check-deps boot-check boot-check-deps board-fit \
+	wheels-arm64 wheels-arm64-deps image-base image-check image-check-deps boot-check boot-check-deps board-fit \
 	power-cut-storm sd-writes image wiring screenshots soak-twitch pi-warm-prompt
 
 # pi-gen, pinned: the bookworm-arm64 branch at its 2026-06-18 release tag
@@ -219,6 +219,11 @@ image-check-deps:
 # through qemu-user-static), from the wheels the image gets.
 image-check: wheels-arm64 image-check-deps
 	pi-gen-config/image-check.sh build/wheels-arm64
+
+# Its base root alone (debootstrap and the Debian packages; cached): it needs
+# no wheels, so CI makes it while they build.
+image-base: image-check-deps
+	pi-gen-config/image-check.sh --base
 
 boot-check-deps:
 	@missing=""; \

@@ -3,6 +3,8 @@
 # here, without building an SD-card image.
 #
 #   image-check.sh WHEEL_DIR
+#   image-check.sh --base      (step 3's cached base root alone: it needs no
+#                               wheels, so CI makes it while they build)
 #
 # 1. shellcheck on every script of the stage and the firmware;
 # 2. the pi-gen config parsed, its required settings checked;
@@ -29,7 +31,10 @@ export PATH="$PATH:/usr/sbin:/sbin"
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$here")
 stage="$here/stage-teletype"
-wheels=$(cd "${1:?usage: image-check.sh WHEEL_DIR}" && pwd)
+base_only=
+if [ "${1:-}" = --base ]; then base_only=1; else
+	wheels=$(cd "${1:?usage: image-check.sh WHEEL_DIR | --base}" && pwd)
+fi
 cache="${TELETYPE_GPT2_CACHE:-$HOME/.cache/teletype-gpt2}/image-check"
 work="$repo/build/image-check"
 release=bookworm
@@ -57,6 +62,7 @@ check() { # check DESCRIPTION COMMAND...
 }
 mkdir -p "$cache" "$work"
 
+if [ -z "$base_only" ]; then
 # --- 1. shellcheck ---------------------------------------------------------
 say "shellcheck"
 scripts=("$stage"/prerun.sh "$stage"/*/*.sh "$here"/*.sh "$here"/boot-check/*.sh "$repo"/firmware/*.sh)
@@ -100,6 +106,7 @@ check_config() {
 	)
 }
 check "required settings, RELEASE=$release, xz, SSH off, stage listed" check_config
+fi
 
 # --- 3. a root file system with the stage's packages (cached) --------------
 mirror=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
@@ -111,7 +118,9 @@ packages=$(sed 's/#.*//' "$stage/00-system/00-packages" | xargs)
 # the boot partition.
 booting="systemd systemd-sysv udev kmod procps initramfs-tools dosfstools e2fsprogs"
 kernel="linux-image-arm64"
-key=$(printf '%s %s %s %s %s' "$release" "$arch" "$packages" "$booting" "$kernel" |
+# (base_recipe names how it is made, where that changes what it holds.)
+base_recipe="initramfs-by-the-stage"
+key=$(printf '%s %s %s %s %s %s' "$release" "$arch" "$packages" "$booting" "$kernel" "$base_recipe" |
 	sha256sum | cut -c1-12)
 base="$cache/rootfs-$release-$arch-$key.tar"
 rootfs="$work/rootfs"
@@ -166,12 +175,17 @@ if [ ! -f "$base" ]; then
 			exit 1
 		}
 	mount_chroot
-	# The kernel last and alone: its initramfs is then made once, not again by
-	# the triggers of what comes with it (ten minutes each under emulation).
+	# The kernel last and alone, and without an initramfs (INITRD=No, read by
+	# initramfs-tools' kernel hook): making one takes ten minutes under emulation,
+	# and the stage's 04-read-only makes it again with its own scripts. An empty
+	# file stands in its place, so that the stage's `update-initramfs -u -k all`
+	# finds the kernel (it updates only the initramfs that exist) and makes the
+	# one the image has, as on a Pi.
 	# shellcheck disable=SC2086 # lists of package names
 	chroot "$rootfs" /bin/bash -ec "export DEBIAN_FRONTEND=noninteractive; apt-get update -q;
 		apt-get install -y -q --no-install-recommends $booting $packages;
-		apt-get install -y -q --no-install-recommends $kernel; apt-get clean" \
+		INITRD=No apt-get install -y -q --no-install-recommends $kernel; apt-get clean;
+		for image in /boot/vmlinuz-*; do touch /boot/initrd.img-\${image#/boot/vmlinuz-}; done" \
 		>"$work/apt.log" 2>&1 || {
 		tail -30 "$work/apt.log"
 		exit 1
@@ -179,6 +193,10 @@ if [ ! -f "$base" ]; then
 	unmount_all
 	tar -C "$rootfs" -cf "$base.part" . && mv "$base.part" "$base"
 	echo "   base root file system cached in $((SECONDS - started)) s: $base"
+fi
+if [ -n "$base_only" ]; then
+	say "image-check --base: the base root file system is in $base"
+	exit 0
 fi
 
 say "the stage, as pi-gen runs it"
