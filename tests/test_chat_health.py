@@ -98,6 +98,26 @@ def test_a_resubscribe_that_fails_after_a_reconnect_is_repaired(tmp_path, engine
     asyncio.run(scenario())
 
 
+def test_a_slow_resubscribe_after_a_close_is_left_to_finish(tmp_path, engine):
+    # After a close that is not the end (4004 here, or a reset), twitchio opens a
+    # new socket and subscribes again on it. The health checks that ran meanwhile
+    # saw that socket without a subscription and "repaired" it: closed it under
+    # the subscription Twitch was making, while Twitch began to deliver lines there
+    # (make soak-twitch, seed 239917237: two lines lost), and opened a third.
+    async def scenario():
+        async with stage(tmp_path, engine) as s:
+            before = len(s.fake.sessions)
+            # Five health checks while twitchio's own subscribe is under way.
+            s.fake.stall_next("POST", "/helix/eventsub/subscriptions", 5 * QUICK["check_every"])
+            await s.fake.close_sessions(4004, b"reconnect grace time expired")
+            await _repaired(s, before)
+            await _hears(s, "after the slow resubscribe")
+            return [sess.id for sess in s.fake.sessions[before:]]
+
+    opened = asyncio.run(scenario())
+    assert len(opened) == 1, f"sockets opened for one close: {opened}"
+
+
 def test_a_socket_closed_as_unused_4003_is_repaired(tmp_path, engine):
     async def scenario():
         async with stage(tmp_path, engine) as s:

@@ -227,6 +227,10 @@ class TeletypeBot(_TokenFileMixin, commands.Bot):
         """
         return self.enabled and bool(self._live_sockets()) and self._token_ok()
 
+    def _reconnecting(self) -> bool:
+        """twitchio is moving a socket to a new session, to subscribe again there itself."""
+        return any(ws._connecting for ws in self._sockets())
+
     def _token_ok(self) -> bool:
         # A refused refresh drops the token from twitchio's table.
         return self.bot_id in self._http._tokens  # type: ignore[attr-defined]
@@ -265,6 +269,13 @@ class TeletypeBot(_TokenFileMixin, commands.Bot):
             self.health.bad(f"reconnecting: {problem}")
             if loop_time - broken_since > self.repair_for:
                 return await self._fail(Unhealthy(f"could not repair the chat link: {problem}"))
+            if self._reconnecting() and loop_time - broken_since < self.call_timeout:
+                # twitchio is subscribing again on a new socket after a close or a
+                # reset: a repair now would close that socket under the subscription
+                # Twitch is making, and lose what Twitch delivers there. One that is
+                # still at it after a call's time is stuck (twitchio leaves it so
+                # when its connect fails midway): repaired then.
+                continue
             await self._repair()
 
     async def _problem(self, ask_twitch: bool) -> BaseException | str | None:
