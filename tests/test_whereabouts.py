@@ -19,6 +19,7 @@ from appliance.engine.whereabouts import (
     Whereabouts,
     interface_addresses,
     keep_announcing,
+    network_manager_done,
     reachable,
     status_block,
 )
@@ -126,6 +127,10 @@ class Machine:
     def __init__(self, hostname: str, addresses: list[str]):
         self.hostname = hostname
         self.addresses = addresses
+        self.network_started = False  # NetworkManager's startup (nm-online -s), as set
+
+    async def network_done(self) -> bool:
+        return self.network_started
 
     def name(self) -> str:
         return self.hostname
@@ -157,7 +162,8 @@ def run_engine(tmp_path: Path, machine: Machine, seconds: float, result: Path | 
         worker = asyncio.create_task(engine.run_worker())
         announcer = asyncio.create_task(
             keep_announcing(engine, tmp_path / "state", addresses=machine.interfaces,
-                            hostname=machine.name, result_path=result or tmp_path / "none.json",
+                            hostname=machine.name, network_done=machine.network_done,
+                            result_path=result or tmp_path / "none.json",
                             root_mode_path=root_mode or tmp_path / "no-root-mode",
                             every=0.05, settle=0.3, wait_for_network=1.0, wait_for_chat=0.5)
         )  # fmt: skip
@@ -213,6 +219,40 @@ def test_no_network_waits_for_an_address_before_saying_none(tmp_path):
     assert blocks(early) == 0
     late = run_engine(tmp_path, machine, 2.0)
     assert blocks(late) == 1 and "ADDRESS: NONE YET" in late
+
+
+def test_no_network_is_said_once_networkmanager_has_brought_up_all_it_would(tmp_path):
+    # NetworkManager's startup is over (every connection it would bring up at boot
+    # tried, as network-online.target waits for): no address is coming, so the block
+    # says so without waiting out the minute. A Pi with no network heard in seconds.
+    machine = Machine("teletype", [])
+    machine.network_started = True
+    early = run_engine(tmp_path, machine, 0.6)
+    assert blocks(early) == 1 and "ADDRESS: NONE YET" in early
+
+
+def _nm_online(folder: Path, body: str) -> Path:
+    """nm-online at the edge of the machine: a script that answers as it would, and
+    notes what it was asked."""
+    folder.mkdir(exist_ok=True)
+    path = folder / "nm-online"
+    path.write_text(f'#!/bin/sh\necho "$@" > {folder / "asked"}\n{body}\n')
+    path.chmod(0o755)
+    return path
+
+
+def test_networkmanagers_startup_is_read_from_nm_online(tmp_path):
+    done = _nm_online(tmp_path / "done", "exit 0")
+    assert asyncio.run(network_manager_done(done)) is True
+    assert (tmp_path / "done" / "asked").read_text().split() == ["-s", "-q", "-t", "0"]
+    # Still starting; not running (nm-online says 1 then too); absent; not answering:
+    # each means the full minute's wait.
+    assert asyncio.run(network_manager_done(_nm_online(tmp_path / "pending", "exit 1"))) is False
+    assert asyncio.run(network_manager_done(tmp_path / "absent")) is False
+    hung = _nm_online(tmp_path / "hung", "exec sleep 30")
+    started = time.monotonic()
+    assert asyncio.run(network_manager_done(hung, timeout=0.5)) is False
+    assert time.monotonic() - started < 30
 
 
 def test_the_bridges_state_is_in_the_block(tmp_path):

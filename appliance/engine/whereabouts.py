@@ -21,7 +21,7 @@ import json
 import logging
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,9 +38,11 @@ log = logging.getLogger("teletype.whereabouts")
 LOOK_EVERY = 5.0  # seconds between two looks at the network
 SETTLE = 15.0  # the same network this long before it is printed (DHCP, IPv6 come in steps)
 WAIT_FOR_NETWORK = 60.0  # after a start, how long an address may take before "no network"
+# ...unless NetworkManager says sooner that it has brought up all it would at boot.
 WAIT_FOR_CHAT = 30.0  # after a start, how long the chat bridge may take to say how it is
 MAX_ADDRESSES = 4
 AVAHI = Path("/usr/sbin/avahi-daemon")
+NM_ONLINE = Path("/usr/bin/nm-online")
 
 
 # --- the machine's addresses ---------------------------------------------------------
@@ -111,6 +113,32 @@ def reachable(addresses: list[tuple[str, str]]) -> list[str]:
             continue
         (out4 if address.version == 4 else out6).append(str(address))
     return sorted(set(out4)) + sorted(set(out6))
+
+
+async def network_manager_done(nm_online: Path = NM_ONLINE, timeout: float = 10.0) -> bool:
+    """NetworkManager's startup is over: every connection it brings up at boot was
+    tried (what NetworkManager-wait-online, and so network-online.target, waits for).
+    Without an address by then, none is coming for now.
+
+    False where it cannot say (not started yet, not installed, not answering): the
+    status block then waits out WAIT_FOR_NETWORK as before.
+    """
+    try:
+        # -t 0: answer at once; -s: the startup, not a connection.
+        process = await asyncio.create_subprocess_exec(
+            str(nm_online), "-s", "-q", "-t", "0",
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+    except OSError:
+        return False
+    try:
+        async with asyncio.timeout(timeout):
+            return await process.wait() == 0
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        return False
 
 
 # --- the block -----------------------------------------------------------------------
@@ -238,6 +266,7 @@ async def keep_announcing(
     *,
     addresses: Callable[[], list[tuple[str, str]]] = interface_addresses,
     hostname: Callable[[], str] = current_hostname,
+    network_done: Callable[[], Awaitable[bool]] = network_manager_done,
     result_path: Path = RESULT_PATH,
     root_mode_path: Path = ROOT_MODE_PATH,
     every: float = LOOK_EVERY,
@@ -256,6 +285,7 @@ async def keep_announcing(
     # The block went out saying the bridge was starting (it was slower than
     # wait_for_chat, as under load): its state goes on paper when it comes.
     bridge_owed = False
+    network_started = False  # NetworkManager's startup was over at some look
     while True:
         if bridge_owed and engine.chat_state is not None:
             line = twitch_line(config, engine.chat_state).upper() + "\n"
@@ -280,7 +310,12 @@ async def keep_announcing(
             seen, seen_since = now, moment
         up_for = moment - started
         settled = moment - seen_since >= settle
-        waiting = (not now.addresses and up_for < wait_for_network) or (
+        no_address_yet = not now.addresses and up_for < wait_for_network
+        if no_address_yet and not network_started:
+            network_started = await network_done()
+            if network_started:
+                log.info("no address, and NetworkManager has brought up all it would")
+        waiting = (no_address_yet and not network_started) or (
             config.chat.channel and engine.chat_state is None and up_for < wait_for_chat
         )
         fingerprint = now.fingerprint(this_boot)
