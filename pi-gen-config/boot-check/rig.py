@@ -76,13 +76,16 @@ def set_setting(toml: str, section: str, key: str, value: str) -> str:
     return toml[: head.end()] + body + toml[stop:]
 
 
+MAX_CHARS = 60  # [model] max_chars on the card: a reply is six seconds of paper
+
+
 def board_settings(template: str) -> str:
     """The template as a maker would edit it for this board's button and LED."""
     toml = set_setting(template, "button", "pin", str(BUTTON_LINE))
     toml = set_setting(toml, "button", "pull", '"down"')
     toml = set_setting(toml, "button", "led_pin", str(LED_LINE))
     # Short replies keep the check's prints to seconds, not minutes, at 10 cps.
-    return set_setting(toml, "model", "max_chars", "100")
+    return set_setting(toml, "model", "max_chars", str(MAX_CHARS))
 
 
 # --- the device tree ----------------------------------------------------------------

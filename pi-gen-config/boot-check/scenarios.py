@@ -22,6 +22,7 @@ from typing import Any
 from rig import (
     BOOT_TIMEOUT,
     HERE,
+    MAX_CHARS,
     MEMORY_MB,
     MOTOR_LINE,
     WIFI_PASSWORD,
@@ -196,7 +197,7 @@ def first_boot_reaches_ready(r: Results, guest: Guest) -> None:
     r.check(
         "settings read from /boot/firmware/teletype.toml",
         "/boot/firmware/teletype.toml" in config.splitlines()[0]
-        and re.search(r"(?m)^max_chars = 100\b", config) is not None
+        and re.search(rf"(?m)^max_chars = {MAX_CHARS}\b", config) is not None
         and guest.out("findmnt -n -o FSTYPE /boot/firmware") == "vfat",
         config[:2000],
     )
