@@ -249,6 +249,8 @@ def test_networkmanagers_startup_is_read_from_nm_online(tmp_path):
     # each means the full minute's wait.
     assert asyncio.run(network_manager_done(_nm_online(tmp_path / "pending", "exit 1"))) is False
     assert asyncio.run(network_manager_done(tmp_path / "absent")) is False
+    killed = _nm_online(tmp_path / "killed", "kill -SYS $$")
+    assert asyncio.run(network_manager_done(killed)) is False
     hung = _nm_online(tmp_path / "hung", "exec sleep 30")
     started = time.monotonic()
     assert asyncio.run(network_manager_done(hung, timeout=0.5)) is False

@@ -134,11 +134,14 @@ async def network_manager_done(nm_online: Path = NM_ONLINE, timeout: float = 10.
         return False
     try:
         async with asyncio.timeout(timeout):
-            return await process.wait() == 0
+            status = await process.wait()
     except TimeoutError:
         process.kill()
         await process.wait()
         return False
+    if status < 0:  # killed: by the unit's system call filter, as once
+        log.warning("nm-online was killed by signal %d", -status)
+    return status == 0
 
 
 # --- the block -----------------------------------------------------------------------
