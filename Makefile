@@ -58,6 +58,7 @@ help:
 	@echo "make eval         perplexity table of every GGUF in $(BUILD)/gguf against the HF model"
 	@echo "make wheels-arm64 every runtime wheel for a Pi (aarch64), llama-cpp-python cross-built (build/wheels-arm64)"
 	@echo "make image-check  install the image's stage into an arm64 Debian root here and check it (root)"
+	@echo "make image-base   that root's cached base alone (debootstrap, Debian packages; no wheels needed) (root)"
 	@echo "make boot-check   boot that root in an emulated Pi (QEMU) and drive it: paper, button, faults (root)"
 	@echo "make board-fit    which GPT-2 fits which Pi: 124M and 355M in the emulated Pi per board (root)"
 	@echo "make pi-warm-prompt  the warm prompt's cold/warm ratio on the smallest board, emulated (root)"
