@@ -826,12 +826,17 @@ def test_teletype_chat_process_notifies_ready_and_stops_on_sigterm(tmp_path, eng
             users = _users(fake)
             _sign_in(fake, config)
             async with chat_process(fake, config_file, notify) as process:
-                await asyncio.to_thread(notify.wait_for, "READY=1", 30)
+                await asyncio.to_thread(
+                    notify.wait_for, "READY=1", alive=lambda: process.returncode is None
+                )
                 await fake.push_chat("hello from chat", broadcaster=users["streamer"],
                                      chatter=users["alice"])  # fmt: skip
-                for _ in range(100):
+                # Until the line is there (a busy machine is slow, not wrong); the
+                # bound only ends a hang.
+                deadline = asyncio.get_running_loop().time() + 120
+                while True:
                     lines = (await asyncio.to_thread(engine.json, "GET", "/v1/history"))[1]
-                    if lines["lines"]:
+                    if lines["lines"] or asyncio.get_running_loop().time() > deadline:
                         break
                     await asyncio.sleep(0.1)
                 err = await stop_as_systemd_does(process)

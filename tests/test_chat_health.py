@@ -299,7 +299,9 @@ def test_teletype_chat_survives_a_misbehaving_twitch_and_logs_no_token(tmp_path,
             # bots in this process): with the Pi's, each repair waited for the 15 s check.
             env = {"WATCHDOG_USEC": "2000000", "TWITCH_AT_CLOCKS": QUICK_CLOCKS}
             async with chat_process(fake, config_file, notify, **env) as process:
-                await asyncio.to_thread(notify.wait_for, "READY=1", 30)
+                await asyncio.to_thread(
+                    notify.wait_for, "READY=1", alive=lambda: process.returncode is None
+                )
                 await say("line one")
                 await say("line two, delivered twice", duplicate=True)
                 await say("!gpt2")

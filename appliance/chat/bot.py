@@ -228,8 +228,11 @@ class TeletypeBot(_TokenFileMixin, commands.Bot):
         return self.enabled and bool(self._live_sockets()) and self._token_ok()
 
     def _reconnecting(self) -> bool:
-        """twitchio is moving a socket to a new session, to subscribe again there itself."""
-        return any(ws._connecting for ws in self._sockets())
+        """twitchio has a new connection for a socket and subscribes again on it itself.
+
+        (While its handshake hangs, nothing is subscribed there, and a repair loses
+        nothing: repaired at once, as before.)"""
+        return any(ws._connecting and ws.connected for ws in self._sockets())
 
     def _token_ok(self) -> bool:
         # A refused refresh drops the token from twitchio's table.

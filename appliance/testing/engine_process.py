@@ -13,6 +13,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -62,12 +63,21 @@ class NotifySocket:
         times = [t for t in self.when(text) if t >= since]
         return times[-1] if times else None
 
-    def wait_for(self, text: str, timeout: float = 60.0) -> str:
+    def wait_for(
+        self, text: str, timeout: float = 300.0, alive: Callable[[], bool] | None = None
+    ) -> str:
+        """The first message holding `text`: waited for while `alive()` (the sender is
+        still running), however slow a busy machine makes it; `timeout` only ends a
+        hang."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             found = next((m for m in list(self.messages) if text in m), None)
             if found:
                 return found
+            if alive is not None and not alive():
+                raise AssertionError(
+                    f"the sender ended before {text!r}; it said {self.messages[-5:]}"
+                )
             time.sleep(0.02)
         raise AssertionError(f"no {text!r} on the notify socket; got {self.messages[-5:]}")
 
@@ -140,7 +150,11 @@ seed = 1
             stderr=subprocess.STDOUT,
             env=self.env,
         )
-        self.notify.wait_for("READY=1")
+        process = self.process
+        try:
+            self.notify.wait_for("READY=1", alive=lambda: process.poll() is None)
+        except AssertionError as e:
+            raise AssertionError(f"{e}\n{self.log.read_text(errors='replace')[-3000:]}") from None
         return self
 
     @property
