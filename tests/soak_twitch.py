@@ -358,13 +358,17 @@ class Soak:
     def posts(self) -> list[str]:
         return [m["message"] for m in self.fake.chat_messages]
 
-    def settled_asks(self) -> bool:
+    def unsettled_asks(self) -> list[str]:
+        """The viewers whose !gpt2 has no final answer posted (a reply or why not)."""
         finals = {}
         for post in self.posts():
             name, _, rest = post.partition(" ")
             if name.startswith("@V") and not rest.startswith("you are number"):
                 finals[name[1:]] = rest
-        return all(name in finals for name in self.asks)
+        return [name for name in self.asks if name not in finals]
+
+    def settled_asks(self) -> bool:
+        return not self.unsettled_asks()
 
     async def history(self) -> list[str]:
         status, body = await asyncio.to_thread(self.engine.json, "GET", "/v1/history")
@@ -400,7 +404,11 @@ class Soak:
                 f"{[t for t in self.said[-8:] if t not in history]}"
             )
             await asyncio.sleep(0.2)
-        await self.until("every !gpt2 answered or told why", self.settled_asks)
+        try:
+            await self.until("every !gpt2 answered or told why", self.settled_asks)
+        except AssertionError as e:
+            posts = [p for p in self.posts() if p.startswith("@V")][-6:]
+            raise AssertionError(f"{e}: not {self.unsettled_asks()}; last posts {posts}") from None
         self.fake.chat_limit = (20, 30.0)
         fed_after = time.monotonic()
         await self.until(

@@ -312,9 +312,7 @@ class TeletypeBot(_TokenFileMixin, commands.Bot):
         for key, ws in list(table.items()):
             if ws in live:
                 continue
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(5):
-                    await ws.close()
+            await self._discard(ws)
             # twitchio 3.3 files a reconnected socket under its old session
             # id, and a close removes only the new one.
             table.pop(key, None)
@@ -329,6 +327,18 @@ class TeletypeBot(_TokenFileMixin, commands.Bot):
             log.warning("resubscribing failed: %s", failure)
         except Exception as e:  # a refused upgrade, a timeout, a reset: the next check retries
             log.warning("resubscribing failed: %s", _name(e))
+
+    async def _discard(self, ws: Websocket) -> None:
+        """Close a socket for good. twitchio's own reconnect of it is stopped first: its
+        close() leaves that task running, and a handshake that came through later
+        subscribed a socket no one held, whose lines went to a bot that could be gone."""
+        connecting = list(ws._connection_tasks)  # type: ignore[attr-defined]
+        for task in connecting:
+            task.cancel()
+        await asyncio.gather(*connecting, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(5):
+                await ws.close()
 
     # --- tokens ----------------------------------------------------------------------
 
@@ -472,6 +482,8 @@ class TeletypeBot(_TokenFileMixin, commands.Bot):
         await self.bridge.close()
         if self._sender is not None:
             await self._sender.close()
+        # twitchio's close leaves a reconnect under way running (see _discard).
+        await asyncio.gather(*(self._discard(ws) for ws in self._sockets()))
         await super().close(**options)
 
 
